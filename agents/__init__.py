@@ -1,0 +1,1 @@
+"""The built-in agents of graphrun. Each uses only the public API of graphrun."""

@@ -1,0 +1,120 @@
+"""Encoding of messages as Redis stream entries, without pickle and without base64.
+
+An entry has one JSON header field ``h`` and one raw field per array (``b0``, ``b1``…).
+Arrays anywhere in the payload are replaced in the header by a small descriptor
+(dtype, shape, field). Contiguous arrays are handed to the socket as memoryviews, so
+a frame is not copied on the write side; on the read side each array is a read-only
+``np.frombuffer`` view on the bytes that came from the socket.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import MessageFormatError
+from .message import SCHEMA_VERSION, Hop, Message
+
+HEADER = b"h"
+_ARRAY_KEY = "__ndarray__"
+
+
+def _array_bytes(array: np.ndarray) -> memoryview:
+    if array.dtype.hasobject:
+        raise TypeError("arrays of Python objects cannot be sent; use a numeric dtype")
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # the one copy a strided view needs
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def encode(message: Message) -> dict[bytes, Any]:
+    """The stream fields for ``message``; array fields are zero-copy memoryviews."""
+    fields: dict[bytes, Any] = {}
+
+    def default(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            name = f"b{len(fields)}"
+            fields[name.encode()] = _array_bytes(value)
+            return {_ARRAY_KEY: name, "dtype": value.dtype.str, "shape": list(value.shape)}
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, (set, frozenset, tuple)):
+            return list(value)
+        raise TypeError(f"{type(value).__name__} is not a JSON value or a numpy array")
+
+    header = {
+        "v": message.schema,
+        "id": message.id,
+        "from": message.producer,
+        "t0": message.created,
+        "hops": [[h.agent, h.received, h.sent] for h in message.hops],
+        "p": message.payload,
+    }
+    try:
+        text = json.dumps(header, default=default, allow_nan=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise MessageFormatError(f"payload cannot be encoded: {exc}") from exc
+    return {HEADER: text.encode(), **fields}
+
+
+def decode(fields: Mapping[bytes, bytes]) -> Message:
+    """The message in a stream entry; raises MessageFormatError for anything malformed."""
+    raw = fields.get(HEADER)
+    if raw is None:
+        raise MessageFormatError(f"entry has no header field 'h' (fields: {sorted(k.decode(errors='replace') for k in fields)})")
+
+    def object_hook(obj: dict[str, Any]) -> Any:
+        name = obj.get(_ARRAY_KEY)
+        if name is None:
+            return obj
+        return _array(fields, name, obj)
+
+    try:
+        header = json.loads(raw, object_hook=object_hook)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageFormatError(f"header is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise MessageFormatError("header is not a JSON object")
+    version = header.get("v")
+    if version != SCHEMA_VERSION:
+        raise MessageFormatError(f"unsupported message schema version {version!r} (this runtime reads {SCHEMA_VERSION})")
+    payload = header.get("p")
+    if not isinstance(payload, dict):
+        raise MessageFormatError("message payload is missing or not a mapping")
+    try:
+        hops = tuple(Hop(str(a), float(r), float(s)) for a, r, s in header.get("hops", ()))
+        return Message(
+            payload,
+            id=str(header["id"]),
+            producer=str(header.get("from", "")),
+            created=float(header["t0"]),
+            hops=hops,
+            schema=version,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MessageFormatError(f"envelope field is missing or malformed: {exc!r}") from exc
+
+
+def _array(fields: Mapping[bytes, bytes], name: Any, spec: dict[str, Any]) -> np.ndarray:
+    try:
+        buffer = fields[str(name).encode()]
+    except KeyError:
+        raise MessageFormatError(f"array field {name!r} is missing from the entry") from None
+    try:
+        dtype = np.dtype(spec["dtype"])
+        shape = tuple(int(n) for n in spec["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MessageFormatError(f"array {name!r} has a bad descriptor: {exc}") from exc
+    if dtype.hasobject:
+        raise MessageFormatError(f"array {name!r} declares an object dtype")
+    expected = math.prod(shape) * dtype.itemsize
+    if len(buffer) != expected:
+        raise MessageFormatError(
+            f"array {name!r} is truncated or oversized: {len(buffer)} bytes for shape {list(shape)} "
+            f"of {dtype} ({expected} bytes)"
+        )
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)

@@ -1,0 +1,88 @@
+"""Every exception graphrun raises, in one place.
+
+Two families: errors that describe a problem (bad graph, bad message, unreachable
+service), and control-flow exceptions an agent raises from ``handle`` to tell the
+runtime what to do with the message in hand (``Retry``, ``DeadLetter``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GraphrunError(Exception):
+    """Base class of graphrun's errors."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a graph file, located precisely enough for an editor to jump to."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    path: str = ""
+
+    def __str__(self) -> str:
+        where = f" ({self.path})" if self.path else ""
+        return f"{self.file}:{self.line}:{self.column}: {self.message}{where}"
+
+
+class GraphError(GraphrunError):
+    """A graph file is invalid; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class AgentTypeError(GraphrunError):
+    """An agent type name cannot be resolved to an Agent class."""
+
+
+class ConfigError(GraphrunError):
+    """A setting outside the graph file (environment, command line) is missing or wrong."""
+
+
+class MessageFormatError(GraphrunError):
+    """A stream entry is not a well-formed graphrun message (wrong fields, truncated buffer)."""
+
+
+class PortError(GraphrunError):
+    """A port was used in a way its declaration does not allow."""
+
+
+class RedisUnavailable(GraphrunError):
+    """A Redis instance could not be reached within the allowed time."""
+
+
+class AgentStartError(GraphrunError):
+    """An agent could not be started: its class, parameters or bindings are unusable.
+
+    The launcher does not restart an agent that fails this way: no retry could fix it.
+    """
+
+
+# --- control flow, raised by agent code ---------------------------------------------
+
+
+class Retry(Exception):
+    """Raise from ``handle`` to try the message again later.
+
+    The message stays pending; it is handed to ``handle`` again after ``delay``
+    seconds. Each try counts as a delivery, so a message that keeps asking for a retry
+    still ends in the dead-letter stream after ``max_deliveries``.
+    """
+
+    def __init__(self, reason: str = "", *, delay: float = 1.0):
+        super().__init__(reason)
+        self.delay = delay
+
+
+class DeadLetter(Exception):
+    """Raise from ``handle`` to move the message to the dead-letter stream at once.
+
+    Use it for messages no retry can fix (a frame the model can't take, say). The
+    reason is stored with the message, so nothing is dropped silently.
+    """

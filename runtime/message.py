@@ -1,0 +1,68 @@
+"""The message envelope that travels on every stream.
+
+A message is a payload (a mapping of JSON values and numpy arrays) plus the trace
+that makes a process graph observable: who made it, when its origin was made, and
+which agents it has passed through.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+SCHEMA_VERSION = 1
+
+P = TypeVar("P", bound=Mapping[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One agent on a message's path: when it received the input and when it sent."""
+
+    agent: str
+    received: float
+    sent: float
+
+
+@dataclass(slots=True)
+class Message(Generic[P]):
+    """A payload with its envelope.
+
+    ``payload`` is read-only where it holds arrays received from a stream: they are
+    views on the received buffer, not copies. Copy an array before changing it.
+    """
+
+    payload: P
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    producer: str = ""
+    created: float = field(default_factory=time.time)
+    hops: tuple[Hop, ...] = ()
+    schema: int = SCHEMA_VERSION
+    # Set on received messages only.
+    port: str | None = None
+    entry_id: str | None = None
+    stream: str | None = None
+    received: float | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.payload[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.payload.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.payload)
+
+    @property
+    def age(self) -> float:
+        """Seconds since the origin of this message's chain was created."""
+        return time.time() - self.created
+
+    def derive(self, payload: Mapping[str, Any], *, producer: str, sent: float | None = None) -> Message:
+        """A new message made from this one: it keeps the origin time and extends the trace."""
+        now = time.time() if sent is None else sent
+        hop = Hop(producer, self.received if self.received is not None else now, now)
+        return Message(payload, producer=producer, created=self.created, hops=self.hops + (hop,))

@@ -1,0 +1,126 @@
+"""Test an agent without a graph, a launcher or (unless it asks for one) Redis.
+
+    with AgentHarness(Doubler, params={"factor": 3}) as h:
+        h.send("numbers", {"value": 2})
+        assert h.take("doubled") == [{"value": 6}]
+
+Every message in and out goes through the real stream encoding, so a payload that
+could not travel on a stream fails here too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import codec
+from .agent import Agent
+from .errors import ConfigError, PortError
+from .message import Message
+from .ports import declared_ports
+
+
+class AgentHarness:
+    """Runs one agent in-process and records what it sends, holds and releases."""
+
+    def __init__(
+        self,
+        agent_class: type[Agent],
+        *,
+        params: Mapping[str, Any] | None = None,
+        name: str = "agent",
+        groups: Mapping[str, Sequence[str]] | None = None,
+        redis: Mapping[str, Any] | None = None,
+    ):
+        self.stopping = threading.Event()
+        self.status: dict[str, Any] = {}
+        self.current: Message | None = None
+        self.outputs: dict[str, list[Message]] = defaultdict(list)
+        self.held: list[Message] = []
+        self.released: list[Message] = []
+        self._redis = dict(redis or {})
+        ports = declared_ports(agent_class)
+        connected = [n for n, p in ports.items() if not p.dynamic]
+        for names in (groups or {}).values():
+            connected += list(names)
+        self.agent = agent_class(
+            name=name, params=dict(params or {}), context=self, groups=groups, connected=connected
+        )
+        self._inputs = {n for n, p in ports.items() if p.direction == "input" and not p.dynamic}
+        for group, names in (groups or {}).items():
+            if ports[group].direction == "input":
+                self._inputs.update(names)
+
+    # --- Context --------------------------------------------------------------------
+
+    def emit(self, port: str, payload: Mapping[str, Any], parent: Message | None) -> None:
+        parent = parent or self.current
+        if parent is None:
+            message = Message(payload, producer=self.agent.name)
+        else:
+            message = parent.derive(payload, producer=self.agent.name)
+        self.outputs[port].append(_round_trip(message))
+
+    def hold(self, message: Message) -> None:
+        self.held.append(message)
+
+    def release(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            self.held.remove(message)
+            self.released.append(message)
+
+    def redis(self, instance: str) -> Any:
+        try:
+            return self._redis[instance]
+        except KeyError:
+            raise ConfigError(f"the harness was given no Redis client for instance {instance!r}") from None
+
+    # --- driving the agent ------------------------------------------------------------
+
+    def __enter__(self) -> AgentHarness:
+        self.agent.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.agent.stop()
+
+    def message(self, port: str, payload: Mapping[str, Any], **envelope: Any) -> Message:
+        """A message as the agent would receive it on ``port``."""
+        if port not in self._inputs:
+            raise PortError(f"{type(self.agent).__name__} has no input {port!r} (inputs: {sorted(self._inputs)})")
+        message = _round_trip(Message(payload, **envelope))
+        message.port = port
+        message.received = message.created if "received" not in envelope else envelope["received"]
+        return message
+
+    def send(self, port: str, payload: Mapping[str, Any], **envelope: Any) -> Message:
+        """Deliver one message to ``port``; exceptions from ``handle`` propagate."""
+        message = self.message(port, payload, **envelope)
+        self.deliver([message])
+        return message
+
+    def deliver(self, messages: Sequence[Message]) -> None:
+        try:
+            self.agent.handle_batch(messages)
+        finally:
+            self.current = None
+
+    def produce(self, times: int = 1) -> None:
+        for _ in range(times):
+            self.agent.produce()
+
+    def tick(self) -> None:
+        self.agent.tick()
+
+    def take(self, port: str) -> list[Mapping[str, Any]]:
+        """The payloads sent on ``port`` since the last take, oldest first."""
+        messages = self.outputs.pop(port, [])
+        return [m.payload for m in messages]
+
+
+def _round_trip(message: Message) -> Message:
+    fields = codec.encode(message)
+    return codec.decode({k: bytes(v) for k, v in fields.items()})
