@@ -15,4 +15,20 @@ class AgentConfigError(GraphrunError):
 # --- classification -------------------------------------------------------------------
 
 
+class FrameFormatError(GraphrunError):
+    """A frame's shape, channels or dtype can't be turned into the model's input."""
+
+
+class ModelError(GraphrunError):
+    """A model file or stored model version is missing, unreadable or unusable."""
+
+
+class PreprocessConfigError(AgentConfigError):
+    """A pre-processing spec does not fit the model it feeds (input size, channels, layout)."""
+
+
+class RedisAIError(GraphrunError):
+    """RedisAI rejected a command or answered with something the agent can't parse."""
+
+
 # --- modbus ---------------------------------------------------------------------------
