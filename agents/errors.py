@@ -12,6 +12,34 @@ class AgentConfigError(GraphrunError):
 # --- camera ---------------------------------------------------------------------------
 
 
+class CameraError(GraphrunError):
+    """A camera source cannot deliver frames (base of the camera's errors)."""
+
+
+class CameraConfigError(CameraError, AgentConfigError):
+    """A camera parameter is well-typed but unusable (an unknown view, an empty folder)."""
+
+
+class PixelFormatError(CameraError):
+    """A buffer's pixel format cannot be converted, or its size does not match it."""
+
+
+class GenTLProducerError(CameraError):
+    """The GenTL producer (.cti file) is missing, unreadable or offers no device."""
+
+
+class DeviceNotFoundError(CameraError):
+    """No device matches the serial number, id or user-defined name asked for."""
+
+
+class FeatureError(CameraError):
+    """A GenICam feature is missing on the device, not writable, or refuses the value."""
+
+
+class DeviceLostError(CameraError):
+    """A device or stream stopped delivering frames; the agent reconnects with backoff."""
+
+
 # --- classification -------------------------------------------------------------------
 
 
