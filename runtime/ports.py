@@ -94,9 +94,18 @@ class Inputs(_Port[T]):
 
 
 class Output(_Port[T]):
-    """One output port; on an agent instance it is a sender with ``send(payload)``."""
+    """One output port; on an agent instance it is a sender with ``send(payload)``.
+
+    ``maxlen`` is the default bound of its stream (a graph may set another): choose it
+    by payload size, since a bounded stream is what keeps a slow reader from filling
+    Redis's memory. Frames of megabytes want a few hundred at most.
+    """
 
     direction = "output"
+
+    def __init__(self, payload_type: type[T] | None = None, *, maxlen: int | None = None, doc: str = ""):
+        super().__init__(payload_type, doc=doc)
+        self.maxlen = maxlen
 
     @overload
     def __get__(self, agent: None, owner: type) -> Output[T]: ...
@@ -114,6 +123,10 @@ class Outputs(_Port[T]):
 
     direction = "output"
     dynamic = True
+
+    def __init__(self, payload_type: type[T] | None = None, *, maxlen: int | None = None, doc: str = ""):
+        super().__init__(payload_type, doc=doc)
+        self.maxlen = maxlen
 
     def __get__(self, agent: Agent | None, owner: type) -> Any:
         if agent is None:

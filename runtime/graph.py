@@ -1,0 +1,517 @@
+"""Process-graph files: parsing, validation against the agent classes, and resolution.
+
+``load_graph`` returns a ``Graph`` in which every port of every agent is bound to a
+concrete stream on a named Redis instance, or raises ``GraphError`` listing every
+problem as ``FILE:LINE:COL: what is wrong (field path)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import registry, yaml_source
+from .agent import Agent
+from .errors import AgentTypeError, ConfigError, GraphError, Problem
+from .ports import declared_ports, incompatibility, type_name
+from .yaml_source import Path_, Source
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+DEFAULT_MAXLEN = 10_000
+
+
+# --- the file's schema --------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RedisSpec(_Strict):
+    """A named Redis instance. Without a url, ``graphrun run`` starts a local redis-server."""
+
+    url: str | None = None
+    maxmemory: str | None = Field(None, description="for a server graphrun starts, e.g. '2gb'")
+
+
+class NodeSpec(_Strict):
+    """A physical machine. Its ``redis`` is where its agents' outputs go by default."""
+
+    redis: str | None = None
+    platform: str | None = Field(None, description="container platform, e.g. linux/arm64")
+    host: str | None = Field(None, description="the machine's address, for other nodes and tools")
+
+
+class InputSpec(_Strict):
+    """How an agent reads one input stream."""
+
+    from_: str = Field(alias="from")
+    claim_idle_ms: int = Field(30_000, ge=100, description="reclaim entries a dead consumer left pending this long")
+    max_deliveries: int = Field(5, ge=1, description="dead-letter a message after this many failed deliveries")
+    batch: int = Field(16, ge=1, le=10_000, description="most entries taken per read")
+    batch_wait_ms: float = Field(0, ge=0, description="wait up to this long to fill a batch")
+    start: Literal["earliest", "latest"] = Field("earliest", description="where a new consumer group starts")
+    dead_letter: str | None = Field(None, description="dead-letter stream key (default: '<stream>:dead')")
+
+
+class OutputSpec(_Strict):
+    redis: str | None = None
+    stream: str | None = None
+    maxlen: int | None = Field(None, ge=1, description="approximate bound on the stream's length")
+
+
+class RestartSpec(_Strict):
+    backoff_initial: float = Field(0.5, gt=0)
+    backoff_max: float = Field(30.0, gt=0)
+
+
+class AgentSpec(_Strict):
+    type: str
+    node: str | None = None
+    replicas: int = Field(1, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    restart: RestartSpec = Field(default_factory=RestartSpec)
+    env: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+
+
+class GraphSpec(_Strict):
+    name: str
+    description: str = ""
+    redis: dict[str, RedisSpec] = Field(default_factory=lambda: {"main": RedisSpec()})
+    nodes: dict[str, NodeSpec] = Field(default_factory=dict)
+    agents: dict[str, Any]
+
+
+# --- the resolved graph -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamRef:
+    instance: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.instance}:{self.key}"
+
+
+@dataclass(frozen=True)
+class InputBinding:
+    port: str
+    stream: StreamRef
+    spec: InputSpec
+    source: tuple[str, str] | None  # (agent, port) writing the stream, when in this graph
+
+    @property
+    def instance(self) -> str:
+        return self.stream.instance
+
+    @property
+    def key(self) -> str:
+        return self.stream.key
+
+    @property
+    def dead_letter(self) -> StreamRef:
+        return StreamRef(self.stream.instance, self.spec.dead_letter or f"{self.stream.key}:dead")
+
+
+@dataclass(frozen=True)
+class OutputBinding:
+    port: str
+    stream: StreamRef
+    maxlen: int
+
+    @property
+    def instance(self) -> str:
+        return self.stream.instance
+
+    @property
+    def key(self) -> str:
+        return self.stream.key
+
+
+@dataclass
+class AgentNode:
+    """One agent of a graph, its class found, its params validated, its ports bound."""
+
+    name: str
+    type: str
+    node: str
+    replicas: int
+    params: dict[str, Any]
+    agent_class: type[Agent]
+    settings: BaseModel
+    inputs: dict[str, InputBinding]
+    outputs: dict[str, OutputBinding]
+    groups: dict[str, tuple[str, ...]]
+    spec: AgentSpec
+
+    @property
+    def instances(self) -> set[str]:
+        """The Redis instances this agent talks to."""
+        return {b.instance for b in self.inputs.values()} | {b.instance for b in self.outputs.values()}
+
+
+@dataclass
+class Graph:
+    name: str
+    file: str
+    redis: dict[str, RedisSpec]
+    nodes: dict[str, NodeSpec]
+    agents: dict[str, AgentNode]
+    description: str = ""
+    source: Source | None = field(default=None, repr=False)
+
+    def agents_on(self, node: str | None) -> list[AgentNode]:
+        return [a for a in self.agents.values() if node is None or a.node == node]
+
+    def readers_of(self, stream: StreamRef) -> list[tuple[str, str]]:
+        return [(a.name, b.port) for a in self.agents.values() for b in a.inputs.values() if b.stream == stream]
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def load_graph(path: str | os.PathLike[str], *, environ: dict[str, str] | None = None) -> Graph:
+    """Parse and validate a graph file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GraphError([Problem(str(path), 1, 1, f"cannot read graph file: {exc.strerror or exc}")]) from None
+    # Custom agents beside a graph file are importable as "module:Class".
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    return parse_graph(text, str(path), environ=environ)
+
+
+def parse_graph(text: str, filename: str = "<graph>", *, environ: dict[str, str] | None = None) -> Graph:
+    source = yaml_source.load(text, filename, environ=environ)
+    return _Resolver(source).resolve()
+
+
+class _Resolver:
+    def __init__(self, source: Source):
+        self.src = source
+        self.problems: list[Problem] = []
+
+    def fail(self, path: Path_, message: str, *, key: bool = False) -> None:
+        self.problems.append(self.src.problem(path, message, key=key))
+
+    def resolve(self) -> Graph:
+        data = self.src.data
+        if not isinstance(data, dict):
+            raise GraphError([self.src.problem((), "a graph file is a mapping with name, redis, nodes and agents")])
+        try:
+            spec = GraphSpec.model_validate(data)
+        except ValidationError as exc:
+            self._pydantic(exc, ())
+            raise GraphError(self.problems) from None
+        # Each agent is checked on its own, so one agent's mistake hides no other's.
+        agent_specs: dict[str, AgentSpec] = {}
+        for name, raw in spec.agents.items():
+            try:
+                agent_specs[name] = AgentSpec.model_validate(raw)
+            except ValidationError as exc:
+                self._pydantic(exc, ("agents", name))
+                # Go on without the bad keys, to report what else is wrong with this agent.
+                bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+                if isinstance(raw, dict) and "type" not in bad:
+                    try:
+                        agent_specs[name] = AgentSpec.model_validate({k: v for k, v in raw.items() if k not in bad})
+                    except ValidationError:
+                        pass
+        self.spec = spec
+        self.agent_specs = agent_specs
+        for section in ("redis", "nodes", "agents"):
+            for name in getattr(spec, section):
+                if not _NAME.match(str(name)):
+                    self.fail((section, name), f"bad name {name!r}: use letters, digits, '_' and '-'", key=True)
+        if not spec.redis:
+            self.fail(("redis",), "a graph needs at least one Redis instance")
+            raise GraphError(self.problems)
+        self._check_nodes()
+        classes = self._classes()
+        settings = self._params(classes)
+        outputs, groups = self._outputs(classes)
+        inputs = self._inputs(classes, outputs, groups)
+        self._required_inputs(classes, inputs)
+        if self.problems:
+            raise GraphError(sorted(self.problems, key=lambda p: (p.line, p.column)))
+        agents = {
+            name: AgentNode(
+                name=name, type=a.type, node=self._node_of(name), replicas=a.replicas, params=a.params,
+                agent_class=classes[name], settings=settings[name], inputs=inputs[name],
+                outputs=outputs[name], groups=groups[name], spec=a,
+            )
+            for name, a in self.agent_specs.items()
+        }
+        nodes = spec.nodes or {"local": NodeSpec(redis=next(iter(spec.redis)))}
+        return Graph(spec.name, self.src.filename, dict(spec.redis), dict(nodes), agents, spec.description, self.src)
+
+    # --- pieces ---
+
+    def _pydantic(self, exc: ValidationError, prefix: Path_) -> None:
+        for err in exc.errors():
+            loc = prefix + tuple(err["loc"])
+            if err["type"] == "extra_forbidden":
+                self.fail(loc, f"unknown key {loc[-1]!r}", key=True)
+            elif err["type"] == "missing":
+                self.fail(loc[:-1], f"missing required key {loc[-1]!r}")
+            else:
+                given = err.get("input")
+                shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
+                self.fail(loc, f"{err['msg']}{shown}")
+
+    def _check_nodes(self) -> None:
+        for node, n in self.spec.nodes.items():
+            if n.redis is not None and n.redis not in self.spec.redis:
+                self.fail(("nodes", node, "redis"), f"unknown Redis instance {n.redis!r} (known: {_known(self.spec.redis)})")
+        for name, a in self.agent_specs.items():
+            if a.node is None:
+                if len(self.spec.nodes) > 1:
+                    self.fail(("agents", name), f"agent {name!r} must name its node: the graph has several ({_known(self.spec.nodes)})")
+            elif a.node not in self.spec.nodes:
+                self.fail(("agents", name, "node"), f"unknown node {a.node!r} (known: {_known(self.spec.nodes) or 'none declared'})")
+
+    def _node_of(self, agent: str) -> str:
+        a = self.agent_specs[agent]
+        if a.node:
+            return a.node
+        return next(iter(self.spec.nodes), "local")
+
+    def _home_instance(self, agent: str) -> str:
+        node = self.spec.nodes.get(self.agent_specs[agent].node or "") or (
+            next(iter(self.spec.nodes.values())) if len(self.spec.nodes) == 1 else None
+        )
+        if node is not None and node.redis in self.spec.redis:
+            return node.redis  # type: ignore[return-value]
+        return next(iter(self.spec.redis))
+
+    def _classes(self) -> dict[str, type[Agent]]:
+        classes: dict[str, type[Agent]] = {}
+        for name, a in self.agent_specs.items():
+            try:
+                classes[name] = registry.resolve(a.type)
+            except AgentTypeError as exc:
+                self.fail(("agents", name, "type"), str(exc))
+        return classes
+
+    def _params(self, classes: dict[str, type[Agent]]) -> dict[str, BaseModel]:
+        out: dict[str, BaseModel] = {}
+        for name, cls in classes.items():
+            try:
+                out[name] = cls.Params.model_validate(self.agent_specs[name].params)
+            except ValidationError as exc:
+                self._pydantic(exc, ("agents", name, "params"))
+        return out
+
+    def _group_for(self, cls: type[Agent], direction: str) -> str | None:
+        groups = [n for n, p in declared_ports(cls).items() if p.dynamic and p.direction == direction]
+        return groups[0] if len(groups) == 1 else None
+
+    def _flatten(self, name: str, cls: type[Agent], direction: str, section: str) -> dict[str, tuple[Any, Path_, str | None]]:
+        """Port name -> (binding value, path in file, dynamic group or None)."""
+        ports = declared_ports(cls)
+        entries: dict[str, tuple[Any, Path_, str | None]] = {}
+        raw = getattr(self.agent_specs[name], section)
+        for port, value in raw.items():
+            path: Path_ = ("agents", name, section, port)
+            declared = ports.get(port)
+            if declared is not None and declared.direction == direction and declared.dynamic:
+                if not isinstance(value, dict) or "from" in value or "stream" in value:
+                    self.fail(path, f"{port!r} is a set of ports: give a mapping of port names to bindings")
+                    continue
+                for sub, sub_value in value.items():
+                    entries[str(sub)] = (sub_value, path + (sub,), port)
+            elif declared is not None and declared.direction == direction:
+                entries[str(port)] = (value, path, None)
+            else:
+                group = self._group_for(cls, direction)
+                if group is None or (declared is not None):
+                    names = sorted(n for n, p in ports.items() if p.direction == direction)
+                    self.fail(path, f"{cls.__name__} has no {direction} port {port!r} (its {direction}s: {', '.join(names) or 'none'})", key=True)
+                    continue
+                entries[str(port)] = (value, path, group)
+        return entries
+
+    def _declared(self, cls: type[Agent], port: str, direction: str) -> type | None:
+        """The payload type of a port, static or a member of the class's dynamic set."""
+        declared = declared_ports(cls).get(port)
+        if declared is None or declared.direction != direction:
+            declared = declared_ports(cls).get(self._group_for(cls, direction) or "")
+        return declared.type if declared is not None else None
+
+    def _outputs(self, classes: dict[str, type[Agent]]) -> tuple[dict[str, dict[str, OutputBinding]], dict[str, dict[str, tuple[str, ...]]]]:
+        outputs: dict[str, dict[str, OutputBinding]] = {}
+        groups: dict[str, dict[str, list[str]]] = {}
+        writers: dict[StreamRef, tuple[str, str, Path_]] = {}
+        for name, cls in classes.items():
+            outputs[name], groups[name] = {}, {}
+            home = self._home_instance(name)
+            entries = self._flatten(name, cls, "output", "outputs")
+            for port, p in declared_ports(cls).items():
+                if p.direction == "output" and not p.dynamic and port not in entries:
+                    entries[port] = (None, ("agents", name), None)
+            for port, (value, path, group) in entries.items():
+                if group is not None:
+                    groups[name].setdefault(group, []).append(port)
+                binding = self._output_binding(name, port, value, path, home, cls)
+                if binding is None:
+                    continue
+                previous = writers.get(binding.stream)
+                if previous is not None:
+                    self.fail(path, f"stream {binding.stream} is already written by {previous[0]}.{previous[1]}: one writer per stream")
+                    continue
+                writers[binding.stream] = (name, port, path)
+                outputs[name][port] = binding
+        self.writers = writers
+        return outputs, {a: {g: tuple(v) for g, v in gs.items()} for a, gs in groups.items()}
+
+    def _output_binding(self, agent: str, port: str, value: Any, path: Path_, home: str, cls: type[Agent]) -> OutputBinding | None:
+        default_maxlen = getattr(declared_ports(cls).get(port), "maxlen", None) or DEFAULT_MAXLEN
+        default_key = f"{self.spec.name}.{agent}.{port}"
+        if value is None:
+            return OutputBinding(port, StreamRef(home, default_key), default_maxlen)
+        if isinstance(value, str):
+            ref = self._stream_ref(value, path)
+            return None if ref is None else OutputBinding(port, ref, default_maxlen)
+        if isinstance(value, dict):
+            try:
+                out = OutputSpec.model_validate(value)
+            except ValidationError as exc:
+                self._pydantic(exc, path)
+                return None
+            instance = out.redis or home
+            if instance not in self.spec.redis:
+                self.fail(path + ("redis",), f"unknown Redis instance {instance!r} (known: {_known(self.spec.redis)})")
+                return None
+            return OutputBinding(port, StreamRef(instance, out.stream or default_key), out.maxlen or default_maxlen)
+        self.fail(path, "an output binding is 'instance:stream' or a mapping with redis, stream, maxlen")
+        return None
+
+    def _stream_ref(self, text: str, path: Path_) -> StreamRef | None:
+        instance, sep, key = text.partition(":")
+        if not sep or not instance or not key:
+            self.fail(path, f"bad stream {text!r}: write 'instance:stream-key'")
+            return None
+        if instance not in self.spec.redis:
+            self.fail(path, f"unknown Redis instance {instance!r} in {text!r} (known: {_known(self.spec.redis)})")
+            return None
+        return StreamRef(instance, key)
+
+    def _inputs(self, classes: dict[str, type[Agent]], outputs: dict[str, dict[str, OutputBinding]],
+                groups: dict[str, dict[str, tuple[str, ...]]]) -> dict[str, dict[str, InputBinding]]:
+        result: dict[str, dict[str, InputBinding]] = {}
+        for name, cls in classes.items():
+            result[name] = {}
+            for port, (value, path, group) in self._flatten(name, cls, "input", "inputs").items():
+                if group is not None:
+                    groups[name] = {**groups[name], group: groups[name].get(group, ()) + (port,)}
+                if isinstance(value, str):
+                    value = {"from": value}
+                if not isinstance(value, dict):
+                    self.fail(path, "an input binding is 'agent.port', 'instance:stream', or a mapping with 'from'")
+                    continue
+                try:
+                    spec = InputSpec.model_validate(value)
+                except ValidationError as exc:
+                    self._pydantic(exc, path)
+                    continue
+                from_path = path + ("from",) if path + ("from",) in self.src.values else path
+                located = self._locate_source(spec.from_, from_path, classes, outputs)
+                if located is None:
+                    continue
+                stream, source = located
+                if source is not None:
+                    out_decl = self._declared(classes[source[0]], source[1], "output")
+                    in_decl = self._declared(cls, port, "input")
+                    reason = incompatibility(out_decl, in_decl)
+                    if reason:
+                        self.fail(from_path, f"{source[0]}.{source[1]} sends {type_name(out_decl)} "
+                                             f"but {name}.{port} takes {type_name(in_decl)}: {reason}")
+                result[name][port] = InputBinding(port, stream, spec, source)
+        return result
+
+    def _locate_source(self, text: str, path: Path_, classes: dict[str, type[Agent]],
+                       outputs: dict[str, dict[str, OutputBinding]]) -> tuple[StreamRef, tuple[str, str] | None] | None:
+        if ":" in text:
+            ref = self._stream_ref(text, path)
+            if ref is None:
+                return None
+            writer = self.writers.get(ref)
+            return ref, (writer[0], writer[1]) if writer else None
+        agent, sep, port = text.partition(".")
+        if not sep:
+            self.fail(path, f"bad input {text!r}: write 'agent.port' or 'instance:stream-key'")
+            return None
+        if agent not in self.spec.agents:
+            self.fail(path, f"input from unknown agent {agent!r} (agents: {_known(self.spec.agents)})")
+            return None
+        if agent not in classes:
+            return None  # its type is already reported
+        binding = outputs.get(agent, {}).get(port)
+        if binding is None:
+            names = sorted(outputs.get(agent, {}))
+            self.fail(path, f"agent {agent!r} has no output port {port!r} (its outputs: {', '.join(names) or 'none'})")
+            return None
+        return binding.stream, (agent, port)
+
+    def _required_inputs(self, classes: dict[str, type[Agent]], inputs: dict[str, dict[str, InputBinding]]) -> None:
+        for name, cls in classes.items():
+            for port, p in declared_ports(cls).items():
+                if p.direction == "input" and not p.dynamic and getattr(p, "required", True) and port not in inputs.get(name, {}):
+                    if ("agents", name, "inputs", port) in self.src.keys:
+                        continue  # bound, but the binding itself was reported
+                    self.fail(("agents", name), f"required input {port!r} of agent {name!r} is not connected")
+
+
+def _known(mapping: dict[str, Any]) -> str:
+    return ", ".join(sorted(mapping))
+
+
+# --- where each Redis instance is ---------------------------------------------------------
+
+
+def env_name(instance: str) -> str:
+    return "GRAPHRUN_REDIS_" + re.sub(r"[^A-Za-z0-9]", "_", instance).upper()
+
+
+def state_dir(graph: Graph) -> Path:
+    """Where the launcher keeps a graph's Redis data and the URLs it started."""
+    base = os.environ.get("GRAPHRUN_STATE_DIR")
+    return Path(base) / graph.name if base else Path(".graphrun") / graph.name
+
+
+def redis_url(graph: Graph, instance: str, overrides: dict[str, str] | None = None) -> str:
+    """The URL of a Redis instance: command line, graph file, environment, or a running launcher."""
+    if overrides and instance in overrides:
+        return overrides[instance]
+    spec = graph.redis.get(instance)
+    if spec is None:
+        raise ConfigError(f"graph {graph.name!r} has no Redis instance {instance!r}")
+    if spec.url:
+        return spec.url
+    from_env = os.environ.get(env_name(instance))
+    if from_env:
+        return from_env
+    recorded = state_dir(graph) / "redis.json"
+    try:
+        urls = json.loads(recorded.read_text())
+        return urls[instance]
+    except (OSError, ValueError, KeyError):
+        pass
+    raise ConfigError(
+        f"Redis instance {instance!r} has no url: give one in the graph, set {env_name(instance)}, "
+        f"pass --redis {instance}=URL, or start the graph with `graphrun run`"
+    )
