@@ -94,16 +94,18 @@ class Preprocessor:
         return self.batch([image])
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Frames of one size-compatible batch as one model input tensor."""
-        if not images:
+        """Frames as one model input tensor."""
+        return self.normalise([self.resized(image) for image in images])
+
+    def normalise(self, smalls: Sequence[np.ndarray]) -> np.ndarray:
+        """Images already through ``resized`` (same size) as one model input tensor."""
+        if not smalls:
             raise ValueError("an empty batch has no model input")
-        first = self.resized(images[0])
-        h, w = first.shape[:2]
+        h, w = smalls[0].shape[:2]
         c = self.spec.channels
-        shape = (len(images), c, h, w) if self.spec.layout == "NCHW" else (len(images), h, w, c)
+        shape = (len(smalls), c, h, w) if self.spec.layout == "NCHW" else (len(smalls), h, w, c)
         out = np.empty(shape, self._dtype)
-        for i, image in enumerate(images):
-            small = first if i == 0 else self.resized(image)
+        for i, small in enumerate(smalls):
             if small.shape[:2] != (h, w):
                 raise FrameFormatError(
                     f"frame {i} of the batch is {small.shape[1]}x{small.shape[0]} after pre-processing, "
