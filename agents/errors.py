@@ -60,3 +60,30 @@ class RedisAIError(GraphrunError):
 
 
 # --- modbus ---------------------------------------------------------------------------
+
+
+class RegisterMapError(AgentConfigError, ValueError):
+    """A Modbus register map is unusable: overlapping entries, a coil given a numeric encoding.
+
+    Also a ValueError, so pydantic reports it against the graph's ``map`` with its line.
+    """
+
+
+class EncodingError(GraphrunError, ValueError):
+    """A value does not fit the encoding its map entry declares (a part id too big for uint16)."""
+
+
+class PlcAddressRefused(GraphrunError):
+    """A write to an address outside the register map; refused before it reaches the wire."""
+
+
+class PlcUnreachable(GraphrunError):
+    """The PLC did not answer: no TCP connection, or no reply within the timeout."""
+
+
+class PlcExceptionReply(GraphrunError):
+    """The PLC answered a request with a Modbus exception (illegal address, device busy...)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
