@@ -1,0 +1,75 @@
+"""The Modbus requests that write one result, in the order that keeps the PLC consistent.
+
+The PLC must never see a new sequence counter beside old data. When the counter and
+the data registers form one contiguous block they go in a single write-multiple
+request (atomic on the PLC); otherwise the data is written first and the counter
+last, on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .encoding import encode
+from .regmap import Entry, RegisterMap, Table
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One write request: consecutive addresses of one table."""
+
+    table: Table
+    address: int
+    values: tuple[int, ...]  # registers, or 0/1 per coil
+    fields: tuple[str, ...]  # the map entries it carries, for messages
+
+    @property
+    def last(self) -> int:
+        return self.address + len(self.values) - 1
+
+
+def _runs(parts: list[tuple[str, Entry, list[int]]]) -> list[Request]:
+    """Merge entries of one table into requests over consecutive addresses."""
+    requests: list[Request] = []
+    for name, entry, words in sorted(parts, key=lambda p: p[1].address):
+        if requests and requests[-1].last + 1 == entry.address:
+            prev = requests[-1]
+            requests[-1] = Request(entry.table, prev.address, prev.values + tuple(words), prev.fields + (name,))
+        else:
+            requests.append(Request(entry.table, entry.address, tuple(words), (name,)))
+    return requests
+
+
+class Layout:
+    """Turns a result's field values into write requests, following one register map."""
+
+    def __init__(self, regmap: RegisterMap):
+        self.map = regmap
+
+    def requests(self, values: Mapping[str, bool | int | float], sequence: int) -> list[Request]:
+        """The requests writing ``values`` (one per data entry) then ``sequence``, in order."""
+        coils: list[tuple[str, Entry, list[int]]] = []
+        holding: list[tuple[str, Entry, list[int]]] = []
+        for name, entry in self.map.writable():
+            value = sequence if name == "sequence" else values[name]
+            words = encode(
+                value,
+                entry.encoding,
+                byte_order=entry.byte_order,
+                word_order=entry.word_order,
+                what=f"map entry {name}",
+            )
+            (coils if entry.table == "coil" else holding).append((name, entry, words))
+        merged = _runs(holding)
+        if len(merged) > 1:  # not one block: data first, the counter alone and last
+            merged = _runs([p for p in holding if p[0] != "sequence"])
+            merged += _runs([p for p in holding if p[0] == "sequence"])
+        return _runs(coils) + merged
+
+    def allowed(self) -> dict[Table, frozenset[int]]:
+        """Every address the agent may write, by table: the map's writable entries only."""
+        allowed: dict[Table, set[int]] = {"holding": set(), "coil": set()}
+        for _, entry in self.map.writable():
+            allowed[entry.table].update(range(entry.address, entry.last + 1))
+        return {table: frozenset(addresses) for table, addresses in allowed.items()}
