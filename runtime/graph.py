@@ -104,7 +104,7 @@ class StreamRef:
         return f"{self.instance}:{self.key}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: the runner keys its bookkeeping by binding
 class InputBinding:
     port: str
     stream: StreamRef

@@ -91,7 +91,8 @@ class RedisServer:
         ]
         if self.maxmemory:
             args += ["--maxmemory", self.maxmemory]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Own session: a Ctrl-C in the terminal must not kill Redis before the agents have flushed.
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

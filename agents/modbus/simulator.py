@@ -111,14 +111,10 @@ class PlcSimulator:
             self._thread.join()
         self._loop = self._server = self._thread = self._stop = None
 
-    def serve_forever(self) -> None:
-        """Run in the calling thread until interrupted (the command line)."""
-        self.start()
-        try:
-            while self._thread is not None and self._thread.is_alive():
-                self._thread.join(0.5)
-        finally:
-            self.stop()
+    def wait(self) -> None:
+        """Block until the server thread ends (the command line, until Ctrl-C)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
 
     def __enter__(self) -> PlcSimulator:
         return self.start()

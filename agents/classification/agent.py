@@ -1,0 +1,295 @@
+"""The classification agent: frames in, one verdict per frame out.
+
+A frame is pre-processed as it arrives (crop, resize, colour: frame errors go to the
+dead-letter stream at once), queued, and judged with the others of its micro-batch in
+one inference call. The model in use is one immutable ``Judge``; a newly deployed
+version replaces it only while the queue is empty, so every batch, and therefore
+every frame, is judged by exactly one model version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+
+from graphrun import Agent, DeadLetter, GraphrunError, Input, Message, Output, Retry
+from graphrun_agents.errors import FrameFormatError, ModelError, PreprocessConfigError, RedisAIError
+from graphrun_agents.messages import Frame, Verdict
+
+from . import backends
+from .model import DEFAULT_MODEL, defect_scores, inspect, read_model
+from .params import ClassificationParams
+from .preprocess import Preprocessor, PreprocessSpec, check_against_model
+from .versions import ModelVersions, instance_id
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Everything that decides a verdict, swapped as one."""
+
+    model: backends.LoadedModel
+    version: str
+    name: str
+    preprocessor: Preprocessor
+    threshold: float
+    labels: tuple[str, str]
+    frame_hw: tuple[int, int] | None  # fixed model input height, width (None: dynamic)
+
+
+@dataclass
+class _Queued:
+    msg: Message
+    image: np.ndarray  # cropped, resized, colour-converted
+    preprocess_ms: float
+    held: bool = False
+
+
+class ClassificationAgent(Agent):
+    """Classifies each frame as defective or not with a deep-learning model."""
+
+    frames = Input(Frame)
+    verdicts = Output(Verdict)
+    Params = ClassificationParams
+    params: ClassificationParams
+    tick_interval = 0.005  # flushes a partial batch once it has waited max_wait_ms
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._queue: list[_Queued] = []
+        self._judged = 0
+        self._rejected = 0
+        self._next_check = 0.0
+        self._instance = instance_id(self.name)
+        self._backend, why = backends.choose_backend(self.params, self.redis)
+        self.log.info("inference backend: %s (%s)", self._backend, why)
+        self._ai = self.redis(self.params.redisai) if self._backend == "redisai" else None
+        self._versions = self._open_versions()
+        self._judge = self._initial_judge()
+        self._announce()
+
+    def stop(self) -> None:
+        if getattr(self, "_queue", None):
+            self.log.warning("stopping with %d queued frame(s); they stay pending and are redelivered", len(self._queue))
+        if getattr(self, "_versions", None) is not None:
+            try:
+                self._versions.forget_running(self._instance)
+            except redis.RedisError:
+                pass
+
+    # --- messages -----------------------------------------------------------------------
+
+    def handle_batch(self, msgs: Sequence[Message]) -> None:
+        super().handle_batch(msgs)
+        if self._queue and self.params.batch.max_wait_ms == 0:
+            self._flush()
+
+    def handle(self, msg: Message[Frame]) -> None:
+        if not self._queue:
+            self._follow_versions()
+        started = time.perf_counter()
+        image = self._prepare(msg)
+        queued = _Queued(msg, image, (time.perf_counter() - started) * 1000)
+        self._queue.append(queued)
+        if len(self._queue) >= self.params.batch.max_size:
+            self._flush()
+        else:
+            self.hold(msg)
+            queued.held = True
+
+    def tick(self) -> None:
+        if self._queue:
+            waited = time.time() - (self._queue[0].msg.received or 0.0)
+            if waited * 1000 >= self.params.batch.max_wait_ms:
+                self._flush()
+        else:
+            self._follow_versions()
+
+    def _prepare(self, msg: Message[Frame]) -> np.ndarray:
+        judge = self._judge
+        try:
+            image = judge.preprocessor.resized(msg["image"])
+        except KeyError:
+            raise DeadLetter(f"frame of part {msg.get('part_id')!r} has no 'image'") from None
+        except FrameFormatError as exc:
+            raise DeadLetter(f"frame of part {msg.get('part_id')!r} from {msg.get('camera')!r}: {exc}") from exc
+        if judge.frame_hw is not None and image.shape[:2] != judge.frame_hw:
+            h, w = image.shape[:2]
+            raise DeadLetter(
+                f"frame of part {msg.get('part_id')!r} from {msg.get('camera')!r} is {w}x{h} after pre-processing; "
+                f"model {judge.name} v{judge.version} takes {judge.frame_hw[1]}x{judge.frame_hw[0]} "
+                "(set params.preprocess.resize or roi)"
+            )
+        return image
+
+    def _flush(self) -> None:
+        """Judges every queued frame, sends the verdicts, then acknowledges held frames."""
+        queue, self._queue = self._queue, []
+        judge = self._judge
+        try:
+            results = self._infer(judge, [q.image for q in queue])
+        except (RedisAIError, redis.ConnectionError, redis.TimeoutError) as exc:
+            self._requeue(queue)
+            raise Retry(f"inference with {judge.model.backend} failed: {exc}", delay=1.0) from exc
+        except Exception:
+            self._requeue(queue)
+            raise
+        for q, (score, inference_ms) in zip(queue, results):
+            self.verdicts.send(self._verdict(judge, q, score, inference_ms), parent=q.msg)
+        self.release(*[q.msg for q in queue if q.held])
+        self._judged += len(queue)
+        self.status.update(verdicts=self._judged, rejected=self._rejected)
+
+    def _requeue(self, queue: list[_Queued]) -> None:
+        """Keeps frames for the next flush; only the one being handled is retried by the runtime."""
+        current = self._context.current if hasattr(self._context, "current") else None
+        self._queue = [q for q in queue if q.msg is not current and q.held]
+
+    def _infer(self, judge: Judge, images: list[np.ndarray]) -> list[tuple[float, float]]:
+        """(score, inference ms) per image, batched by size and by the model's fixed batch."""
+        results: list[tuple[float, float] | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(i)
+        fixed = judge.model.info.fixed_batch
+        step = fixed or self.params.batch.max_size
+        for indices in by_shape.values():
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
+                tensor = judge.preprocessor.normalise([images[i] for i in chunk])
+                if fixed and len(chunk) < fixed:  # a frozen batch axis: pad with copies of the first
+                    tensor = np.concatenate([tensor, np.repeat(tensor[:1], fixed - len(chunk), axis=0)])
+                began = time.perf_counter()
+                scores = defect_scores(judge.model.run(tensor))
+                elapsed = (time.perf_counter() - began) * 1000
+                for i, score in zip(chunk, scores):
+                    results[i] = (float(score), elapsed)
+        return results  # type: ignore[return-value]
+
+    def _verdict(self, judge: Judge, q: _Queued, score: float, inference_ms: float) -> Verdict:
+        defective = score >= judge.threshold
+        self._rejected += defective
+        verdict: Verdict = {
+            "part_id": q.msg.get("part_id"),
+            "camera": q.msg.get("camera"),
+            "defective": bool(defective),
+            "label": judge.labels[1] if defective else judge.labels[0],
+            "score": score,
+            "threshold": judge.threshold,
+            "model": judge.name,
+            "model_version": judge.version,
+            "backend": judge.model.backend,
+            "preprocess_ms": round(q.preprocess_ms, 3),
+            "inference_ms": round(inference_ms, 3),
+        }
+        if "truth" in q.msg.payload:
+            verdict["truth"] = q.msg["truth"]
+        return verdict
+
+    # --- models and versions ----------------------------------------------------------------
+
+    def _open_versions(self) -> ModelVersions | None:
+        if not self.params.model_updates:
+            return None
+        instance = self.params.registry_instance
+        try:
+            client = self.redis(instance)
+        except (GraphrunError, KeyError) as exc:
+            if self.params.registry:
+                raise
+            self.log.warning("no model updates: the graph has no Redis instance %r (%s)", instance, exc)
+            return None
+        return ModelVersions(client, self.name)
+
+    def _initial_judge(self) -> Judge:
+        """The active deployed version if there is one, else the model file (registered as version one)."""
+        if self._versions is not None:
+            active = self._versions.active()
+            if active is not None:
+                return self._build(self._versions.blob(active), active)
+        path = self.params.model or str(DEFAULT_MODEL)
+        blob = read_model(path)
+        info = inspect(blob, fallback_name=self._fallback_name(path))
+        version = self.params.model_version or info.version
+        if self._versions is not None and not self._versions.add(
+            blob, version=version, name=self.params.model_name or info.name, sha256=info.sha256, only_if_empty=True
+        ):
+            active = self._versions.active()  # another replica registered first
+            if active is not None:
+                return self._build(self._versions.blob(active), active)
+        return self._build(blob, version, path)
+
+    def _fallback_name(self, path: str) -> str:
+        return self.params.model_name or path.rsplit("/", 1)[-1].removesuffix(".onnx")
+
+    def _build(self, blob: bytes, version: str, path: str | None = None) -> Judge:
+        fallback = self._fallback_name(path or "model")
+        ai_key = (
+            self._versions.ai_key(version) if self._versions is not None else f"graphrun:model:{self.name}:ai:{version}"
+        )
+        model = backends.load(self._backend, blob, self.params, ai_client=self._ai, ai_key=ai_key, fallback_name=fallback)
+        info = model.info
+        merged = {**info.preprocess, **self.params.preprocess}
+        try:
+            spec = PreprocessSpec.model_validate(merged)
+            check_against_model(spec, info.input_shape)
+        except ValueError as exc:
+            raise PreprocessConfigError(f"params.preprocess {merged} for model v{version}: {exc}") from exc
+        if np.dtype(spec.dtype) != info.input_dtype:
+            raise PreprocessConfigError(
+                f"params.preprocess.dtype {spec.dtype!r} but the model input {info.input_name!r} takes {info.input_dtype}"
+            )
+        h_axis, w_axis = (2, 3) if spec.layout == "NCHW" else (1, 2)
+        h, w = info.input_shape[h_axis], info.input_shape[w_axis]
+        threshold = self.params.threshold if self.params.threshold is not None else info.threshold
+        return Judge(
+            model=model,
+            version=version,
+            name=self.params.model_name or info.name,
+            preprocessor=Preprocessor(spec),
+            threshold=0.5 if threshold is None else threshold,
+            labels=info.labels,
+            frame_hw=(h, w) if isinstance(h, int) and isinstance(w, int) else None,
+        )
+
+    def _follow_versions(self) -> None:
+        """Switches to the active version if it changed; polled at most every check_interval_ms."""
+        if self._versions is None:
+            return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.params.check_interval_ms / 1000
+        try:
+            active = self._versions.active()
+            if active is None or active == self._judge.version:
+                return
+            judge = self._build(self._versions.blob(active), active)
+        except (ModelError, PreprocessConfigError, RedisAIError) as exc:
+            self.status["model_error"] = str(exc)
+            self.log.error("staying on model v%s: version %s is unusable: %s", self._judge.version, active, exc)
+            return
+        except redis.RedisError as exc:
+            self.log.warning("model version check failed, staying on v%s: %s", self._judge.version, exc)
+            return
+        previous, self._judge = self._judge, judge
+        previous.model.close()
+        self.status.pop("model_error", None)
+        self.log.info("model switched: v%s -> v%s", previous.version, judge.version)
+        self._announce()
+
+    def _announce(self) -> None:
+        judge = self._judge
+        self.status.update(model=judge.name, model_version=judge.version, backend=judge.model.backend)
+        self.log.info(
+            "model %s v%s on %s, threshold %.4f", judge.name, judge.version, judge.model.backend, judge.threshold
+        )
+        if self._versions is not None:
+            try:
+                self._versions.report_running(self._instance, judge.version, judge.model.backend)
+            except redis.RedisError as exc:
+                self.log.warning("could not record the running model version: %s", exc)

@@ -1,0 +1,173 @@
+"""The ``graphrun`` command line.
+
+    graphrun GRAPH                      run the whole graph here (same as `graphrun run`)
+    graphrun validate GRAPH             check a graph file against the agent classes
+    graphrun agent GRAPH AGENT          run one agent in the foreground (container entrypoint)
+    graphrun status GRAPH               the health records the agents publish
+
+Packages add subcommands through the ``graphrun.commands`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from . import __version__
+from .errors import AgentStartError, ConfigError, GraphError, GraphrunError
+from .graph import Graph, load_graph, redis_url
+from .launcher import EXIT_CONFIG, Launcher
+
+COMMAND_GROUP = "graphrun.commands"
+BUILTIN = {"run", "validate", "agent", "status"}
+
+
+def _redis_option(text: str) -> tuple[str, str]:
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url:
+        raise argparse.ArgumentTypeError(f"expected NAME=URL, got {text!r}")
+    return name, url
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis", type=_redis_option, action="append", default=[], metavar="NAME=URL",
+                        help="use this URL for a Redis instance of the graph (repeatable)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphrun", description="Run industrial edge-AI process graphs.")
+    parser.add_argument("--version", action="version", version=f"graphrun {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a graph on this machine")
+    run.add_argument("graph", type=Path)
+    run.add_argument("--duration", type=float, help="run this many seconds, then stop cleanly")
+    run.add_argument("--node", help="run only the agents of this node")
+    run.add_argument("--state-dir", type=Path, help="where local Redis data is kept (default .graphrun/GRAPH-NAME)")
+    _common(run)
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a graph file; list every problem")
+    validate.add_argument("graph", type=Path)
+    validate.set_defaults(func=cmd_validate)
+
+    agent = sub.add_parser("agent", help="run one agent of a graph in the foreground")
+    agent.add_argument("graph", type=Path)
+    agent.add_argument("agent")
+    agent.add_argument("--duration", type=float)
+    agent.add_argument("--replica", type=int, help="replica number; names the consumer (default: the host name)")
+    agent.add_argument("--consumer", help="consumer name in the agent's groups (overrides --replica)")
+    _common(agent)
+    agent.set_defaults(func=cmd_agent)
+
+    status = sub.add_parser("status", help="show the health the agents of a graph publish")
+    status.add_argument("graph", type=Path)
+    _common(status)
+    status.set_defaults(func=cmd_status)
+
+    for ep in entry_points(group=COMMAND_GROUP):
+        try:
+            ep.load()(sub)
+        except ImportError as exc:  # an optional part that is not installed
+            logging.getLogger("graphrun").debug("command %s unavailable: %s", ep.name, exc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    known = BUILTIN | set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    if argv and not argv[0].startswith("-") and argv[0] not in known:
+        argv.insert(0, "run")  # `graphrun GRAPH` means `graphrun run GRAPH`
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GraphError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    except GraphrunError as exc:
+        print(f"graphrun: {exc}", file=sys.stderr)
+        return 1
+
+
+def _logging(level: str, prefix: str = "") -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s", force=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    graph = load_graph(args.graph)
+    streams = sum(len(a.outputs) for a in graph.agents.values())
+    print(f"{args.graph}: ok: graph {graph.name!r}, {len(graph.agents)} agents, {streams} output streams, "
+          f"Redis instances {', '.join(graph.redis)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    graph = load_graph(args.graph)
+    if args.node and args.node not in graph.nodes:
+        raise ConfigError(f"graph {graph.name!r} has no node {args.node!r} (nodes: {', '.join(graph.nodes)})")
+    launcher = Launcher(graph, node=args.node, redis_urls=dict(args.redis), state=args.state_dir,
+                        log_level=args.log_level)
+    return launcher.run(args.duration)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from .runner import AgentRunner
+
+    _logging(args.log_level)
+    try:
+        graph = load_graph(args.graph)
+        runner = AgentRunner(graph, args.agent, replica=args.replica, consumer=args.consumer,
+                             redis_urls=dict(args.redis))
+    except GraphError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except (ConfigError, AgentStartError) as exc:
+        print(f"graphrun: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def stop(signum: int, _frame: object) -> None:
+        logging.getLogger("graphrun").info("%s received: finishing the message in hand", signal.Signals(signum).name)
+        runner.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner.run(args.duration)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import transport
+    from .runner import HEALTH_PREFIX
+
+    graph: Graph = load_graph(args.graph)
+    overrides = dict(args.redis)
+    now = time.time()
+    for instance in graph.redis:
+        try:
+            client = transport.connect(redis_url(graph, instance, overrides), socket_timeout=5)
+            keys = sorted(client.scan_iter(f"{HEALTH_PREFIX}{graph.name}:*"))
+        except (ConfigError, *transport.CONNECTION_ERRORS) as exc:
+            print(f"{instance}: unavailable: {exc}")
+            continue
+        for key in keys:
+            for consumer, raw in sorted(client.hgetall(key).items()):
+                record = json.loads(raw)
+                age = now - record.pop("time", now)
+                print(f"{record.pop('agent')} [{consumer.decode()}] {record.pop('state')} ({age:.0f} s ago): "
+                      + ", ".join(f"{k}={v}" for k, v in record.items()))
+    return 0

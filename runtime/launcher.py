@@ -1,0 +1,202 @@
+"""``graphrun run``: the whole graph (or one node of it) on this machine.
+
+Starts a redis-server for every Redis instance that has no URL, runs each agent
+replica as its own process, prefixes their output with their names, restarts a
+crashed agent with exponential backoff, and on Ctrl-C or SIGTERM lets every agent
+finish the message in hand before it stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from .graph import AgentNode, Graph, env_name, state_dir
+from .redis_server import RedisServer
+from .transport import describe
+
+EXIT_CONFIG = 78  # an agent that exits with this cannot start: restarting would not help
+STOP_GRACE = 15.0
+STABLE_AFTER = 10.0  # a run this long resets the restart backoff
+
+
+@dataclass
+class _Replica:
+    node: AgentNode
+    index: int
+    label: str
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    next_start: float = 0.0
+    done: bool = False
+    failed_to_start: bool = False
+    readers: list[threading.Thread] = field(default_factory=list)
+
+
+class Launcher:
+    def __init__(self, graph: Graph, *, node: str | None = None, redis_urls: dict[str, str] | None = None,
+                 state: Path | None = None, log_level: str = "INFO", out: IO[str] | None = None):
+        self.graph = graph
+        self.node = node
+        self.overrides = dict(redis_urls or {})
+        self.state = state or state_dir(graph)
+        self.log_level = log_level
+        self.out = out or sys.stdout
+        self.servers: dict[str, RedisServer] = {}
+        self.urls: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._print_lock = threading.Lock()
+        agents = graph.agents_on(node)
+        width = max((len(self._label(a, i)) for a in agents for i in range(a.replicas)), default=8)
+        self.replicas = [_Replica(a, i, self._label(a, i).ljust(width)) for a in agents for i in range(a.replicas)]
+
+    @staticmethod
+    def _label(agent: AgentNode, index: int) -> str:
+        return agent.name if agent.replicas == 1 else f"{agent.name}.{index}"
+
+    def say(self, text: str) -> None:
+        with self._print_lock:
+            print(text, file=self.out, flush=True)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # --- Redis -----------------------------------------------------------------------
+
+    def _start_redis(self) -> None:
+        needed = set().union(*(r.node.instances for r in self.replicas)) if self.replicas else set()
+        for name in sorted(needed):
+            spec = self.graph.redis[name]
+            url = self.overrides.get(name) or spec.url or os.environ.get(env_name(name))
+            if url:
+                self.urls[name] = url
+                self.say(f"graphrun: redis {name}: {describe(url)}")
+                continue
+            server = RedisServer(name=name, data_dir=self.state / f"redis-{name}", maxmemory=spec.maxmemory)
+            server.start()
+            self.servers[name] = server
+            self.urls[name] = server.unix_url  # agents on this machine take the faster unix socket
+            self.say(f"graphrun: redis {name}: started {server.url} (unix socket {server.unix_socket}, data in {server.data_dir})")
+        if self.servers:
+            self.state.mkdir(parents=True, exist_ok=True)
+            (self.state / "redis.json").write_text(json.dumps(self.urls, indent=2))
+
+    def _watch_redis(self) -> None:
+        for name, server in self.servers.items():
+            if not server.running:
+                self.say(f"graphrun: redis {name} exited (code {server.process.returncode if server.process else '?'}); restarting it")
+                try:
+                    server.start()
+                except Exception as exc:  # noqa: BLE001 - report and try again on the next round
+                    self.say(f"graphrun: redis {name} could not restart: {exc}")
+
+    # --- agents ------------------------------------------------------------------------
+
+    def _spawn(self, replica: _Replica) -> None:
+        args = [sys.executable, "-m", "graphrun", "agent", self.graph.file, replica.node.name,
+                "--replica", str(replica.index), "--log-level", self.log_level]
+        for name, url in self.urls.items():
+            args += ["--redis", f"{name}={url}"]
+        env = {**os.environ, **replica.node.spec.env, "PYTHONUNBUFFERED": "1"}
+        replica.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                           start_new_session=True)
+        replica.started = time.monotonic()
+        reader = threading.Thread(target=self._pump, args=(replica.label, replica.process.stdout), daemon=True)
+        reader.start()
+        replica.readers.append(reader)
+
+    def _pump(self, label: str, stream: IO[bytes] | None) -> None:
+        if stream is None:
+            return
+        for raw in iter(stream.readline, b""):
+            self.say(f"{label} | {raw.decode(errors='replace').rstrip()}")
+        stream.close()
+
+    def _supervise(self, replica: _Replica) -> None:
+        proc = replica.process
+        if proc is None or replica.done:
+            if not replica.done and time.monotonic() >= replica.next_start and not self._stop.is_set():
+                self._spawn(replica)
+            return
+        code = proc.poll()
+        if code is None:
+            return
+        for reader in replica.readers:
+            reader.join(timeout=1)
+        replica.readers.clear()
+        replica.process = None
+        if code == 0:
+            replica.done = True
+            self.say(f"graphrun: {replica.label.strip()} finished")
+        elif code == EXIT_CONFIG:
+            replica.done = replica.failed_to_start = True
+            self.say(f"graphrun: {replica.label.strip()} could not start (see its messages above); not restarting it")
+        else:
+            ran = time.monotonic() - replica.started
+            if ran > STABLE_AFTER:
+                replica.restarts = 0
+            policy = replica.node.spec.restart
+            delay = min(policy.backoff_max, policy.backoff_initial * 2 ** replica.restarts)
+            replica.restarts += 1
+            replica.next_start = time.monotonic() + delay
+            self.say(f"graphrun: {replica.label.strip()} crashed (exit code {code}); restarting in {delay:.1f} s")
+
+    def run(self, duration: float | None = None) -> int:
+        """Run until ``duration`` passes, a stop is requested, or every agent has finished."""
+        if not self.replicas:
+            self.say(f"graphrun: no agents to run{f' on node {self.node!r}' if self.node else ''}")
+            return 1
+        previous = {s: signal.signal(s, lambda *_: self._stop.set()) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if threading.current_thread() is threading.main_thread() else {}
+        try:
+            self._start_redis()
+            for replica in self.replicas:
+                self._spawn(replica)
+            deadline = None if duration is None else time.monotonic() + duration
+            while not self._stop.wait(0.1):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self._watch_redis()
+                for replica in self.replicas:
+                    self._supervise(replica)
+                if all(r.done for r in self.replicas):
+                    break
+                if any(r.failed_to_start for r in self.replicas):
+                    break
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        failed = [r.label.strip() for r in self.replicas if r.failed_to_start]
+        if failed:
+            self.say(f"graphrun: could not start: {', '.join(failed)}")
+            return 1
+        return 0
+
+    def _shutdown(self) -> None:
+        running = [r for r in self.replicas if r.process and r.process.poll() is None]
+        for r in running:
+            r.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        end = time.monotonic() + STOP_GRACE
+        for r in running:
+            try:
+                r.process.wait(max(0.1, end - time.monotonic()))  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                self.say(f"graphrun: {r.label.strip()} did not stop within {STOP_GRACE:.0f} s; killing it")
+                r.process.kill()  # type: ignore[union-attr]
+                r.process.wait()  # type: ignore[union-attr]
+            for reader in r.readers:
+                reader.join(timeout=1)
+        for server in self.servers.values():
+            server.close()
+        if self.servers:
+            (self.state / "redis.json").unlink(missing_ok=True)

@@ -1,0 +1,497 @@
+"""Runs one agent of a graph against Redis: the loop an agent author never writes.
+
+Delivery is at-least-once. A message is acknowledged only after the outputs made
+from it are written; a consumer that died leaves its entries pending, and they are
+reclaimed after the input's ``claim_idle_ms``; on start a consumer first drains its
+own pending entries; a message that keeps failing goes to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from . import codec, transport
+from .agent import Agent
+from .errors import AgentStartError, ConfigError, DeadLetter, MessageFormatError, Retry
+from .graph import AgentNode, Graph, InputBinding, OutputBinding, redis_url
+from .message import Message
+from .transport import CONNECTION_ERRORS, Entry
+
+log = logging.getLogger("graphrun.runner")
+
+BLOCK_MS = 500  # how long an idle read waits; bounds how fast a stop request is seen
+HEALTH_INTERVAL = 2.0
+HEALTH_PREFIX = "graphrun:health:"
+
+
+@dataclass
+class _Write:
+    instance: str
+    key: str
+    maxlen: int
+    fields: dict[bytes, Any]
+
+
+@dataclass
+class _Counters:
+    received: int = 0
+    handled: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+    redis_errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class AgentRunner:
+    """One replica of one agent, in this process.
+
+    ``run`` returns when ``duration`` has passed or ``request_stop`` was called (also
+    from another thread or a signal handler); the message in hand is finished first.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        agent_name: str,
+        *,
+        replica: int | None = None,
+        consumer: str | None = None,
+        redis_urls: Mapping[str, str] | None = None,
+        health_interval: float = HEALTH_INTERVAL,
+    ):
+        try:
+            self.node: AgentNode = graph.agents[agent_name]
+        except KeyError:
+            raise ConfigError(f"graph {graph.name!r} has no agent {agent_name!r} (agents: {', '.join(graph.agents)})") from None
+        self.graph = graph
+        self.group = agent_name
+        if consumer is None:
+            consumer = f"{agent_name}-{replica}" if replica is not None else f"{agent_name}-{socket.gethostname()}"
+        self.consumer = consumer
+        self.health_interval = health_interval
+        # Context for the agent.
+        self.stopping = threading.Event()
+        self.status: dict[str, Any] = {}
+        self.current: Message | None = None
+        self.counters = _Counters()
+        self._urls = {i: redis_url(graph, i, dict(redis_urls or {})) for i in sorted(self._instances())}
+        self._clients = {i: transport.connect(u, name=consumer.replace(" ", "_")) for i, u in self._urls.items()}
+        self._writes: list[_Write] = []
+        self._held: dict[tuple[str, str], InputBinding] = {}
+        self._by_stream: dict[tuple[str, str], InputBinding] = {(b.instance, b.key): b for b in self.node.inputs.values()}
+        self._retry_at: dict[str, float] = {}  # instance -> when to re-read own pending entries
+        self._delivered: dict[tuple[str, str], int] = defaultdict(int)
+        self._pending_acks: dict[InputBinding, list[str]] = defaultdict(list)
+        self._batch: dict[str, Entry] = {}  # the raw entries of the batch being handled
+        self._last_errors: dict[str, str] = {}
+        self._health_count = 0
+        self._trimmed: dict[str, int] = {}
+        try:
+            self.agent: Agent = self.node.agent_class(
+                name=agent_name,
+                params=self.node.settings,
+                context=self,
+                groups=self.node.groups,
+                connected=list(self.node.inputs) + list(self.node.outputs),
+                graph=graph.name,
+            )
+        except Exception as exc:
+            raise AgentStartError(f"agent {agent_name!r} ({self.node.type}) could not be created: {exc}") from exc
+
+    def _instances(self) -> set[str]:
+        node_redis = self.graph.nodes.get(self.node.node)
+        home = {node_redis.redis} if node_redis and node_redis.redis else set()
+        return self.node.instances | (home or {next(iter(self.graph.redis))})
+
+    # --- Context (called by agent code) ----------------------------------------------
+
+    def emit(self, port: str, payload: Mapping[str, Any], parent: Message | None) -> None:
+        binding: OutputBinding | None = self.node.outputs.get(port)
+        if binding is None:
+            return  # a dynamic output the graph does not connect
+        parent = parent or self.current
+        if parent is None:
+            message = Message(payload, producer=self.node.name)
+        else:
+            message = parent.derive(payload, producer=self.node.name)
+        self._writes.append(_Write(binding.instance, binding.key, binding.maxlen, codec.encode(message)))
+
+    def hold(self, message: Message) -> None:
+        binding = self._binding_of(message)
+        self._held[(binding.key, message.entry_id or "")] = binding
+
+    def release(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            binding = self._held.pop((message.stream or "", message.entry_id or ""), None)
+            if binding is not None:
+                self._pending_acks[binding].append(message.entry_id or "")
+        self._with_redis(self._flush)
+
+    def redis(self, instance: str) -> redis.Redis:
+        client = self._clients.get(instance)
+        if client is None:
+            if instance not in self.graph.redis:
+                raise ConfigError(f"graph {self.graph.name!r} has no Redis instance {instance!r}")
+            client = self._clients[instance] = transport.connect(redis_url(self.graph, instance, self._urls))
+        return client
+
+    def _binding_of(self, message: Message) -> InputBinding:
+        for binding in self.node.inputs.values():
+            if binding.key == message.stream and binding.port == message.port:
+                return binding
+        raise ValueError(f"{message!r} was not received by this agent")
+
+    # --- control --------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    def run(self, duration: float | None = None) -> None:
+        deadline = None if duration is None else time.monotonic() + duration
+        self._with_redis(self._ensure_groups)
+        self.agent.start()
+        log.info("agent %s started as consumer %s (%s)", self.node.name, self.consumer,
+                 ", ".join(f"{i}={transport.describe(u)}" for i, u in self._urls.items()))
+        try:
+            if self.node.inputs:
+                self._with_redis(self._drain_own_pending)
+            next_tick = time.monotonic() + (self.agent.tick_interval or 0)
+            next_claim = time.monotonic() + self._claim_interval()
+            next_health = 0.0
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if now >= next_health:
+                    self._with_redis(self._publish_health)
+                    next_health = now + self.health_interval
+                if self.agent.tick_interval is not None and now >= next_tick:
+                    self.agent.tick()
+                    self._with_redis(self._flush)
+                    next_tick = now + self.agent.tick_interval
+                if not self.node.inputs:
+                    self.agent.produce()
+                    self._with_redis(self._flush)
+                    continue
+                if now >= next_claim:
+                    self._with_redis(self._reclaim)
+                    next_claim = now + self._claim_interval()
+                block = BLOCK_MS
+                if self.agent.tick_interval is not None:
+                    block = max(1, min(block, int((next_tick - now) * 1000)))
+                if deadline is not None:
+                    block = max(1, min(block, int((deadline - now) * 1000)))
+                self._with_redis(lambda: self._read_and_handle(block))
+        finally:
+            try:
+                self._with_redis(self._flush, give_up_on_stop=True)
+            finally:
+                self.agent.stop()
+                self._with_redis(self._publish_health, give_up_on_stop=True, final=True)
+                log.info("agent %s stopped: %s", self.node.name, self._summary())
+
+    def _claim_interval(self) -> float:
+        idle = min((b.spec.claim_idle_ms for b in self.node.inputs.values()), default=30_000)
+        return max(0.05, idle / 2000)
+
+    def _summary(self) -> str:
+        c = self.counters
+        return (f"{c.received} received, {c.handled} handled, {c.sent} sent, {c.failed} failed, "
+                f"{c.dead_lettered} dead-lettered, {c.reclaimed} reclaimed")
+
+    # --- reading ----------------------------------------------------------------------
+
+    def _ensure_groups(self) -> None:
+        for binding in self.node.inputs.values():
+            created = transport.ensure_group(self._clients[binding.instance], binding.key, self.group, start=binding.spec.start)
+            if created:
+                log.info("created consumer group %s on %s", self.group, binding.stream)
+
+    def _inputs_by_instance(self) -> dict[str, list[InputBinding]]:
+        out: dict[str, list[InputBinding]] = defaultdict(list)
+        for binding in self.node.inputs.values():
+            out[binding.instance].append(binding)
+        return out
+
+    def _read_and_handle(self, block_ms: int) -> None:
+        by_instance = self._inputs_by_instance()
+        # With inputs on several instances, no single read may block for long.
+        per_read_block = block_ms if len(by_instance) == 1 else max(1, block_ms // (2 * len(by_instance)))
+        now = time.monotonic()
+        for instance, bindings in by_instance.items():
+            if self._retry_at.get(instance, float("inf")) <= now:
+                self._retry_at.pop(instance, None)
+                self._drain_own_pending(only=instance)
+            client = self._clients[instance]
+            batch = max(b.spec.batch for b in bindings)
+            entries = transport.read_group(client, self.group, self.consumer, {b.key: ">" for b in bindings},
+                                           count=batch, block_ms=per_read_block)
+            wait_ms = max(b.spec.batch_wait_ms for b in bindings)
+            if entries and wait_ms > 0 and len(entries) < batch:
+                end = time.monotonic() + wait_ms / 1000
+                while len(entries) < batch and (left := end - time.monotonic()) > 0:
+                    more = transport.read_group(client, self.group, self.consumer, {b.key: ">" for b in bindings},
+                                                count=batch - len(entries), block_ms=max(1, int(left * 1000)))
+                    if not more:
+                        break
+                    entries += more
+            if entries:
+                for entry in entries:
+                    self._delivered[(instance, entry.stream)] += 1
+                self._process(instance, entries, counts=None)
+
+    def _drain_own_pending(self, only: str | None = None) -> None:
+        """Handle again what this consumer received but never acknowledged (after a crash or failure)."""
+        for instance, bindings in self._inputs_by_instance().items():
+            if only is not None and instance != only:
+                continue
+            client = self._clients[instance]
+            for binding in bindings:
+                after = "0"
+                while not self.stopping.is_set():
+                    entries = transport.read_group(client, self.group, self.consumer, {binding.key: after},
+                                                   count=binding.spec.batch, block_ms=None)
+                    entries = [e for e in entries if (binding.key, e.id) not in self._held]
+                    if not entries:
+                        break
+                    after = entries[-1].id
+                    counts = transport.delivery_counts(client, binding.key, self.group, [e.id for e in entries])
+                    self._process(instance, entries, counts=counts)
+
+    def _reclaim(self) -> None:
+        """Keep held entries ours, then take over entries that dead consumers left pending."""
+        held_by_stream: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for (stream, entry_id), binding in self._held.items():
+            held_by_stream[(binding.instance, stream)].append(entry_id)
+        for (instance, stream), ids in held_by_stream.items():
+            transport.touch(self._clients[instance], stream, self.group, self.consumer, ids)
+        for binding in self.node.inputs.values():
+            client = self._clients[binding.instance]
+            claimed = transport.autoclaim(client, binding.key, self.group, self.consumer,
+                                          min_idle_ms=binding.spec.claim_idle_ms, count=binding.spec.batch)
+            claimed = [e for e in claimed if (binding.key, e.id) not in self._held]
+            if claimed:
+                self.counters.reclaimed += len(claimed)
+                log.warning("reclaimed %d entries of %s left pending by another consumer", len(claimed), binding.stream)
+                counts = transport.delivery_counts(client, binding.key, self.group, [e.id for e in claimed if e.fields])
+                self._process(binding.instance, claimed, counts=counts)
+
+    # --- handling ---------------------------------------------------------------------
+
+    def _process(self, instance: str, entries: list[Entry], counts: dict[str, int] | None) -> None:
+        """Handle a batch read from one instance; write outputs, then acknowledge."""
+        acks: dict[InputBinding, list[str]] = defaultdict(list)
+        dead: list[tuple[InputBinding, Entry, str]] = []
+        good: list[Message] = []
+        self.counters.received += len(entries)
+        received = time.time()
+        for entry in entries:
+            binding = self._by_stream[(instance, entry.stream)]
+            if entry.fields is None:
+                acks[binding].append(entry.id)  # deleted while pending: nothing left to handle
+                continue
+            deliveries = 1 if counts is None else counts.get(entry.id, 1)
+            if deliveries > binding.spec.max_deliveries:
+                dead.append((binding, entry, f"failed {deliveries - 1} deliveries (max_deliveries={binding.spec.max_deliveries})"))
+                continue
+            try:
+                message = codec.decode(entry.fields)
+            except MessageFormatError as exc:
+                dead.append((binding, entry, f"malformed entry: {exc}"))
+                continue
+            message.port, message.entry_id, message.stream, message.received = binding.port, entry.id, entry.stream, received
+            good.append(message)
+        if good:
+            self._batch = {e.id: e for e in entries}
+            try:
+                self._handle(good, acks, dead)
+            finally:
+                self._batch = {}
+        for binding, entry, reason in dead:
+            self._dead_letter(binding, entry, reason)
+        for binding, ids in acks.items():
+            self._pending_acks[binding].extend(ids)
+        self._flush()
+
+    def _handle(self, messages: list[Message], acks: dict[InputBinding, list[str]],
+                dead: list[tuple[InputBinding, Entry, str]]) -> None:
+        writes_before = len(self._writes)
+        try:
+            self.agent.handle_batch(messages)
+        except (Retry, DeadLetter, Exception) as exc:  # noqa: BLE001 - every failure is accounted for
+            del self._writes[writes_before:]
+            if len(messages) > 1 and not isinstance(exc, Retry):
+                # Find the culprit: one at a time, so good messages are not held back.
+                for message in messages:
+                    self._handle([message], acks, dead)
+                return
+            self._failed(messages[0] if len(messages) == 1 else None, messages, exc, dead)
+            return
+        finally:
+            self.current = None
+        self.counters.handled += len(messages)
+        for message in messages:
+            binding = self._binding_of(message)
+            if (binding.key, message.entry_id) not in self._held:
+                acks[binding].append(message.entry_id or "")
+
+    def _failed(self, single: Message | None, messages: list[Message], exc: BaseException,
+                dead: list[tuple[InputBinding, Entry, str]]) -> None:
+        if isinstance(exc, DeadLetter) and single is not None:
+            binding = self._binding_of(single)
+            dead.append((binding, self._batch[single.entry_id or ""], f"DeadLetter: {exc}"))
+            return
+        delay = exc.delay if isinstance(exc, Retry) else min(30.0, 0.1 * 2 ** min(self.counters.failed, 8))
+        if isinstance(exc, Retry):
+            self.counters.retried += len(messages)
+            log.info("retry of %d message(s) in %.1f s: %s", len(messages), delay, exc)
+        else:
+            self.counters.failed += len(messages)
+            log.error("handling %s failed: %s", ", ".join(f"{m.port}/{m.entry_id}" for m in messages),
+                      "".join(traceback.format_exception_only(type(exc), exc)).strip())
+            log.debug("traceback", exc_info=exc)
+        self._last_errors = {m.entry_id or "": f"{type(exc).__name__}: {exc}" for m in messages}
+        for message in messages:
+            instance = self._binding_of(message).instance
+            when = time.monotonic() + delay
+            self._retry_at[instance] = min(self._retry_at.get(instance, when), when)
+
+    def _dead_letter(self, binding: InputBinding, entry: Entry, reason: str) -> None:
+        fields = entry.fields or {}
+        last = self._last_errors.pop(entry.id, None)
+        if last and "deliveries" in reason:
+            reason = f"{reason}; last error: {last}"
+        record = {
+            **fields,
+            b"dl:error": reason.encode(),
+            b"dl:agent": self.node.name.encode(),
+            b"dl:consumer": self.consumer.encode(),
+            b"dl:stream": binding.key.encode(),
+            b"dl:id": entry.id.encode(),
+            b"dl:time": repr(time.time()).encode(),
+        }
+        target = binding.dead_letter
+        self._writes.append(_Write(target.instance, target.key, 100_000, record))
+        self.counters.dead_lettered += 1
+        log.error("dead-lettered %s/%s to %s: %s", binding.key, entry.id, target, reason)
+        self._pending_acks[binding].append(entry.id)
+
+    # --- writing ----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write pending outputs, then acknowledge: one round trip when one instance is involved.
+
+        Both lists are cleared only after Redis answered, so a retry after a reconnect
+        sends them again: an output may be written twice, never lost.
+        """
+        all_acks = self._pending_acks
+        writes = self._writes
+        if not writes and not any(all_acks.values()):
+            return
+        instances = {w.instance for w in writes} | {b.instance for b, ids in all_acks.items() if ids}
+        pipes = {i: self._clients[i].pipeline(transaction=False) for i in instances}
+        for w in writes:
+            pipes[w.instance].xadd(w.key, w.fields, maxlen=w.maxlen, approximate=True)
+        if len(instances) > 1:
+            for pipe in pipes.values():
+                pipe.execute()
+            pipes = {i: self._clients[i].pipeline(transaction=False) for i in instances}
+        for binding, ids in all_acks.items():
+            if ids:
+                pipes[binding.instance].xack(binding.key, self.group, *ids)
+        delivered = dict(self._delivered)
+        for (instance, key), n in delivered.items():
+            pipe = pipes.get(instance) or pipes.setdefault(instance, self._clients[instance].pipeline(transaction=False))
+            pipe.hincrby(transport.STATS_PREFIX + key, f"{self.group}:delivered", n)
+        for pipe in pipes.values():
+            pipe.execute()
+        for stream in delivered:
+            self._delivered.pop(stream, None)
+        self.counters.sent += len(writes)
+        self._writes = []
+        self._pending_acks = defaultdict(list)
+
+    # --- health -------------------------------------------------------------------------
+
+    def _publish_health(self, final: bool = False) -> None:
+        c = self.counters
+        record = {
+            "agent": self.node.name, "consumer": self.consumer, "pid": os.getpid(), "time": time.time(),
+            "state": "stopped" if final else "running",
+            "received": c.received, "handled": c.handled, "sent": c.sent, "failed": c.failed,
+            "retried": c.retried, "dead_lettered": c.dead_lettered, "reclaimed": c.reclaimed,
+            "redis_errors": c.redis_errors, "held": len(self._held),
+        }
+        # Counting trims reads the stream's ends; every fifth report is often enough.
+        if self._health_count % 5 == 0 or final:
+            self._trimmed = {
+                b.port: transport.trimmed_before_read(self._clients[b.instance], b.key, self.group) or 0
+                for b in self.node.inputs.values()
+            }
+        self._health_count += 1
+        record["trimmed_before_read"] = self._trimmed
+        record.update(self.status)
+        client = self._clients[self._home()]
+        key = f"{HEALTH_PREFIX}{self.graph.name}:{self.node.name}"
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(key, self.consumer, json.dumps(record, default=str))
+        pipe.pexpire(key, int(self.health_interval * 5000))
+        pipe.execute()
+
+    def _home(self) -> str:
+        node = self.graph.nodes.get(self.node.node)
+        if node and node.redis in self._clients:
+            return node.redis  # type: ignore[return-value]
+        return next(iter(self._clients))
+
+    # --- Redis outages ------------------------------------------------------------------
+
+    def _with_redis(self, action: Any, *, give_up_on_stop: bool = False, **kwargs: Any) -> Any:
+        """Run ``action``; on a lost connection back off, reconnect and run it again.
+
+        Pending writes and acknowledgements are kept and sent first after a reconnect,
+        so nothing produced is dropped; the consumer groups are recreated (a restarted
+        Redis may have lost them) and own pending entries drained.
+        """
+        delay = 0.05
+        while True:
+            try:
+                return action(**kwargs)
+            except CONNECTION_ERRORS as exc:
+                self.counters.redis_errors += 1
+                self.status["redis"] = f"unreachable: {exc}"
+                unsent = len(self._writes) + sum(len(v) for v in self._pending_acks.values())
+                if self.stopping.is_set() and (give_up_on_stop or not unsent):
+                    if self._writes:
+                        log.error("stopped while Redis is unreachable: %d output(s) not written", len(self._writes))
+                    return None
+                log.warning("Redis unreachable (%s); retrying in %.2f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    self._recover()
+                except CONNECTION_ERRORS:
+                    continue
+
+    def _recover(self) -> None:
+        self._flush()
+        self._ensure_groups()
+        for instance in self._inputs_by_instance():
+            self._retry_at[instance] = 0.0
+        self.status.pop("redis", None)
+        log.info("Redis reachable again")

@@ -1,0 +1,194 @@
+"""Redis Streams as graphrun uses them: tuned clients and consumer-group operations.
+
+The client is tuned for megabyte payloads: redis-py's pure-Python command packer
+hands large arguments (our memoryviews of arrays) to the socket without joining them
+into one big bytes object, as the hiredis packer would; reads use a 1 MiB buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import Connection, PythonRespSerializer, UnixDomainSocketConnection, parse_url
+from redis.retry import Retry as RedisRetry
+
+READ_BUFFER = 1 << 20
+# Wider than any BLOCK we use, so a silent server is noticed without cutting a wait short.
+SOCKET_TIMEOUT = 30.0
+STATS_PREFIX = "graphrun:stats:"
+
+# Errors after which a client should back off and reconnect.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class _ZeroCopyPacker:
+    def _construct_command_packer(self, packer: Any) -> Any:
+        return packer or PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)  # type: ignore[attr-defined]
+
+
+class TunedConnection(_ZeroCopyPacker, Connection):
+    """TCP connection whose packer sends memoryviews as they are."""
+
+
+class TunedUnixConnection(_ZeroCopyPacker, UnixDomainSocketConnection):
+    """Unix-socket connection whose packer sends memoryviews as they are."""
+
+
+def connect(url: str, *, socket_timeout: float | None = SOCKET_TIMEOUT, name: str | None = None) -> redis.Redis:
+    """A client for ``url`` (redis://, rediss:// or unix://) tuned for large stream entries.
+
+    Retries inside redis-py are off: the runner decides how to recover, so that a
+    command is never silently sent twice behind its back.
+    """
+    options = parse_url(url)
+    unix = urlparse(url).scheme == "unix"
+    if not unix and options.pop("connection_class", None) is not None:
+        # rediss:// keeps redis-py's SSL connection class; only plain TCP is tuned.
+        return redis.Redis.from_url(url, socket_timeout=socket_timeout, client_name=name)
+    options.update(
+        connection_class=TunedUnixConnection if unix else TunedConnection,
+        socket_read_size=READ_BUFFER,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5.0,
+        retry=RedisRetry(NoBackoff(), 0),
+        client_name=name,
+    )
+    if not unix:
+        options["socket_keepalive"] = True
+    pool = redis.ConnectionPool(**options)
+    return redis.Redis(connection_pool=pool)
+
+
+def describe(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stream entry as read: ``fields`` is None when it was deleted while pending."""
+
+    stream: str
+    id: str
+    fields: dict[bytes, bytes] | None
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str, *, start: str = "earliest") -> bool:
+    """Create ``group`` on ``stream`` (and the stream) unless it exists; True if created.
+
+    The group's baseline is recorded, so that entries trimmed before the group read
+    them can be counted later (see ``trimmed_before_read``).
+    """
+    try:
+        info = client.xinfo_stream(stream)
+        added, length = int(info["entries-added"]), int(info["length"])
+    except redis.ResponseError:
+        added = length = 0
+    begin, base = ("0", added - length) if start == "earliest" else ("$", added)
+    try:
+        client.execute_command("XGROUP", "CREATE", stream, group, begin, "MKSTREAM", "ENTRIESREAD", base)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+        return False
+    client.hsetnx(STATS_PREFIX + stream, f"{group}:base", base)
+    return True
+
+
+def parse_read(reply: Any) -> list[Entry]:
+    """Entries of an XREADGROUP reply, in stream order per stream."""
+    out: list[Entry] = []
+    if not reply:
+        return out
+    items = reply.items() if isinstance(reply, dict) else reply
+    for stream, entries in items:
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        if isinstance(entries, list) and entries and isinstance(entries[0], list) and not isinstance(entries[0][0], bytes):
+            entries = entries[0]  # RESP3 nests one more level
+        for entry_id, fields in entries:
+            out.append(Entry(name, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields or None))
+    return out
+
+
+def read_group(client: redis.Redis, group: str, consumer: str, streams: dict[str, str], *,
+               count: int, block_ms: int | None) -> list[Entry]:
+    """XREADGROUP: ``streams`` maps stream -> '>' (new entries) or an id (own pending after it)."""
+    reply = client.xreadgroup(group, consumer, streams, count=count, block=block_ms)
+    return parse_read(reply)
+
+
+def delivery_counts(client: redis.Redis, stream: str, group: str, ids: Sequence[str]) -> dict[str, int]:
+    """How often each pending entry has been delivered (one XPENDING call for the range)."""
+    if not ids:
+        return {}
+    rows = client.xpending_range(stream, group, min=ids[0], max=ids[-1], count=max(len(ids), 1) * 4)
+    wanted = set(ids)
+    counts = {}
+    for row in rows:
+        entry_id = row["message_id"].decode() if isinstance(row["message_id"], bytes) else row["message_id"]
+        if entry_id in wanted:
+            counts[entry_id] = int(row["times_delivered"])
+    return counts
+
+
+def autoclaim(client: redis.Redis, stream: str, group: str, consumer: str, *, min_idle_ms: int,
+              count: int) -> list[Entry]:
+    """Take over entries other consumers left pending for ``min_idle_ms`` (they died)."""
+    claimed: list[Entry] = []
+    start = "0-0"
+    while True:
+        reply = client.xautoclaim(stream, group, consumer, min_idle_ms, start_id=start, count=count)
+        start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        for entry_id, fields in reply[1]:
+            claimed.append(Entry(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields or None))
+        deleted = reply[2] if len(reply) > 2 else []
+        for entry_id in deleted:
+            claimed.append(Entry(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, None))
+        if start == "0-0" or len(claimed) >= count:
+            return claimed
+
+
+def touch(client: redis.Redis, stream: str, group: str, consumer: str, ids: Iterable[str]) -> None:
+    """Reset the idle time of entries this consumer still holds, so no one reclaims them."""
+    ids = list(ids)
+    if ids:
+        client.xclaim(stream, group, consumer, 0, ids, justid=True)
+
+
+def trimmed_before_read(client: redis.Redis, stream: str, group: str) -> int | None:
+    """Entries the stream's length bound removed before ``group`` read them.
+
+    Entries added since the group's baseline are either delivered to it, still
+    unread, or gone; the runner counts deliveries, so the rest were trimmed.
+    """
+    stats = client.hgetall(STATS_PREFIX + stream)
+    base = stats.get(f"{group}:base".encode())
+    if base is None:
+        return None
+    delivered = int(stats.get(f"{group}:delivered".encode(), 0))
+    info = client.xinfo_stream(stream)
+    groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)}
+    g = groups.get(group)
+    if g is None:
+        return None
+    if g["last-delivered-id"] == info["last-generated-id"]:
+        unread = 0
+    elif g.get("lag") is not None:
+        unread = int(g["lag"])
+    else:
+        return None
+    return max(0, int(info["entries-added"]) - int(base) - delivered - unread)

@@ -1,0 +1,300 @@
+"""Train the finger-follower defect classifier and export it to ONNX.
+
+    pip install torch==2.13.0   # the `train` extra; CPU is enough
+    python training/train_defects.py --out models/finger_follower_defects.onnx
+
+The data is the synthetic camera's parts (front and back views), rendered at the
+camera's 1280x1024 and shrunk exactly as the classification agent's pre-processing
+does (area resize to 320x256, gray, x/255, mean/std), so the model sees at run time
+what it saw in training. Three disjoint synthetic seeds give the splits: training,
+validation (picks the epoch and the decision threshold, favouring recall) and a
+held-out test set rendered at the line's own defect and distractor rates, which the
+model never sees until the final report.
+
+Everything is seeded: the same command gives the same model and the same figures on
+the same software versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from graphrun_agents.camera.synthetic import SyntheticConfig, render_part
+
+INPUT_W, INPUT_H = 320, 256
+MEAN, STD = 0.45, 0.25
+PREPROCESS = {
+    "resize": [INPUT_W, INPUT_H],
+    "keep_aspect": False,
+    "interpolation": "area",
+    "color": "gray",
+    "scale": 1 / 255,
+    "mean": [MEAN],
+    "std": [STD],
+    "layout": "NCHW",
+    "dtype": "float32",
+}
+#: (seed, defect_rate, distractor_rate) per split; the seeds never overlap.
+SPLITS = {"train": (101, 0.5, 0.6), "val": (202, 0.5, 0.6), "test": (303, 0.3, 0.6)}
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def _render(job: tuple[int, int, float, float, str]) -> tuple[np.ndarray, int, str]:
+    index, seed, defect_rate, distractor_rate, view = job
+    config = SyntheticConfig(view=view, seed=seed, defect_rate=defect_rate, distractor_rate=distractor_rate)
+    image, truth = render_part(index, config)
+    small = cv2.resize(image, (INPUT_W, INPUT_H), interpolation=cv2.INTER_AREA)
+    return small, int(truth["defective"]), truth["label"]
+
+
+def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images N x H x W uint8, defective N, labels N) for a split, rendered once and cached."""
+    seed, defect_rate, distractor_rate = SPLITS[name]
+    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}.npz"
+    if path.exists():
+        data = np.load(path)
+        return data["x"], data["y"], data["labels"]
+    # Alternate views so both are equally represented; index i//2 keeps parts distinct per view.
+    jobs = [(i // 2, seed, defect_rate, distractor_rate, ("front", "back")[i % 2]) for i in range(count)]
+    started = time.monotonic()
+    with multiprocessing.Pool(workers) as pool:
+        rows = pool.map(_render, jobs, chunksize=16)
+    x = np.stack([r[0] for r in rows])
+    y = np.array([r[1] for r in rows], np.int64)
+    labels = np.array([r[2] for r in rows])
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x, y=y, labels=labels)
+    print(f"rendered {name}: {count} frames in {time.monotonic() - started:.0f} s ({y.mean():.0%} defective)")
+    return x, y, labels
+
+
+# --- model ------------------------------------------------------------------------------
+
+
+def build_model():  # -> torch.nn.Module; torch is imported lazily (optional extra)
+    import torch
+    from torch import nn
+
+    def block(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class DefectNet(nn.Module):
+        """Small CNN; global max pooling because one small defect anywhere decides the part."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                block(1, 12), nn.MaxPool2d(2),   # 128x160
+                block(12, 24), nn.MaxPool2d(2),  # 64x80
+                block(24, 32), nn.MaxPool2d(2),  # 32x40
+                block(32, 48), nn.MaxPool2d(2),  # 16x20
+                block(48, 64),
+            )
+            self.head = nn.Linear(64, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            features = torch.amax(self.features(x), dim=(2, 3))
+            return self.head(features)  # logit of "defective"
+
+    return DefectNet()
+
+
+def to_tensor(images: np.ndarray):
+    import torch
+
+    x = torch.from_numpy(images).float().unsqueeze(1)
+    return (x / 255.0 - MEAN) / STD
+
+
+def predict(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            out.append(torch.sigmoid(model(to_tensor(images[i : i + batch]))).squeeze(1).numpy())
+    return np.concatenate(out)
+
+
+def metrics(scores: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
+    pred = scores >= threshold
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    tn = int(np.sum(~pred & (y == 0)))
+    return {
+        "accuracy": (tp + tn) / len(y),
+        "precision": tp / max(tp + fp, 1),
+        "recall": tp / max(tp + fn, 1),
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+    }
+
+
+def choose_threshold(scores: np.ndarray, y: np.ndarray, min_recall: float) -> float:
+    """The highest threshold that keeps validation recall at ``min_recall``, with a safety margin.
+
+    Halving the lowest accepted defect score leaves room for defects the validation
+    set did not have; a false reject costs far less than a missed defect.
+    """
+    defect_scores = np.sort(scores[y == 1])
+    allowed_misses = int(np.floor((1 - min_recall) * len(defect_scores)))
+    lowest_kept = defect_scores[allowed_misses]
+    return float(min(0.5, lowest_kept / 2))
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def train(args: argparse.Namespace) -> dict:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache)
+    x_train, y_train, _ = load_split("train", args.train, cache, args.workers)
+    x_val, y_val, _ = load_split("val", args.val, cache, args.workers)
+
+    model = build_model()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * int(np.ceil(len(x_train) / args.batch))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=steps)
+    # Misses cost more than false rejects: weigh defective examples up.
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([args.defect_weight]))
+    rng = np.random.default_rng(args.seed)
+    best: tuple[float, dict] | None = None
+    for epoch in range(args.epochs):
+        model.train()
+        started = time.monotonic()
+        order = rng.permutation(len(x_train))
+        total = 0.0
+        for i in range(0, len(order), args.batch):
+            idx = order[i : i + args.batch]
+            images = x_train[idx]
+            # Flips keep the defect/distractor distinction and double the pose variety.
+            if rng.random() < 0.5:
+                images = images[:, :, ::-1]
+            if rng.random() < 0.5:
+                images = images[:, ::-1, :]
+            x = to_tensor(np.ascontiguousarray(images))
+            target = torch.from_numpy(y_train[idx]).float().unsqueeze(1)
+            optimiser.zero_grad()
+            loss = loss_fn(model(x), target)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+        scores = predict(model, x_val)
+        m = metrics(scores, y_val, 0.5)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: loss {total / len(x_train):.4f}, val accuracy {m['accuracy']:.4f}, "
+            f"recall {m['recall']:.4f} ({time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
+        key = m["accuracy"] + m["recall"]
+        if best is None or key >= best[0]:
+            best = (key, {k: v.clone() for k, v in model.state_dict().items()})
+    assert best is not None
+    model.load_state_dict(best[1])
+    val_scores = predict(model, x_val)
+    threshold = choose_threshold(val_scores, y_val, args.min_recall)
+    return {"model": model, "threshold": threshold, "val": metrics(val_scores, y_val, threshold)}
+
+
+def export(model, path: Path, threshold: float, version: str, opset: int) -> None:
+    import onnx
+    import torch
+
+    class WithSigmoid(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.inner(x))
+
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        WithSigmoid(model), torch.zeros(1, 1, INPUT_H, INPUT_W), str(path),
+        input_names=["image"], output_names=["defect_probability"],
+        dynamic_axes={"image": {0: "batch"}, "defect_probability": {0: "batch"}},
+        opset_version=opset, dynamo=False,
+    )
+    proto = onnx.load(str(path))
+    meta = {
+        "graphrun.name": "finger-follower-defects",
+        "graphrun.version": version,
+        "graphrun.threshold": f"{threshold:.6f}",
+        "graphrun.labels": "ok,defect",
+        "graphrun.preprocess": json.dumps(PREPROCESS),
+    }
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = "Finger-follower surface defects vs dust and particles; output: P(defective)."
+    onnx.save(proto, str(path))
+
+
+def evaluate(path: Path, args: argparse.Namespace) -> dict:
+    """Held-out figures, computed with ONNX Runtime on the exported file: what ships is what is measured."""
+    import onnxruntime as ort
+
+    x_test, y_test, labels = load_split("test", args.test, Path(args.cache), args.workers)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    threshold = float(meta["graphrun.threshold"])
+    scores = np.concatenate([
+        session.run(None, {"image": ((x_test[i : i + 64, None].astype(np.float32) / 255 - MEAN) / STD)})[0][:, 0]
+        for i in range(0, len(x_test), 64)
+    ])
+    result = metrics(scores, y_test, threshold)
+    result["threshold"] = threshold
+    result["count"] = int(len(y_test))
+    result["missed_by_kind"] = {
+        kind: int(np.sum((labels == kind) & (scores < threshold))) for kind in sorted(set(labels.tolist())) if kind != "ok"
+    }
+    result["false_rejects"] = int(np.sum((y_test == 0) & (scores >= threshold)))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("models/finger_follower_defects.onnx"))
+    parser.add_argument("--cache", default="/tmp/graphrun-defects-cache", help="rendered frames (.npz), outside the repo")
+    parser.add_argument("--train", type=int, default=2400)
+    parser.add_argument("--val", type=int, default=600)
+    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--defect-weight", type=float, default=2.0)
+    parser.add_argument("--min-recall", type=float, default=1.0, help="validation recall the threshold must keep")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering frames")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--evaluate-only", action="store_true", help="report held-out figures for --out")
+    args = parser.parse_args()
+    if not args.evaluate_only:
+        result = train(args)
+        export(result["model"], args.out, result["threshold"], args.version, args.opset)
+        print(f"validation at threshold {result['threshold']:.4f}: {json.dumps(result['val'])}")
+        print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+    print(f"held-out test: {json.dumps(evaluate(args.out, args))}")
+
+
+if __name__ == "__main__":
+    main()
