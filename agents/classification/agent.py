@@ -45,6 +45,7 @@ class _Queued:
     msg: Message
     image: np.ndarray  # cropped, resized, colour-converted
     preprocess_ms: float
+    queued: float  # time.monotonic() when queued
     held: bool = False
 
 
@@ -64,6 +65,7 @@ class ClassificationAgent(Agent):
         self._judged = 0
         self._rejected = 0
         self._next_check = 0.0
+        self._retry_at = 0.0
         self._instance = instance_id(self.name)
         self._backend, why = backends.choose_backend(self.params, self.redis)
         self.log.info("inference backend: %s (%s)", self._backend, why)
@@ -86,28 +88,40 @@ class ClassificationAgent(Agent):
     def handle_batch(self, msgs: Sequence[Message]) -> None:
         super().handle_batch(msgs)
         if self._queue and self.params.batch.max_wait_ms == 0:
-            self._flush()
+            self._flush_held()
 
     def handle(self, msg: Message[Frame]) -> None:
         if not self._queue:
             self._follow_versions()
         started = time.perf_counter()
         image = self._prepare(msg)
-        queued = _Queued(msg, image, (time.perf_counter() - started) * 1000)
-        self._queue.append(queued)
-        if len(self._queue) >= self.params.batch.max_size:
-            self._flush()
-        else:
+        self._queue.append(_Queued(msg, image, (time.perf_counter() - started) * 1000, time.monotonic()))
+        if len(self._queue) < self.params.batch.max_size:
             self.hold(msg)
-            queued.held = True
+            self._queue[-1].held = True
+            return
+        try:
+            self._flush()
+        except (RedisAIError, redis.ConnectionError, redis.TimeoutError) as exc:
+            # The frame in hand is retried by the runtime; the held ones wait for the next flush.
+            self._queue = [q for q in self._queue if q.held]
+            raise Retry(f"inference with {self._judge.model.backend} failed: {exc}", delay=1.0) from exc
 
     def tick(self) -> None:
-        if self._queue:
-            waited = time.time() - (self._queue[0].msg.received or 0.0)
-            if waited * 1000 >= self.params.batch.max_wait_ms:
-                self._flush()
-        else:
+        now = time.monotonic()
+        if not self._queue:
             self._follow_versions()
+        elif now >= self._retry_at and (now - self._queue[0].queued) * 1000 >= self.params.batch.max_wait_ms:
+            self._flush_held()
+
+    def _flush_held(self) -> None:
+        """Flushes frames that are all held: on failure they stay queued and are tried again later."""
+        try:
+            self._flush()
+        except Exception as exc:  # noqa: BLE001 - nothing to hand the error to between messages
+            self._retry_at = time.monotonic() + 1.0
+            self.status["inference_error"] = str(exc)
+            self.log.error("inference of %d held frame(s) failed, trying again in 1 s: %s", len(self._queue), exc)
 
     def _prepare(self, msg: Message[Frame]) -> np.ndarray:
         judge = self._judge
@@ -127,27 +141,21 @@ class ClassificationAgent(Agent):
         return image
 
     def _flush(self) -> None:
-        """Judges every queued frame, sends the verdicts, then acknowledges held frames."""
-        queue, self._queue = self._queue, []
+        """Judges every queued frame, sends the verdicts, then acknowledges the held frames.
+
+        If inference fails the queue is left as it was: no verdict has been sent yet.
+        """
         judge = self._judge
-        try:
-            results = self._infer(judge, [q.image for q in queue])
-        except (RedisAIError, redis.ConnectionError, redis.TimeoutError) as exc:
-            self._requeue(queue)
-            raise Retry(f"inference with {judge.model.backend} failed: {exc}", delay=1.0) from exc
-        except Exception:
-            self._requeue(queue)
-            raise
+        results = self._infer(judge, [q.image for q in self._queue])
+        queue, self._queue = self._queue, []
         for q, (score, inference_ms) in zip(queue, results):
             self.verdicts.send(self._verdict(judge, q, score, inference_ms), parent=q.msg)
-        self.release(*[q.msg for q in queue if q.held])
+        held = [q.msg for q in queue if q.held]
+        if held:
+            self.release(*held)
         self._judged += len(queue)
+        self.status.pop("inference_error", None)
         self.status.update(verdicts=self._judged, rejected=self._rejected)
-
-    def _requeue(self, queue: list[_Queued]) -> None:
-        """Keeps frames for the next flush; only the one being handled is retried by the runtime."""
-        current = self._context.current if hasattr(self._context, "current") else None
-        self._queue = [q for q in queue if q.msg is not current and q.held]
 
     def _infer(self, judge: Judge, images: list[np.ndarray]) -> list[tuple[float, float]]:
         """(score, inference ms) per image, batched by size and by the model's fixed batch."""
