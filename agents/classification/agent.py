@@ -21,9 +21,9 @@ from graphrun_agents.errors import FrameFormatError, ModelError, PreprocessConfi
 from graphrun_agents.messages import Frame, Verdict
 
 from . import backends
-from .model import DEFAULT_MODEL, defect_scores, inspect, read_model
+from .model import DEFAULT_MODEL, defect_scores, inspect, read_model, spec_for
 from .params import ClassificationParams
-from .preprocess import Preprocessor, PreprocessSpec, check_against_model
+from .preprocess import Preprocessor
 from .versions import ModelVersions, instance_id
 
 
@@ -241,16 +241,7 @@ class ClassificationAgent(Agent):
         )
         model = backends.load(self._backend, blob, self.params, ai_client=self._ai, ai_key=ai_key, fallback_name=fallback)
         info = model.info
-        merged = {**info.preprocess, **self.params.preprocess}
-        try:
-            spec = PreprocessSpec.model_validate(merged)
-            check_against_model(spec, info.input_shape)
-        except ValueError as exc:
-            raise PreprocessConfigError(f"params.preprocess {merged} for model v{version}: {exc}") from exc
-        if np.dtype(spec.dtype) != info.input_dtype:
-            raise PreprocessConfigError(
-                f"params.preprocess.dtype {spec.dtype!r} but the model input {info.input_name!r} takes {info.input_dtype}"
-            )
+        spec = spec_for(info, self.params.preprocess, version)
         h_axis, w_axis = (2, 3) if spec.layout == "NCHW" else (1, 2)
         h, w = info.input_shape[h_axis], info.input_shape[w_axis]
         threshold = self.params.threshold if self.params.threshold is not None else info.threshold

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from graphrun_agents.errors import ModelError
+from graphrun_agents.errors import ModelError, PreprocessConfigError
+
+from .preprocess import PreprocessSpec, check_against_model
 
 #: Metadata keys written by the training script and read by the agent.
 META_PREPROCESS = "graphrun.preprocess"
@@ -130,3 +132,19 @@ def defect_scores(output: np.ndarray) -> np.ndarray:
         shifted = np.exp(out - out.max(axis=1, keepdims=True))
         return shifted[:, 1] / shifted.sum(axis=1)
     raise ModelError(f"model output of shape {list(out.shape)}: expected (N,), (N, 1) or (N, 2) defect scores")
+
+
+def spec_for(info: ModelInfo, overrides: dict[str, Any], version: str) -> PreprocessSpec:
+    """The model's own pre-processing with the graph's overrides, checked against its input."""
+    merged = {**info.preprocess, **overrides}
+    try:
+        spec = PreprocessSpec.model_validate(merged)
+        check_against_model(spec, info.input_shape)
+    except ValueError as exc:
+        raise PreprocessConfigError(f"params.preprocess {merged} for model {info.name} v{version}: {exc}") from exc
+    if np.dtype(spec.dtype) != info.input_dtype:
+        raise PreprocessConfigError(
+            f"params.preprocess.dtype {spec.dtype!r} but the input {info.input_name!r} of model {info.name} "
+            f"v{version} takes {info.input_dtype}"
+        )
+    return spec
