@@ -212,25 +212,15 @@ class _Resolver:
         data = self.src.data
         if not isinstance(data, dict):
             raise GraphError([self.src.problem((), "a graph file is a mapping with name, redis, nodes and agents")])
-        try:
-            spec = GraphSpec.model_validate(data)
-        except ValidationError as exc:
-            self._pydantic(exc, ())
-            raise GraphError(self.problems) from None
+        spec = self._validate(GraphSpec, data, ())
+        if spec is None:
+            raise GraphError(self.problems)
         # Each agent is checked on its own, so one agent's mistake hides no other's.
         agent_specs: dict[str, AgentSpec] = {}
         for name, raw in spec.agents.items():
-            try:
-                agent_specs[name] = AgentSpec.model_validate(raw)
-            except ValidationError as exc:
-                self._pydantic(exc, ("agents", name))
-                # Go on without the bad keys, to report what else is wrong with this agent.
-                bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
-                if isinstance(raw, dict) and "type" not in bad:
-                    try:
-                        agent_specs[name] = AgentSpec.model_validate({k: v for k, v in raw.items() if k not in bad})
-                    except ValidationError:
-                        pass
+            agent = self._validate(AgentSpec, raw, ("agents", name), keep=("type",))
+            if agent is not None:
+                agent_specs[name] = agent
         self.spec = spec
         self.agent_specs = agent_specs
         for section in ("redis", "nodes", "agents"):
@@ -260,6 +250,21 @@ class _Resolver:
         return Graph(spec.name, self.src.filename, dict(spec.redis), dict(nodes), agents, spec.description, self.src)
 
     # --- pieces ---
+
+    def _validate(self, model: type[BaseModel], raw: Any, path: Path_, keep: tuple[str, ...] = ()) -> Any:
+        """Validate ``raw``; on errors report them and go on without the bad keys, so that
+        one mistake hides no other. None when even that fails (or a ``keep`` key is bad)."""
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            self._pydantic(exc, path)
+            bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+            if not isinstance(raw, dict) or bad & set(keep):
+                return None
+            try:
+                return model.model_validate({k: v for k, v in raw.items() if k not in bad})
+            except ValidationError:
+                return None
 
     def _pydantic(self, exc: ValidationError, prefix: Path_) -> None:
         for err in exc.errors():
@@ -461,6 +466,8 @@ class _Resolver:
         if agent not in classes:
             return None  # its type is already reported
         binding = outputs.get(agent, {}).get(port)
+        if binding is None and ("agents", agent, "outputs", port) in self.src.keys:
+            return None  # the output's own binding is wrong, and already reported
         if binding is None:
             names = sorted(outputs.get(agent, {}))
             self.fail(path, f"agent {agent!r} has no output port {port!r} (its outputs: {', '.join(names) or 'none'})")

@@ -192,6 +192,8 @@ class AgentRunner:
                     self._with_redis(self._reclaim)
                     next_claim = now + self._claim_interval()
                 block = BLOCK_MS
+                if self._retry_at:
+                    block = max(1, min(block, int((min(self._retry_at.values()) - now) * 1000)))
                 if self.agent.tick_interval is not None:
                     block = max(1, min(block, int((next_tick - now) * 1000)))
                 if deadline is not None:
@@ -282,13 +284,12 @@ class AgentRunner:
             transport.touch(self._clients[instance], stream, self.group, self.consumer, ids)
         for binding in self.node.inputs.values():
             client = self._clients[binding.instance]
-            claimed = transport.autoclaim(client, binding.key, self.group, self.consumer,
-                                          min_idle_ms=binding.spec.claim_idle_ms, count=binding.spec.batch)
-            claimed = [e for e in claimed if (binding.key, e.id) not in self._held]
+            claimed = transport.claim_abandoned(client, binding.key, self.group, self.consumer,
+                                                min_idle_ms=binding.spec.claim_idle_ms, count=binding.spec.batch)
             if claimed:
                 self.counters.reclaimed += len(claimed)
                 log.warning("reclaimed %d entries of %s left pending by another consumer", len(claimed), binding.stream)
-                counts = transport.delivery_counts(client, binding.key, self.group, [e.id for e in claimed if e.fields])
+                counts = transport.delivery_counts(client, binding.key, self.group, [e.id for e in claimed])
                 self._process(binding.instance, claimed, counts=counts)
 
     # --- handling ---------------------------------------------------------------------
@@ -330,25 +331,48 @@ class AgentRunner:
 
     def _handle(self, messages: list[Message], acks: dict[InputBinding, list[str]],
                 dead: list[tuple[InputBinding, Entry, str]]) -> None:
+        batched = type(self.agent).handle_batch is not Agent.handle_batch
+        groups = [messages] if batched else [[m] for m in messages]
+        for group in groups:
+            writes_before = len(self._writes)
+            try:
+                if batched:
+                    self.agent.handle_batch(group)
+                else:
+                    self.current = group[0]
+                    self.agent.handle(group[0])
+            except Exception as exc:  # noqa: BLE001 - every failure is accounted for
+                del self._writes[writes_before:]  # outputs of a failed attempt are not written
+                if len(group) > 1 and not isinstance(exc, Retry):
+                    # Find the culprit one message at a time, so good messages are not held back.
+                    for message in group:
+                        self._handle_alone(message, acks, dead)
+                    continue
+                self._failed(group[0] if len(group) == 1 else None, group, exc, dead)
+                continue
+            finally:
+                self.current = None
+            self.counters.handled += len(group)
+            for message in group:
+                binding = self._binding_of(message)
+                if (binding.key, message.entry_id) not in self._held:
+                    acks[binding].append(message.entry_id or "")
+
+    def _handle_alone(self, message: Message, acks: dict[InputBinding, list[str]],
+                      dead: list[tuple[InputBinding, Entry, str]]) -> None:
         writes_before = len(self._writes)
         try:
-            self.agent.handle_batch(messages)
-        except (Retry, DeadLetter, Exception) as exc:  # noqa: BLE001 - every failure is accounted for
+            self.agent.handle_batch([message])
+        except Exception as exc:  # noqa: BLE001
             del self._writes[writes_before:]
-            if len(messages) > 1 and not isinstance(exc, Retry):
-                # Find the culprit: one at a time, so good messages are not held back.
-                for message in messages:
-                    self._handle([message], acks, dead)
-                return
-            self._failed(messages[0] if len(messages) == 1 else None, messages, exc, dead)
+            self._failed(message, [message], exc, dead)
             return
         finally:
             self.current = None
-        self.counters.handled += len(messages)
-        for message in messages:
-            binding = self._binding_of(message)
-            if (binding.key, message.entry_id) not in self._held:
-                acks[binding].append(message.entry_id or "")
+        self.counters.handled += 1
+        binding = self._binding_of(message)
+        if (binding.key, message.entry_id) not in self._held:
+            acks[binding].append(message.entry_id or "")
 
     def _failed(self, single: Message | None, messages: list[Message], exc: BaseException,
                 dead: list[tuple[InputBinding, Entry, str]]) -> None:

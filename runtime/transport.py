@@ -145,21 +145,25 @@ def delivery_counts(client: redis.Redis, stream: str, group: str, ids: Sequence[
     return counts
 
 
-def autoclaim(client: redis.Redis, stream: str, group: str, consumer: str, *, min_idle_ms: int,
-              count: int) -> list[Entry]:
-    """Take over entries other consumers left pending for ``min_idle_ms`` (they died)."""
-    claimed: list[Entry] = []
-    start = "0-0"
-    while True:
-        reply = client.xautoclaim(stream, group, consumer, min_idle_ms, start_id=start, count=count)
-        start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-        for entry_id, fields in reply[1]:
-            claimed.append(Entry(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields or None))
-        deleted = reply[2] if len(reply) > 2 else []
-        for entry_id in deleted:
-            claimed.append(Entry(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, None))
-        if start == "0-0" or len(claimed) >= count:
-            return claimed
+def claim_abandoned(client: redis.Redis, stream: str, group: str, consumer: str, *, min_idle_ms: int,
+                    count: int) -> list[Entry]:
+    """Take over entries that other consumers left pending for ``min_idle_ms`` (they died).
+
+    Unlike a bare XAUTOCLAIM this leaves alone the entries this consumer itself holds
+    or is about to retry.
+    """
+    rows = client.xpending_range(stream, group, min="-", max="+", count=count, idle=min_idle_ms)
+    mine = consumer.encode()
+    ids = [row["message_id"] for row in rows if row["consumer"] != mine]
+    if not ids:
+        return []
+    # Redis 7 drops entries deleted meanwhile from the pending list and does not return them.
+    claimed = client.xclaim(stream, group, consumer, min_idle_ms, ids)
+    return [Entry(stream, _text(entry_id), fields or None) for entry_id, fields in claimed]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def touch(client: redis.Redis, stream: str, group: str, consumer: str, ids: Iterable[str]) -> None:

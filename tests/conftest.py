@@ -22,3 +22,70 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server.url)
     yield client
     client.close()
+
+
+# --- running agents of a graph in this process -----------------------------------------
+
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from graphrun import codec  # noqa: E402
+from graphrun.graph import Graph, load_graph  # noqa: E402
+from graphrun.message import Message  # noqa: E402
+from graphrun.runner import AgentRunner  # noqa: E402
+
+TESTS = Path(__file__).parent
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition``; the timeout only guards against a hang, it asserts no speed."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
+
+
+def write_messages(client: redis.Redis, stream: str, payloads: list[dict], producer: str = "test") -> list[str]:
+    pipe = client.pipeline(transaction=False)
+    for payload in payloads:
+        pipe.xadd(stream, codec.encode(Message(payload, producer=producer)))
+    return [i.decode() for i in pipe.execute()]
+
+
+def read_messages(client: redis.Redis, stream: str) -> list[Message]:
+    return [codec.decode(fields) for _, fields in client.xrange(stream)]
+
+
+@pytest.fixture
+def graph_file(tmp_path: Path) -> Callable[[str], Graph]:
+    """Write a graph's YAML to a file and load it (agents of tests/sample_agents.py importable)."""
+
+    def make(text: str, name: str = "graph.yaml") -> Graph:
+        path = tmp_path / name
+        path.write_text(text)
+        return load_graph(path)
+
+    return make
+
+
+@pytest.fixture
+def start_agent(redis_server: RedisServer) -> Iterator[Callable[..., AgentRunner]]:
+    """Start one replica of a graph's agent in a thread; every one is stopped at teardown."""
+    started: list[tuple[AgentRunner, threading.Thread]] = []
+
+    def start(graph: Graph, name: str, replica: int = 0, **kwargs: object) -> AgentRunner:
+        runner = AgentRunner(graph, name, replica=replica, redis_urls={"main": redis_server.url}, **kwargs)
+        thread = threading.Thread(target=runner.run, name=f"{name}-{replica}", daemon=True)
+        thread.start()
+        started.append((runner, thread))
+        return runner
+
+    yield start
+    for runner, _ in started:
+        runner.request_stop()
+    for _, thread in started:
+        thread.join(15)

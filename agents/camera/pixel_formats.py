@@ -108,3 +108,26 @@ def _bytes_view(data: np.ndarray | bytes | bytearray | memoryview) -> np.ndarray
         flat = data.reshape(-1) if data.flags.c_contiguous else np.ascontiguousarray(data).reshape(-1)
         return flat.view(np.uint8)
     return np.frombuffer(data, dtype=np.uint8)
+
+
+def convert(image: np.ndarray, pixel_format: str, wanted: str | None) -> tuple[np.ndarray, str]:
+    """``image`` (Mono8/Mono16/BGR8…) in the format a graph asked for (Mono8 or BGR8), if it asked."""
+    if wanted is None or wanted == pixel_format:
+        return image, pixel_format
+    if wanted not in ("Mono8", "BGR8"):
+        raise PixelFormatError(f"frames can be converted to Mono8 or BGR8, not {wanted!r}")
+    if image.dtype == np.uint16:
+        bits = FORMATS[pixel_format].bits if pixel_format in FORMATS else 16
+        image = cv2.convertScaleAbs(image, alpha=255.0 / ((1 << bits) - 1))
+    if wanted == "Mono8":
+        return (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image), "Mono8"
+    return (image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)), "BGR8"
+
+
+def format_of(image: np.ndarray) -> str:
+    """The pixel format of an array read from a file or an OpenCV capture."""
+    if image.ndim == 2:
+        return "Mono16" if image.dtype == np.uint16 else "Mono8"
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return "BGR8"
+    raise PixelFormatError(f"images of shape {image.shape} and dtype {image.dtype} have no supported pixel format")

@@ -56,7 +56,7 @@ class ClassificationAgent(Agent):
     verdicts = Output(Verdict)
     Params = ClassificationParams
     params: ClassificationParams
-    tick_interval = 0.005  # flushes a partial batch once it has waited max_wait_ms
+    tick_interval = 0.2  # set per instance in start(): the version poll and the batch wait
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -66,6 +66,10 @@ class ClassificationAgent(Agent):
         self._rejected = 0
         self._next_check = 0.0
         self._retry_at = 0.0
+        waits = [self.params.check_interval_ms] if self.params.model_updates else []
+        if self.params.batch.max_size > 1 and self.params.batch.max_wait_ms > 0:
+            waits.append(self.params.batch.max_wait_ms)
+        self.tick_interval = max(min(waits, default=1000.0), 1.0) / 1000  # type: ignore[misc]
         self._instance = instance_id(self.name)
         self._backend, why = backends.choose_backend(self.params, self.redis)
         self.log.info("inference backend: %s (%s)", self._backend, why)

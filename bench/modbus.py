@@ -1,0 +1,154 @@
+"""Benchmark of the Modbus agent: results written per second, and verdict-to-PLC-write latency.
+
+    python bench/modbus.py                  # both modes, default sizes
+    python bench/modbus.py --mode graph --parts 2000 --rate 200
+
+Two modes, both against a local pymodbus server (the PLC simulator, in this process):
+
+* ``agent``: the agent alone under the test harness, no Redis. Latency is the time
+  from the part's last verdict entering ``handle`` to the PLC's reply to the write.
+* ``graph``: the deployed path. Verdicts are added to Redis streams; the agent runs
+  as ``graphrun agent`` in its own process. Latency is from the verdict's creation to
+  the simulator receiving the sequence counter (both clocks are this machine's).
+
+Throughput is measured with a burst of parts; latency with parts paced at ``--rate``
+(a burst measures queueing, not the path). Each part has a front and a back view.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from graphrun import Message, codec
+from graphrun.redis_server import RedisServer
+from graphrun.testing import AgentHarness
+from graphrun_agents.modbus.agent import ModbusAgent
+from graphrun_agents.modbus.regmap import RegisterMap
+from graphrun_agents.modbus.simulator import PlcSimulator
+
+VIEWS = ("front", "back")
+
+
+def verdict(part_id: int, view: str) -> dict:
+    return {"part_id": part_id, "camera": view, "defective": part_id % 10 == 0, "label": "ok", "score": 0.25,
+            "threshold": 0.5, "model": "bench", "model_version": "1", "backend": "onnxruntime",
+            "preprocess_ms": 1.0, "inference_ms": 1.0}
+
+
+def report(mode: str, parts: int, seconds: float, latencies_ms: list[float]) -> None:
+    lat = np.asarray(latencies_ms)
+    print(f"{mode:6s} throughput: {parts / seconds:8.0f} results/s ({parts} parts in {seconds:.2f} s)")
+    print(f"{mode:6s} latency:    p50 {np.percentile(lat, 50):6.2f} ms   p99 {np.percentile(lat, 99):6.2f} ms"
+          f"   max {lat.max():6.2f} ms ({len(lat)} parts)")
+
+
+def wait_results(plc: PlcSimulator, count: int, limit: float = 120.0) -> None:
+    end = time.monotonic() + limit
+    while len(plc.results) < count:
+        if time.monotonic() > end:
+            raise SystemExit(f"only {len(plc.results)} of {count} results reached the PLC")
+        time.sleep(0.001)
+
+
+def bench_agent(parts: int, rate: float) -> None:
+    with PlcSimulator(RegisterMap()) as plc:
+        params = {"host": plc.host, "port": plc.port}
+        with AgentHarness(ModbusAgent, name="plc", params=params, groups={"verdicts": list(VIEWS)}) as h:
+            messages = [[h.message(v, verdict(p, v)) for v in VIEWS] for p in range(1, parts + 1)]
+            start = time.perf_counter()
+            for pair in messages:
+                for message in pair:
+                    h.deliver([message])
+            seconds = time.perf_counter() - start
+            assert len(plc.results) == parts
+            latencies: list[float] = []
+            base = parts
+            for p in range(1, parts + 1):
+                due = time.perf_counter() + 1.0 / rate
+                h.deliver([h.message("front", verdict(base + p, "front"))])
+                last = h.message("back", verdict(base + p, "back"))
+                t0 = time.perf_counter()
+                h.deliver([last])
+                latencies.append((time.perf_counter() - t0) * 1000)
+                time.sleep(max(0.0, due - time.perf_counter()))
+            assert len(plc.results) == 2 * parts
+    report("agent", parts, seconds, latencies)
+
+
+GRAPH = """
+name: bench-modbus
+redis: {{main: {{url: "{url}"}}}}
+agents:
+  plc:
+    type: modbus
+    params: {{host: 127.0.0.1, port: {port}}}
+    inputs:
+      front: {{from: "main:verdicts.front", batch: 64}}
+      back: {{from: "main:verdicts.back", batch: 64}}
+"""
+
+
+def bench_graph(parts: int, rate: float) -> None:
+    with RedisServer(name="bench-modbus") as server, PlcSimulator(RegisterMap()) as plc, \
+            tempfile.TemporaryDirectory() as folder:
+        graph = Path(folder) / "bench.yaml"
+        graph.write_text(GRAPH.format(url=server.url, port=plc.port))
+        client = redis.Redis.from_url(server.url)
+        agent = subprocess.Popen([sys.executable, "-m", "graphrun", "agent", str(graph), "plc",
+                                  "--log-level", "WARNING"])
+        try:
+            created: dict[int, float] = {}
+
+            def send(part_id: int) -> None:
+                pipe = client.pipeline(transaction=False)
+                for view in VIEWS:
+                    message = Message(verdict(part_id, view), producer=f"cls_{view}")
+                    created[part_id] = message.created
+                    pipe.xadd(f"verdicts.{view}", codec.encode(message))
+                pipe.execute()
+
+            send(0)  # warm-up: the agent has started and reached the PLC once this is written
+            wait_results(plc, 1)
+            start = time.perf_counter()
+            for p in range(1, parts + 1):
+                send(p)
+            wait_results(plc, parts + 1)
+            seconds = time.perf_counter() - start
+            for p in range(parts + 1, 2 * parts + 1):
+                due = time.perf_counter() + 1.0 / rate
+                send(p)
+                time.sleep(max(0.0, due - time.perf_counter()))
+            wait_results(plc, 2 * parts + 1)
+            paced = [r for r in plc.results if int(r.values["part_id"]) > parts]
+            latencies = [(r.received - created[int(r.values["part_id"])]) * 1000 for r in paced]
+            ids = [int(r.values["part_id"]) for r in plc.results]
+            assert ids == list(range(0, 2 * parts + 1)), "results out of order or repeated"
+        finally:
+            agent.terminate()
+            agent.wait(10)
+            client.close()
+    report("graph", parts, seconds, latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("agent", "graph", "both"), default="both")
+    parser.add_argument("--parts", type=int, default=2000, help="parts per phase (throughput, then latency)")
+    parser.add_argument("--rate", type=float, default=200.0, help="parts per second in the latency phase")
+    args = parser.parse_args()
+    if args.mode in ("agent", "both"):
+        bench_agent(args.parts, args.rate)
+    if args.mode in ("graph", "both"):
+        bench_graph(args.parts, args.rate)
+
+
+if __name__ == "__main__":
+    main()

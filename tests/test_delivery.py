@@ -1,0 +1,187 @@
+"""Delivery through Redis Streams: fan-out, shared work, acknowledgement, dead letters."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import redis
+
+from conftest import read_messages, wait_until, write_messages
+from graphrun import codec
+from graphrun.message import Message
+from graphrun.transport import trimmed_before_read
+
+RELAY = """\
+name: t
+redis: {{main: {{}}}}
+agents:
+  relay:
+    type: sample_agents:Relay
+    params: {params}
+    inputs:
+      items: {{from: "main:in", claim_idle_ms: 500, max_deliveries: 3}}
+    outputs: {{copies: {{stream: out, maxlen: 100000}}}}
+"""
+
+
+def seqs(client: redis.Redis, stream: str) -> list[int]:
+    return [m["seq"] for m in read_messages(client, stream)]
+
+
+def pending(client: redis.Redis, stream: str, group: str) -> int:
+    """Entries of ``stream`` delivered to ``group`` and not yet acknowledged (-1: no group yet)."""
+    try:
+        return client.xpending(stream, group)["pending"]
+    except redis.ResponseError:
+        return -1
+
+
+def dead_letters(client: redis.Redis, stream: str = "in:dead") -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in client.xrange(stream)]
+
+
+def test_every_reader_of_a_stream_gets_every_message(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file("""\
+name: t
+agents:
+  source: {type: sample_agents:Source, params: {count: 300}, outputs: {items: main:items}}
+  left: {type: sample_agents:Relay, inputs: {items: source.items}, outputs: {copies: main:left}}
+  right: {type: sample_agents:Relay, inputs: {items: source.items}, outputs: {copies: main:right}}
+""")
+    for name in ("left", "right", "source"):
+        start_agent(graph, name)
+    wait_until(lambda: redis_client.xlen("left") == 300 and redis_client.xlen("right") == 300, what="both readers")
+    assert seqs(redis_client, "left") == list(range(300))
+    assert seqs(redis_client, "right") == list(range(300))
+
+
+def test_replicas_share_the_work_and_each_message_is_handled_once(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{delay_ms: 1}"))
+    write_messages(redis_client, "in", [{"seq": i} for i in range(400)])
+    start_agent(graph, "relay", replica=0)
+    start_agent(graph, "relay", replica=1)
+    wait_until(lambda: redis_client.xlen("out") >= 400, what="400 copies")
+    copies = read_messages(redis_client, "out")
+    assert sorted(m["seq"] for m in copies) == list(range(400))
+    by_process = Counter(m["by"] for m in copies)
+    assert len(by_process) == 1  # threads in one process: tell the replicas apart by consumer instead
+    consumers = redis_client.xinfo_consumers("in", "relay")
+    assert sorted(c["name"].decode() for c in consumers) == ["relay-0", "relay-1"]
+    assert all(c["pending"] == 0 for c in consumers)
+
+
+def test_a_message_is_acknowledged_only_after_its_outputs_are_written(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{}"))
+    write_messages(redis_client, "in", [{"seq": i} for i in range(50)])
+    start_agent(graph, "relay")
+    wait_until(lambda: pending(redis_client, "in", "relay") == 0 and redis_client.xlen("out") == 50, what="acks")
+    out = read_messages(redis_client, "out")
+    assert [m["seq"] for m in out] == list(range(50))
+    # The trace: origin time kept, one hop added by the relay.
+    assert all(m.producer == "relay" and [h.agent for h in m.hops] == ["relay"] for m in out)
+
+
+def test_a_poison_message_is_dead_lettered_after_max_deliveries_and_the_rest_flow(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{poison: [3]}"))
+    write_messages(redis_client, "in", [{"seq": i} for i in range(10)])
+    start_agent(graph, "relay")
+    wait_until(lambda: redis_client.xlen("in:dead") == 1, what="the dead letter")
+    wait_until(lambda: pending(redis_client, "in", "relay") == 0, what="nothing pending")
+    assert sorted(seqs(redis_client, "out")) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    [dead] = dead_letters(redis_client)
+    assert dead[b"dl:agent"] == b"relay" and dead[b"dl:stream"] == b"in"
+    assert b"max_deliveries=3" in dead[b"dl:error"] and b"poison item 3" in dead[b"dl:error"]
+    assert codec.decode(dead)["seq"] == 3  # the original message travels with its error
+
+
+def test_dead_letter_raised_by_the_agent_moves_the_message_at_once(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{reject: [1]}"))
+    write_messages(redis_client, "in", [{"seq": i} for i in range(3)])
+    start_agent(graph, "relay")
+    wait_until(lambda: redis_client.xlen("in:dead") == 1 and redis_client.xlen("out") == 2, what="one rejection")
+    [dead] = dead_letters(redis_client)
+    assert dead[b"dl:error"] == b"DeadLetter: item 1 is rejected"
+
+
+def test_a_malformed_entry_is_dead_lettered_and_does_not_stop_the_agent(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{}"))
+    write_messages(redis_client, "in", [{"seq": 0}])
+    redis_client.xadd("in", {"junk": "not a message"})
+    truncated = codec.encode(Message({"seq": 1, "img": np.zeros(100, np.uint8)}))
+    truncated = {k: bytes(v)[:50] if k == b"b0" else v for k, v in truncated.items()}
+    redis_client.xadd("in", truncated)
+    write_messages(redis_client, "in", [{"seq": 2}])
+    start_agent(graph, "relay")
+    wait_until(lambda: redis_client.xlen("in:dead") == 2 and redis_client.xlen("out") == 2, what="two dead letters")
+    errors = [d[b"dl:error"].decode() for d in dead_letters(redis_client)]
+    assert "no header field" in errors[0] and "truncated" in errors[1]
+    assert seqs(redis_client, "out") == [0, 2]
+
+
+def test_retry_hands_the_message_back_later(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{retry_once: [0]}"))
+    write_messages(redis_client, "in", [{"seq": 0}, {"seq": 1}])
+    start_agent(graph, "relay")
+    wait_until(lambda: redis_client.xlen("out") == 2, what="both copies")
+    assert seqs(redis_client, "out") == [1, 0]
+    assert redis_client.xlen("in:dead") == 0
+
+
+def test_entries_a_dead_consumer_left_pending_are_reclaimed(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{}"))
+    write_messages(redis_client, "in", [{"seq": i} for i in range(20)])
+    redis_client.xgroup_create("in", "relay", "0")
+    # A consumer that read ten entries and died before acknowledging them.
+    redis_client.xreadgroup("relay", "relay-gone", {"in": ">"}, count=10)
+    start_agent(graph, "relay")
+    wait_until(lambda: redis_client.xlen("out") == 20, what="all 20, the reclaimed ten included")
+    assert sorted(seqs(redis_client, "out")) == list(range(20))
+    assert pending(redis_client, "in", "relay") == 0
+
+
+def test_held_messages_are_acknowledged_only_when_released(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file("""\
+name: t
+agents:
+  join:
+    type: sample_agents:Joiner
+    inputs: {parts: {front: "main:front", back: "main:back"}}
+    outputs: {joined: main:joined}
+""")
+    write_messages(redis_client, "front", [{"seq": 1}, {"seq": 2}])
+    write_messages(redis_client, "back", [{"seq": 1}])
+    runner = start_agent(graph, "join")
+    wait_until(lambda: redis_client.xlen("joined") == 1, what="the first join")
+    wait_until(lambda: pending(redis_client, "front", "join") == 1, what="the held front view of part 2")
+    assert pending(redis_client, "back", "join") == 0
+    [joined] = read_messages(redis_client, "joined")
+    assert joined["seq"] == 1 and joined["ports"] == ["back", "front"]
+    assert runner.counters.handled == 3
+
+
+def test_streams_are_bounded_and_trimmed_entries_are_counted(redis_client, graph_file) -> None:
+    from graphrun.transport import ensure_group
+
+    ensure_group(redis_client, "s", "late")
+    for i in range(50):
+        redis_client.xadd("s", {"i": i}, maxlen=10, approximate=False)
+    assert redis_client.xlen("s") == 10
+    entries = redis_client.xreadgroup("late", "c", {"s": ">"})[0][1]
+    redis_client.hincrby("graphrun:stats:s", "late:delivered", len(entries))
+    assert trimmed_before_read(redis_client, "s", "late") == 40
+
+
+def test_health_is_published_per_consumer(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{}"))
+    write_messages(redis_client, "in", [{"seq": i} for i in range(5)])
+    start_agent(graph, "relay")
+    wait_until(lambda: redis_client.xlen("out") == 5)
+
+    def record() -> dict:
+        raw = redis_client.hget("graphrun:health:t:relay", "relay-0")
+        return json.loads(raw) if raw else {}
+
+    wait_until(lambda: record().get("handled") == 5, what="a health record with the count")
+    assert record()["state"] == "running" and record()["dead_lettered"] == 0

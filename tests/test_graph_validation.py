@@ -1,0 +1,153 @@
+"""`graphrun validate` finds every problem in a graph file and says where it is."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from graphrun import GraphError
+from graphrun.graph import load_graph, parse_graph
+
+TESTS = Path(__file__).parent
+
+GOOD = """\
+name: t
+redis:
+  main: {}
+agents:
+  source:
+    type: sample_agents:Source
+    outputs: {items: main:t.items}
+  relay:
+    type: sample_agents:Relay
+    inputs: {items: source.items}
+"""
+
+
+def problems(text: str, environ: dict[str, str] | None = None) -> list[tuple[int, str, str]]:
+    """(line, message, field path) of each problem found in ``text``."""
+    with pytest.raises(GraphError) as caught:
+        parse_graph(textwrap.dedent(text), "g.yaml", environ=environ or {})
+    return [(p.line, p.message, p.path) for p in caught.value.problems]
+
+
+def only(text: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
+    found = problems(text, environ)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_good_graph_binds_every_port_to_a_stream() -> None:
+    graph = parse_graph(GOOD, "g.yaml")
+    assert str(graph.agents["source"].outputs["items"].stream) == "main:t.items"
+    assert graph.agents["relay"].inputs["items"].source == ("source", "items")
+    # An output the graph does not mention still gets a stream of its own.
+    assert str(graph.agents["relay"].outputs["copies"].stream) == "main:t.relay.copies"
+
+
+def test_yaml_syntax_errors_name_the_line() -> None:
+    line, message, _ = only("name: t\nagents:\n  a: {type: x\n  b: 1\n")
+    assert "YAML syntax error" in message and line == 4
+
+
+def test_unknown_keys_are_reported_where_they_stand() -> None:
+    line, message, path = only(GOOD.replace("    type: sample_agents:Relay\n", "    type: sample_agents:Relay\n    colour: red\n"))
+    assert (line, path) == (10, "agents.relay.colour") and "unknown key 'colour'" in message
+
+
+def test_an_unknown_agent_type_is_reported_with_the_known_ones() -> None:
+    line, message, path = only(GOOD.replace("sample_agents:Relay", "examples.doublr"))
+    assert (line, path) == (9, "agents.relay.type")
+    assert "unknown agent type 'examples.doublr'" in message and "examples.doubler" in message
+
+
+def test_an_unimportable_agent_class_is_reported() -> None:
+    line, message, _ = only(GOOD.replace("sample_agents:Relay", "no_such_module:Relay"))
+    assert line == 9 and "cannot import no_such_module" in message
+
+
+def test_unknown_port_names_are_reported() -> None:
+    line, message, path = only(GOOD.replace("inputs: {items: source.items}", "inputs: {items: source.items, extra: source.items}"))
+    assert (line, path) == (10, "agents.relay.inputs.extra") and "no input port 'extra'" in message
+
+
+def test_an_unbound_required_input_is_reported() -> None:
+    line, message, _ = only(GOOD.replace("    inputs: {items: source.items}\n", ""))
+    assert line == 9 and "required input 'items' of agent 'relay' is not connected" in message
+
+
+def test_connected_ports_must_carry_compatible_messages() -> None:
+    text = GOOD + "  labeller:\n    type: sample_agents:Labeller\n    inputs: {labels: source.items}\n"
+    line, message, path = only(text)
+    assert (line, path) == (13, "agents.labeller.inputs.labels")
+    assert "source.items sends Item but labeller.labels takes Label" in message and "text" in message
+
+
+def test_an_input_from_a_missing_agent_or_port_is_reported() -> None:
+    assert only(GOOD.replace("source.items", "sourse.items"))[:2] == (10, "input from unknown agent 'sourse' (agents: relay, source)")
+    line, message, _ = only(GOOD.replace("source.items", "source.itemz"))
+    assert line == 10 and "agent 'source' has no output port 'itemz' (its outputs: items)" in message
+
+
+def test_two_agents_may_not_write_one_stream() -> None:
+    text = GOOD + "  other:\n    type: sample_agents:Source\n    outputs: {items: main:t.items}\n"
+    line, message, _ = only(text)
+    assert line == 13 and "already written by source.items" in message
+
+
+def test_unknown_redis_instances_and_nodes_are_reported() -> None:
+    text = GOOD.replace("outputs: {items: main:t.items}", "outputs: {items: plant:t.items}")
+    line, message, _ = only(text)
+    assert line == 7 and "unknown Redis instance 'plant'" in message
+    text = GOOD.replace("    type: sample_agents:Relay\n", "    type: sample_agents:Relay\n    node: edge-9\n")
+    line, message, path = only(text)
+    assert (line, path) == (10, "agents.relay.node") and "unknown node 'edge-9'" in message
+
+
+def test_params_are_checked_against_the_agents_typed_parameters() -> None:
+    text = GOOD.replace("    type: sample_agents:Relay\n", "    type: sample_agents:Relay\n    params:\n      delay_ms: -1\n      speed: 3\n")
+    found = problems(text)
+    assert (11, "agents.relay.params.delay_ms") in [(line, path) for line, _, path in found]
+    assert any(line == 12 and "unknown key 'speed'" in message for line, message, _ in found)
+    assert len(found) == 2
+
+
+def test_missing_params_are_reported() -> None:
+    text = GOOD + "  needy:\n    type: sample_agents:NeedsParams\n    params: {}\n"
+    line, message, _ = only(text)
+    assert line == 13 and "missing required key 'rate'" in message
+
+
+def test_environment_references_must_resolve() -> None:
+    text = GOOD.replace("  main: {}", "  main: {url: \"redis://${REDIS_HOST}:6379\"}")
+    line, message, path = only(text)
+    assert (line, path) == (3, "redis.main.url") and "REDIS_HOST is not set" in message
+    assert parse_graph(text, "g.yaml", environ={"REDIS_HOST": "plc-cell-4"}).redis["main"].url == "redis://plc-cell-4:6379"
+    line, message, _ = only(GOOD.replace("  main: {}", "  main: {url: \"${bad name}\"}"))
+    assert "bad environment reference" in message
+    defaulted = GOOD.replace("  main: {}", "  main: {url: \"${REDIS_URL:-redis://localhost:6379}\"}")
+    assert parse_graph(defaulted, "g.yaml", environ={}).redis["main"].url == "redis://localhost:6379"
+
+
+def test_every_problem_is_listed_not_just_the_first() -> None:
+    text = GOOD.replace("sample_agents:Relay", "nope.nope").replace("main:t.items", "plant:t.items") + "bogus: 1\n"
+    assert len(problems(text)) >= 2
+
+
+def test_the_validate_command_prints_file_line_column_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace("source.items", "source.itemz"))
+    done = subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert f"{path}:10:21: agent 'source' has no output port 'itemz'" in done.stderr
+    assert "(agents.relay.inputs.items)" in done.stderr
+
+
+def test_the_validate_command_accepts_the_shipped_graphs() -> None:
+    for graph in sorted((TESTS.parent / "graphs").glob("*.yaml")):
+        load_graph(graph)  # raises GraphError with every problem if not
