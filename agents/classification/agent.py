@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 
-from graphrun import Agent, DeadLetter, GraphrunError, Input, Message, Output, Retry
+from graphrun import Agent, DeadLetter, GraphrunError, Input, Message, Output
 from graphrun_agents.errors import FrameFormatError, ModelError, PreprocessConfigError, RedisAIError
 from graphrun_agents.messages import Frame, Verdict
 
@@ -66,6 +66,7 @@ class ClassificationAgent(Agent):
         self._rejected = 0
         self._next_check = 0.0
         self._retry_at = 0.0
+        self._unusable: str | None = None  # a deployed version that failed to load: not retried
         waits = [self.params.check_interval_ms] if self.params.model_updates else []
         if self.params.batch.max_size > 1 and self.params.batch.max_wait_ms > 0:
             waits.append(self.params.batch.max_wait_ms)
@@ -89,43 +90,43 @@ class ClassificationAgent(Agent):
 
     # --- messages -----------------------------------------------------------------------
 
-    def handle_batch(self, msgs: Sequence[Message]) -> None:
-        super().handle_batch(msgs)
-        if self._queue and self.params.batch.max_wait_ms == 0:
-            self._flush_held()
-
     def handle(self, msg: Message[Frame]) -> None:
-        if not self._queue:
-            self._follow_versions()
-        started = time.perf_counter()
-        image = self._prepare(msg)
-        self._queue.append(_Queued(msg, image, (time.perf_counter() - started) * 1000, time.monotonic()))
-        if len(self._queue) < self.params.batch.max_size:
-            self.hold(msg)
-            self._queue[-1].held = True
-            return
-        try:
-            self._flush()
-        except (RedisAIError, redis.ConnectionError, redis.TimeoutError) as exc:
-            # The frame in hand is retried by the runtime; the held ones wait for the next flush.
-            self._queue = [q for q in self._queue if q.held]
-            raise Retry(f"inference with {self._judge.model.backend} failed: {exc}", delay=1.0) from exc
+        self.handle_batch([msg])
+
+    def handle_batch(self, msgs: Sequence[Message]) -> None:
+        """Queues the frames of one read and judges full batches (or all, without a wait).
+
+        Every frame is pre-processed before any is queued: a bad frame raises DeadLetter
+        with nothing changed, and the runtime then hands the frames over one by one.
+        Inference failures never escape: the frames stay queued and held, and tick()
+        tries them again, so no verdict is sent twice or lost.
+        """
+        if self._version_check_due() and (not self._queue or self._flush(len(self._queue))):
+            self._follow_versions()  # between two batches: the queue is empty
+        fresh = []
+        for msg in msgs:
+            started = time.perf_counter()
+            image = self._prepare(msg)
+            fresh.append(_Queued(msg, image, (time.perf_counter() - started) * 1000, time.monotonic()))
+        self._queue.extend(fresh)
+        size = self.params.batch.max_size
+        while len(self._queue) >= size and self._flush(size):
+            pass
+        if self._queue and self.params.batch.max_wait_ms == 0:
+            self._flush(len(self._queue))
+        for q in self._queue:
+            if not q.held:
+                self.hold(q.msg)
+                q.held = True
 
     def tick(self) -> None:
         now = time.monotonic()
         if not self._queue:
-            self._follow_versions()
+            if self._version_check_due():
+                self._follow_versions()
         elif now >= self._retry_at and (now - self._queue[0].queued) * 1000 >= self.params.batch.max_wait_ms:
-            self._flush_held()
-
-    def _flush_held(self) -> None:
-        """Flushes frames that are all held: on failure they stay queued and are tried again later."""
-        try:
-            self._flush()
-        except Exception as exc:  # noqa: BLE001 - nothing to hand the error to between messages
-            self._retry_at = time.monotonic() + 1.0
-            self.status["inference_error"] = str(exc)
-            self.log.error("inference of %d held frame(s) failed, trying again in 1 s: %s", len(self._queue), exc)
+            while self._queue and self._flush(self.params.batch.max_size):
+                pass
 
     def _prepare(self, msg: Message[Frame]) -> np.ndarray:
         judge = self._judge
@@ -144,22 +145,30 @@ class ClassificationAgent(Agent):
             )
         return image
 
-    def _flush(self) -> None:
-        """Judges every queued frame, sends the verdicts, then acknowledges the held frames.
+    def _flush(self, count: int) -> bool:
+        """Judges the first ``count`` queued frames, sends their verdicts, releases the held ones.
 
-        If inference fails the queue is left as it was: no verdict has been sent yet.
+        Returns False (and leaves the queue as it was) if inference failed.
         """
         judge = self._judge
-        results = self._infer(judge, [q.image for q in self._queue])
-        queue, self._queue = self._queue, []
-        for q, (score, inference_ms) in zip(queue, results):
+        batch = self._queue[:count]
+        try:
+            results = self._infer(judge, [q.image for q in batch])
+        except Exception as exc:  # noqa: BLE001 - the frames stay held; tick() tries again
+            self._retry_at = time.monotonic() + 1.0
+            self.status["inference_error"] = str(exc)
+            self.log.error("inference of %d frame(s) failed, trying again in 1 s: %s", len(batch), exc)
+            return False
+        del self._queue[:count]
+        for q, (score, inference_ms) in zip(batch, results):
             self.verdicts.send(self._verdict(judge, q, score, inference_ms), parent=q.msg)
-        held = [q.msg for q in queue if q.held]
+        held = [q.msg for q in batch if q.held]
         if held:
             self.release(*held)
-        self._judged += len(queue)
+        self._judged += len(batch)
         self.status.pop("inference_error", None)
         self.status.update(verdicts=self._judged, rejected=self._rejected)
+        return True
 
     def _infer(self, judge: Judge, images: list[np.ndarray]) -> list[tuple[float, float]]:
         """(score, inference ms) per image, batched by size and by the model's fixed batch."""
@@ -259,20 +268,19 @@ class ClassificationAgent(Agent):
             frame_hw=(h, w) if isinstance(h, int) and isinstance(w, int) else None,
         )
 
+    def _version_check_due(self) -> bool:
+        return self._versions is not None and time.monotonic() >= self._next_check
+
     def _follow_versions(self) -> None:
         """Switches to the active version if it changed; polled at most every check_interval_ms."""
-        if self._versions is None:
-            return
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + self.params.check_interval_ms / 1000
+        self._next_check = time.monotonic() + self.params.check_interval_ms / 1000
         try:
             active = self._versions.active()
-            if active is None or active == self._judge.version:
+            if active is None or active in (self._judge.version, self._unusable):
                 return
             judge = self._build(self._versions.blob(active), active)
         except (ModelError, PreprocessConfigError, RedisAIError) as exc:
+            self._unusable = active
             self.status["model_error"] = str(exc)
             self.log.error("staying on model v%s: version %s is unusable: %s", self._judge.version, active, exc)
             return
