@@ -164,6 +164,25 @@ def test_a_part_id_the_map_cannot_encode_is_dead_lettered(plc: PlcSimulator) -> 
             h.send("front", verdict(70000, "front"))
 
 
+def test_a_verdict_without_a_part_id_is_dead_lettered(plc: PlcSimulator) -> None:
+    payload = verdict(1, "front")
+    del payload["part_id"]
+    with harness(plc) as h, pytest.raises(DeadLetter, match="verdict on 'front' has no part_id"):
+        h.send("front", payload)
+
+
+def test_an_outcome_encoded_bool_on_a_coil_is_set_for_a_rejected_part() -> None:
+    regmap = {"outcome": {"table": "coil", "address": 7, "encoding": "bool"}}
+    with PlcSimulator(RegisterMap.model_validate(regmap)) as sim, harness(sim, regmap, join_timeout=0.05) as h:
+        both_views(h, 1)
+        assert sim.read("coil", 7) == [0]
+        h.send("front", verdict(2, "front"))
+        time.sleep(0.1)
+        h.tick()  # incomplete: rejected too
+        assert sim.read("coil", 7) == [1]
+        assert [r.values["outcome"] for r in sim.results] == [False, True]
+
+
 # --- the handshake -------------------------------------------------------------------------
 
 

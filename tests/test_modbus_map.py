@@ -46,6 +46,9 @@ def test_a_coil_and_a_register_at_the_same_address_do_not_overlap() -> None:
         ({"result_read": {"address": 110, "encoding": "uint32"}}, "needs its encoding 'uint16', not 'uint32'"),
         ({"code": {"address": 110, "encoding": "int64"}}, "int64"),
         ({"outcome": {"address": 103, "wordorder": "big"}}, "wordorder"),
+        ({"code": {"address": 110, "encoding": "int16"}, "codes": {"crack": 40000}},
+         "codes.crack: 40000 is out of the int16 range -32768..32767, the encoding of map entry code"),
+        ({"outcomes": {"incomplete": -1}}, "outcomes.incomplete: -1 is out of the uint16 range"),
     ],
 )
 def test_a_bad_register_map_is_refused_with_a_clear_error(entries: dict, expected: str) -> None:

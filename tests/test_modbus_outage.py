@@ -106,10 +106,12 @@ def test_verdicts_held_when_the_agent_stops_are_written_once_by_its_successor() 
         plc.stop()
         for part_id in range(11, 21):
             send_part(client, part_id)
-        wait_for(lambda: str(first.status.get("plc", "")).startswith("unreachable"), "the agent to see the outage")
+        # Every verdict of the parts that could not be written is received and held, not acknowledged.
+        wait_for(lambda: all(client.xpending(f"verdicts.{v}", "plc")["pending"] == 10 for v in ("front", "back")),
+                 "the agent to hold the verdicts of parts 11-20")
+        assert str(first.status.get("plc", "")).startswith("unreachable")
         first.request_stop()
         thread.join(10)
-        assert client.xpending("verdicts.back", "plc")["pending"] == 10  # held, never acknowledged
 
         plc.start()
         second = AgentRunner(graph, "plc")

@@ -83,7 +83,7 @@ class ModbusAgent(Agent):
     def handle(self, msg: Message) -> None:
         if len(self._join.queue) >= self.params.max_queue:
             raise Retry(f"{len(self._join.queue)} results are waiting for the PLC", delay=self._backoff)
-        self._check_part_id(msg["part_id"])
+        self._check(msg)
         if self._join.offer(msg.port or "", msg.payload, msg, time.monotonic()) is Offer.HELD:
             self.hold(msg)
         else:
@@ -98,15 +98,18 @@ class ModbusAgent(Agent):
         self._flush()
         self.status.update(queued=len(self._join.queue), open=len(self._join.open))
 
-    def _check_part_id(self, part_id: object) -> None:
-        """A part id the map can't encode is refused at once, not after it blocks the queue."""
-        entry = self._map.part_id
-        if entry is None:
-            return
-        try:
-            encode(part_id, entry.encoding, what="part_id")  # type: ignore[arg-type]
-        except EncodingError as exc:
-            raise DeadLetter(f"{exc} (map entry part_id is {entry.encoding})") from None
+    def _check(self, msg: Message) -> None:
+        """A verdict the map can't write is refused at once, not after it blocks the queue."""
+        if "part_id" not in msg.payload:
+            raise DeadLetter(f"verdict on {msg.port!r} has no part_id")
+        for name in ("part_id", "score"):
+            entry = getattr(self._map, name)
+            if entry is None or name not in msg.payload:
+                continue
+            try:
+                encode(msg[name], entry.encoding, what=name)
+            except EncodingError as exc:
+                raise DeadLetter(f"{exc} (map entry {name} is {entry.encoding})") from None
 
     # --- writing ------------------------------------------------------------------------
 
@@ -131,10 +134,12 @@ class ModbusAgent(Agent):
 
     def _values(self, part: Part[Message]) -> dict[str, bool | int | float]:
         outcome = part.outcome or Outcome.INCOMPLETE
+        rejected = outcome is not Outcome.OK
+        boolean = self._map.outcome is not None and self._map.outcome.encoding == "bool"
         return {
             "part_id": part.part_id,
-            "outcome": getattr(self._map.outcomes, outcome.value),
-            "defective": outcome is not Outcome.OK,
+            "outcome": rejected if boolean else getattr(self._map.outcomes, outcome.value),
+            "defective": rejected,
             "score": part.score,
             "code": self._map.codes.get(part.label, 0),
         }

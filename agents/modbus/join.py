@@ -57,7 +57,7 @@ class Part(Generic[T]):
 
     @property
     def label(self) -> str:
-        """The first defective view's label (in view order), else "ok"."""
+        """The first defective view's label (in arrival order), else "ok"."""
         for v in self.views.values():
             if v.get("defective"):
                 return str(v.get("label", "defective"))

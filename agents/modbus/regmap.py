@@ -8,10 +8,11 @@ The default map (no ``map`` given):
     holding 101-102  part id            uint32, high word first
     holding 103      outcome            uint16: 0 OK, 1 defective, 2 incomplete
 
-Optional entries: ``defective`` (a coil or register set for any outcome but OK),
-``score`` (the highest defect score of the part's views), ``code`` (the defect label
-as a number, through ``codes``) and ``result_read``: a register the PLC sets to the
-sequence number it has taken; the agent waits for it before writing the next result.
+Optional entries: ``defective`` (a coil or register set for any outcome but OK; an
+``outcome`` encoded bool means the same), ``score`` (the highest defect score of the
+part's views), ``code`` (the defect label as a number, through ``codes``; other
+labels write 0) and ``result_read``: a register the PLC sets to the sequence number
+it has taken; the agent waits for it before writing the next result.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import RegisterMapError
-from .encoding import Encoding, Order, register_count
+from ..errors import EncodingError, RegisterMapError
+from .encoding import Encoding, Order, encode, register_count
 
 Table = Literal["holding", "coil"]
 
@@ -120,6 +121,7 @@ class RegisterMap(BaseModel):
                 f"result_read echoes the sequence, so it needs its encoding {self.sequence.encoding!r}, "
                 f"not {self.result_read.encoding!r}"
             )
+        self._numbers_fit()
         entries = self.entries()
         for i, (name, entry) in enumerate(entries):
             for other_name, other in entries[i + 1 :]:
@@ -128,6 +130,19 @@ class RegisterMap(BaseModel):
                         f"map entries {name} ({entry.describe()}) and {other_name} ({other.describe()}) overlap"
                     )
         return self
+
+    def _numbers_fit(self) -> None:
+        """Outcome and defect-code numbers must fit the entries that carry them."""
+        checks = [("outcome", f"outcomes.{k}", v) for k, v in self.outcomes.model_dump().items()]
+        checks += [("code", f"codes.{label}", v) for label, v in self.codes.items()]
+        for name, what, number in checks:
+            entry = getattr(self, name)
+            if entry is None or entry.encoding == "bool":  # a bool outcome is "rejected"
+                continue
+            try:
+                encode(number, entry.encoding, what=what)
+            except EncodingError as exc:
+                raise RegisterMapError(f"{exc}, the encoding of map entry {name}") from None
 
     def entries(self) -> list[tuple[str, Entry]]:
         """Every entry present, by name: data fields, the counter, the handshake."""
