@@ -128,3 +128,9 @@ def test_verdicts_held_when_the_agent_stops_are_written_once_by_its_successor() 
             second.request_stop()
             thread.join(10)
             client.close()
+
+
+def test_the_plc_host_may_come_from_the_environment() -> None:
+    text = GRAPH.format(url="redis://127.0.0.1:1", port=502).replace("host: 127.0.0.1,", 'host: "${PLC_HOST}",')
+    graph = parse_graph(text, "plant.yaml", environ={"PLC_HOST": "10.20.30.40"})
+    assert graph.agents["plc"].settings.host == "10.20.30.40"

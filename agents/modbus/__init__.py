@@ -1,0 +1,7 @@
+"""The Modbus PLC agent (type ``modbus``) and the PLC simulator (``graphrun plc-sim``).
+
+Modules, one job each: ``regmap`` (the register map and its validation), ``encoding``
+(values to registers), ``layout`` (the write requests of one result), ``join``
+(verdicts to parts), ``plc`` (the guarded Modbus TCP link), ``agent``, ``simulator``
+and ``cli``.
+"""
