@@ -73,6 +73,7 @@ def plc() -> Iterator[PlcSimulator]:
         ({"encoding": "bool", "byte_order": "little"}, "defective", {"defective": True}, [0x0100]),
         ({"table": "coil", "encoding": "bool"}, "defective", {"defective": True}, [1]),
         ({"encoding": "int16"}, "code", {"defective": True, "label": "crack"}, [3]),
+        ({"encoding": "uint16", "scale": 1000}, "score", {"score": 0.9374}, [937]),
     ],
 )
 def test_each_encoding_and_byte_and_word_order_reaches_the_plc_as_specified(

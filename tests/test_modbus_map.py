@@ -49,6 +49,7 @@ def test_a_coil_and_a_register_at_the_same_address_do_not_overlap() -> None:
         ({"code": {"address": 110, "encoding": "int16"}, "codes": {"crack": 40000}},
          "codes.crack: 40000 is out of the int16 range -32768..32767, the encoding of map entry code"),
         ({"outcomes": {"incomplete": -1}}, "outcomes.incomplete: -1 is out of the uint16 range"),
+        ({"score": {"address": 110, "encoding": "uint16"}}, "score is a fraction between 0 and 1: encode it as float32"),
     ],
 )
 def test_a_bad_register_map_is_refused_with_a_clear_error(entries: dict, expected: str) -> None:

@@ -17,7 +17,6 @@ from graphrun import Agent, DeadLetter, Inputs, Message, Retry
 
 from ..errors import AgentConfigError, EncodingError, PlcExceptionReply, PlcUnreachable
 from ..messages import Verdict
-from .encoding import encode
 from .join import Join, Offer, Outcome, Part
 from .layout import Layout
 from .plc import PlcLink
@@ -107,9 +106,9 @@ class ModbusAgent(Agent):
             if entry is None or name not in msg.payload:
                 continue
             try:
-                encode(msg[name], entry.encoding, what=name)
+                self._layout.encode(name, entry, msg[name])
             except EncodingError as exc:
-                raise DeadLetter(f"{exc} (map entry {name} is {entry.encoding})") from None
+                raise DeadLetter(f"{exc} ({entry.encoding})") from None
 
     # --- writing ------------------------------------------------------------------------
 

@@ -52,20 +52,23 @@ class Layout:
         coils: list[tuple[str, Entry, list[int]]] = []
         holding: list[tuple[str, Entry, list[int]]] = []
         for name, entry in self.map.writable():
-            value = sequence if name == "sequence" else values[name]
-            words = encode(
-                value,
-                entry.encoding,
-                byte_order=entry.byte_order,
-                word_order=entry.word_order,
-                what=f"map entry {name}",
-            )
+            words = self.encode(name, entry, sequence if name == "sequence" else values[name])
             (coils if entry.table == "coil" else holding).append((name, entry, words))
         merged = _runs(holding)
         if len(merged) > 1:  # not one block: data first, the counter alone and last
             merged = _runs([p for p in holding if p[0] != "sequence"])
             merged += _runs([p for p in holding if p[0] == "sequence"])
         return _runs(coils) + merged
+
+    @staticmethod
+    def encode(name: str, entry: Entry, value: bool | int | float) -> list[int]:
+        """The registers of one entry's value, scaled as the map says; EncodingError if it can't fit."""
+        if entry.scale != 1.0 and not isinstance(value, bool):
+            value = value * entry.scale
+            if entry.encoding != "float32":
+                value = round(value)
+        return encode(value, entry.encoding, byte_order=entry.byte_order, word_order=entry.word_order,
+                      what=f"map entry {name}")
 
     def allowed(self) -> dict[Table, frozenset[int]]:
         """Every address the agent may write, by table: the map's writable entries only."""

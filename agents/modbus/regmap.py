@@ -40,6 +40,8 @@ class Entry(BaseModel):
     encoding: Encoding = "uint16"
     byte_order: Order = "big"
     word_order: Order = "big"
+    scale: float = Field(1.0, gt=0, description="multiply before writing (1000: a score in per-mille); "
+                         "integer encodings round")
 
     @model_validator(mode="after")
     def _fits(self) -> Entry:
@@ -115,6 +117,11 @@ class RegisterMap(BaseModel):
             raise RegisterMapError(
                 f"sequence must be a holding register encoded uint16 or uint32, "
                 f"not {self.sequence.table} {self.sequence.encoding}"
+            )
+        if self.score is not None and self.score.encoding != "float32" and self.score.scale == 1.0:
+            raise RegisterMapError(
+                f"score is a fraction between 0 and 1: encode it as float32, or give a scale "
+                f"(1000 writes per-mille) with encoding {self.score.encoding!r}"
             )
         if self.result_read is not None and self.result_read.encoding != self.sequence.encoding:
             raise RegisterMapError(

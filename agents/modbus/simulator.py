@@ -205,7 +205,8 @@ class PlcSimulator:
         words = [memory[a] for a in range(entry.address, entry.last + 1)]
         if entry.table == "coil":
             return bool(words[0])
-        return decode(words, entry.encoding, byte_order=entry.byte_order, word_order=entry.word_order)
+        value = decode(words, entry.encoding, byte_order=entry.byte_order, word_order=entry.word_order)
+        return value / entry.scale if entry.scale != 1.0 else value
 
     # --- inspection and the PLC program's own writes ------------------------------------
 
