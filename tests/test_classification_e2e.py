@@ -1,0 +1,87 @@
+"""Synthetic cameras -> classification (shipped model, ONNX Runtime) -> verdict streams, on a real Redis.
+
+The cameras render parts the model never saw in training (camera seed 9; training
+used other seeds), with the line's defect and distractor rates. Rendering is seeded,
+so the frames, and the verdicts, are the same on every run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from graphrun import codec
+from graphrun.graph import load_graph
+from graphrun.runner import AgentRunner
+from graphrun_agents.classification.model import DEFAULT_MODEL
+
+PARTS = 40  # per view
+
+GRAPH = f"""
+name: classification-e2e
+redis: {{main: {{}}}}
+agents:
+  cam_front:
+    type: camera
+    params: {{source: synthetic, view: front, seed: 9, fps: null, count: {PARTS}}}
+    outputs: {{frames: {{redis: main, stream: cam.front.frames, maxlen: 1000}}}}
+  cam_back:
+    type: camera
+    params: {{source: synthetic, view: back, seed: 9, fps: null, count: {PARTS}}}
+    outputs: {{frames: {{redis: main, stream: cam.back.frames, maxlen: 1000}}}}
+  cls_front:
+    type: classification
+    params: {{backend: onnxruntime, batch: {{max_size: 4}}}}
+    inputs: {{frames: cam_front.frames}}
+    outputs: {{verdicts: {{redis: main, stream: cls.front.verdicts}}}}
+  cls_back:
+    type: classification
+    params: {{backend: auto}}
+    inputs: {{frames: cam_back.frames}}
+    outputs: {{verdicts: {{redis: main, stream: cls.back.verdicts}}}}
+"""
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason=f"the shipped model {DEFAULT_MODEL} is missing")
+
+
+def read_verdicts(client: redis.Redis, stream: str) -> list[dict]:
+    return [dict(codec.decode(fields).payload) for _, fields in client.xrange(stream)]
+
+
+def test_verdicts_of_both_views_match_the_ground_truth_at_the_models_accuracy(tmp_path: Path, redis_server):
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH)
+    graph = load_graph(path)
+    runners = [AgentRunner(graph, name, redis_urls={"main": redis_server.url}) for name in graph.agents]
+    threads = [threading.Thread(target=r.run, daemon=True) for r in runners]
+    for t in threads:
+        t.start()
+    client = redis.Redis.from_url(redis_server.url)
+    streams = ("cls.front.verdicts", "cls.back.verdicts")
+    try:
+        end = time.monotonic() + 120  # guards against a hang only
+        while not all(client.exists(s) and client.xlen(s) >= PARTS for s in streams):
+            assert time.monotonic() < end, "gave up waiting for the verdicts"
+            time.sleep(0.05)
+    finally:
+        for r in runners:
+            r.request_stop()
+        for t in threads:
+            t.join(timeout=30)
+
+    for stream, camera in zip(streams, ("cam_front", "cam_back")):
+        verdicts = read_verdicts(client, stream)
+        assert sorted(v["part_id"] for v in verdicts) == list(range(PARTS))
+        assert {v["camera"] for v in verdicts} == {camera}
+        assert {(v["model"], v["model_version"], v["backend"]) for v in verdicts} == {
+            ("finger-follower-defects", "1", "onnxruntime")
+        }
+        agree = sum(v["defective"] == v["truth"]["defective"] for v in verdicts)
+        missed = [v["part_id"] for v in verdicts if v["truth"]["defective"] and not v["defective"]]
+        defects = sum(v["truth"]["defective"] for v in verdicts)
+        assert defects > 0 and agree >= PARTS - 2, f"{camera}: {agree}/{PARTS} agree with the truth"
+        assert missed == [], f"{camera}: defective parts judged good: {missed}"
