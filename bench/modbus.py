@@ -3,7 +3,8 @@
     python bench/modbus.py                  # both modes, default sizes
     python bench/modbus.py --mode graph --parts 2000 --rate 200
 
-Two modes, both against a local pymodbus server (the PLC simulator, in this process):
+Two modes, both against a local pymodbus server (the PLC simulator) in a process of
+its own, so it does not compete with the agent for the interpreter lock:
 
 * ``agent``: the agent alone under the test harness, no Redis. Latency is the time
   from the part's last verdict entering ``handle`` to the PLC's reply to the write.
@@ -18,10 +19,12 @@ Throughput is measured with a burst of parts; latency with parts paced at ``--ra
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from graphrun.redis_server import RedisServer
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.agent import ModbusAgent
 from graphrun_agents.modbus.regmap import RegisterMap
-from graphrun_agents.modbus.simulator import PlcSimulator
+from graphrun_agents.modbus.simulator import PlcSimulator, free_port
 
 VIEWS = ("front", "back")
 
@@ -50,37 +53,70 @@ def report(mode: str, parts: int, seconds: float, latencies_ms: list[float]) -> 
           f"   max {lat.max():6.2f} ms ({len(lat)} parts)")
 
 
-def wait_results(plc: PlcSimulator, count: int, limit: float = 120.0) -> None:
-    end = time.monotonic() + limit
-    while len(plc.results) < count:
-        if time.monotonic() > end:
-            raise SystemExit(f"only {len(plc.results)} of {count} results reached the PLC")
-        time.sleep(0.001)
+class Plc:
+    """The PLC simulator in a child process; results come back as (part id, sequence, received)."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.port = free_port()
+        self._process = context.Process(target=_serve, args=(self.port, child), daemon=True)
+        self._process.start()
+        if self._conn.recv() != "ready":
+            raise SystemExit("the PLC simulator did not start")
+
+    def count(self) -> int:
+        self._conn.send("count")
+        return int(self._conn.recv())
+
+    def wait(self, count: int, limit: float = 120.0) -> None:
+        end = time.monotonic() + limit
+        while (have := self.count()) < count:
+            if time.monotonic() > end:
+                raise SystemExit(f"only {have} of {count} results reached the PLC")
+            time.sleep(0.002)
+
+    def stop(self) -> list[tuple[int, int, float]]:
+        self._conn.send("stop")
+        results = self._conn.recv()
+        self._process.join(10)
+        return results
+
+
+def _serve(port: int, conn: Connection) -> None:
+    with PlcSimulator(RegisterMap(), port=port) as plc:
+        conn.send("ready")
+        while (command := conn.recv()) == "count":
+            conn.send(len(plc.results))
+        conn.send([(int(r.values["part_id"]), r.sequence, r.received) for r in plc.results])
 
 
 def bench_agent(parts: int, rate: float) -> None:
-    with PlcSimulator(RegisterMap()) as plc:
-        params = {"host": plc.host, "port": plc.port}
-        with AgentHarness(ModbusAgent, name="plc", params=params, groups={"verdicts": list(VIEWS)}) as h:
-            messages = [[h.message(v, verdict(p, v)) for v in VIEWS] for p in range(1, parts + 1)]
-            start = time.perf_counter()
-            for pair in messages:
-                for message in pair:
-                    h.deliver([message])
-            seconds = time.perf_counter() - start
-            assert len(plc.results) == parts
-            latencies: list[float] = []
-            base = parts
-            for p in range(1, parts + 1):
-                due = time.perf_counter() + 1.0 / rate
-                h.deliver([h.message("front", verdict(base + p, "front"))])
-                last = h.message("back", verdict(base + p, "back"))
-                t0 = time.perf_counter()
-                h.deliver([last])
-                latencies.append((time.perf_counter() - t0) * 1000)
-                time.sleep(max(0.0, due - time.perf_counter()))
-            assert len(plc.results) == 2 * parts
+    plc = Plc()
+    params = {"host": "127.0.0.1", "port": plc.port}
+    with AgentHarness(ModbusAgent, name="plc", params=params, groups={"verdicts": list(VIEWS)}) as h:
+        messages = [[h.message(v, verdict(p, v)) for v in VIEWS] for p in range(1, parts + 1)]
+        start = time.perf_counter()
+        for pair in messages:
+            for message in pair:
+                h.deliver([message])
+        seconds = time.perf_counter() - start
+        latencies: list[float] = []
+        for p in range(parts + 1, 2 * parts + 1):
+            due = time.perf_counter() + 1.0 / rate
+            h.deliver([h.message("front", verdict(p, "front"))])
+            last = h.message("back", verdict(p, "back"))
+            t0 = time.perf_counter()
+            h.deliver([last])  # returns once the PLC has answered the write
+            latencies.append((time.perf_counter() - t0) * 1000)
+            time.sleep(max(0.0, due - time.perf_counter()))
+    check_order(plc.stop(), 1, 2 * parts)
     report("agent", parts, seconds, latencies)
+
+
+def check_order(results: list[tuple[int, int, float]], first: int, last: int) -> None:
+    if [r[0] for r in results] != list(range(first, last + 1)):
+        raise SystemExit("results missing, repeated or out of order")
 
 
 GRAPH = """
@@ -97,44 +133,43 @@ agents:
 
 
 def bench_graph(parts: int, rate: float) -> None:
-    with RedisServer(name="bench-modbus") as server, PlcSimulator(RegisterMap()) as plc, \
-            tempfile.TemporaryDirectory() as folder:
+    plc = Plc()
+    with RedisServer(name="bench-modbus") as server, tempfile.TemporaryDirectory() as folder:
         graph = Path(folder) / "bench.yaml"
         graph.write_text(GRAPH.format(url=server.url, port=plc.port))
         client = redis.Redis.from_url(server.url)
         agent = subprocess.Popen([sys.executable, "-m", "graphrun", "agent", str(graph), "plc",
                                   "--log-level", "WARNING"])
+        created: dict[int, float] = {}
+
+        def send(part_id: int) -> None:
+            pipe = client.pipeline(transaction=False)
+            for view in VIEWS:
+                message = Message(verdict(part_id, view), producer=f"cls_{view}")
+                created[part_id] = message.created  # the last view's: the part is complete from then
+                pipe.xadd(f"verdicts.{view}", codec.encode(message))
+            pipe.execute()
+
         try:
-            created: dict[int, float] = {}
-
-            def send(part_id: int) -> None:
-                pipe = client.pipeline(transaction=False)
-                for view in VIEWS:
-                    message = Message(verdict(part_id, view), producer=f"cls_{view}")
-                    created[part_id] = message.created
-                    pipe.xadd(f"verdicts.{view}", codec.encode(message))
-                pipe.execute()
-
             send(0)  # warm-up: the agent has started and reached the PLC once this is written
-            wait_results(plc, 1)
+            plc.wait(1)
             start = time.perf_counter()
             for p in range(1, parts + 1):
                 send(p)
-            wait_results(plc, parts + 1)
+            plc.wait(parts + 1)
             seconds = time.perf_counter() - start
             for p in range(parts + 1, 2 * parts + 1):
                 due = time.perf_counter() + 1.0 / rate
                 send(p)
                 time.sleep(max(0.0, due - time.perf_counter()))
-            wait_results(plc, 2 * parts + 1)
-            paced = [r for r in plc.results if int(r.values["part_id"]) > parts]
-            latencies = [(r.received - created[int(r.values["part_id"])]) * 1000 for r in paced]
-            ids = [int(r.values["part_id"]) for r in plc.results]
-            assert ids == list(range(0, 2 * parts + 1)), "results out of order or repeated"
+            plc.wait(2 * parts + 1)
         finally:
             agent.terminate()
             agent.wait(10)
             client.close()
+            results = plc.stop()
+    check_order(results, 0, 2 * parts)
+    latencies = [(received - created[part_id]) * 1000 for part_id, _, received in results if part_id > parts]
     report("graph", parts, seconds, latencies)
 
 

@@ -117,11 +117,11 @@ def test_a_part_is_defective_if_any_view_is(plc: PlcSimulator) -> None:
 
 
 def test_a_part_with_a_missing_view_gets_the_incomplete_outcome(plc: PlcSimulator) -> None:
-    with harness(plc, join_timeout=0.2) as h:
+    with harness(plc, join_timeout=0.5) as h:
         front = h.send("front", verdict(5, "front"))
         h.tick()
         assert plc.results == []
-        time.sleep(0.25)
+        time.sleep(0.55)
         h.tick()
         assert [(r.sequence, r.values) for r in plc.results] == [(1, {"part_id": 5, "outcome": 2})]
         assert h.released == [front]
