@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from graphrun import DeadLetter
+from graphrun import DeadLetter, Retry
 from graphrun.testing import AgentHarness
 from graphrun_agents.errors import PlcAddressRefused, PlcExceptionReply, PlcUnreachable
 from graphrun_agents.modbus.agent import ModbusAgent
@@ -157,6 +157,26 @@ def test_after_a_restart_the_counter_continues_and_the_last_part_is_not_written_
         both_views(h, 3)
         assert h.held == []
     assert [(r.sequence, r.values["part_id"]) for r in plc.results] == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_the_counter_wraps_from_65535_to_1(plc: PlcSimulator) -> None:
+    link = PlcLink(plc.host, plc.port, plc.unit, allowed={"holding": frozenset({100}), "coil": frozenset()})
+    link.write(Request("holding", 100, (65534,), ("sequence",)))  # results written before this run
+    link.close()
+    with harness(plc) as h:
+        both_views(h, 1)
+        both_views(h, 2)
+    assert [(r.sequence, r.values["part_id"]) for r in plc.results[1:]] == [(65535, 1), (1, 2)]
+
+
+def test_while_the_plc_is_down_verdicts_beyond_the_queue_limit_wait_in_redis(plc: PlcSimulator) -> None:
+    with harness(plc, max_queue=2, reconnect_min=30.0) as h:
+        plc.stop()
+        both_views(h, 1)
+        both_views(h, 2)
+        with pytest.raises(Retry, match="2 results are waiting for the PLC"):
+            h.send("front", verdict(3, "front"))
+        assert len(h.held) == 4 and plc.results == []
 
 
 def test_a_part_id_the_map_cannot_encode_is_dead_lettered(plc: PlcSimulator) -> None:
