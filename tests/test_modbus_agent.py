@@ -169,6 +169,18 @@ def test_the_counter_wraps_from_65535_to_1(plc: PlcSimulator) -> None:
     assert [(r.sequence, r.values["part_id"]) for r in plc.results[1:]] == [(65535, 1), (1, 2)]
 
 
+def test_a_plc_that_restarts_with_cleared_registers_gets_the_next_counter_value(plc: PlcSimulator) -> None:
+    with harness(plc, reconnect_min=0.05) as h:
+        both_views(h, 1)
+        plc.stop()
+        with PlcSimulator(RegisterMap(), port=plc.port) as restarted:
+            both_views(h, 2)
+            time.sleep(0.1)
+            h.tick()
+            assert [(r.sequence, r.values["part_id"]) for r in restarted.results] == [(2, 2)]
+            assert h.held == []
+
+
 def test_while_the_plc_is_down_verdicts_beyond_the_queue_limit_wait_in_redis(plc: PlcSimulator) -> None:
     with harness(plc, max_queue=2, reconnect_min=30.0) as h:
         plc.stop()

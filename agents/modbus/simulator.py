@@ -46,7 +46,9 @@ class PlcResult:
         parts = [f"result {self.sequence}"]
         if "part_id" in self.values:
             parts.append(f"part {self.values['part_id']}")
-        if outcome is not None:
+        if isinstance(outcome, bool):
+            parts.append("reject" if outcome else "pass")
+        elif outcome is not None:
             parts.append(f"{names.get(int(outcome), 'outcome ' + str(outcome))}")
         if "defective" in self.values:
             parts.append("reject" if self.values["defective"] else "pass")
