@@ -15,7 +15,7 @@ from pymodbus.exceptions import ModbusException
 from ..errors import PlcAddressRefused, PlcExceptionReply, PlcUnreachable
 from .layout import Request
 from .encoding import decode
-from .regmap import Entry, Table
+from .regmap import Entry, Table, span
 
 #: Modbus exception codes, for messages a maintainer can act on.
 EXCEPTION_NAMES = {
@@ -71,7 +71,7 @@ class PlcLink:
                 f"refused to write {request.table} {outside[0]} on {self.where}: "
                 f"the register map does not name that address"
             )
-        what = f"write of {'/'.join(request.fields)} ({request.table} {request.address}-{request.last})"
+        what = f"write of {'/'.join(request.fields)} ({span(request.table, request.address, request.last)})"
         if request.table == "coil":
             self._call(what, self._client.write_coils, request.address, [bool(v) for v in request.values])
         else:
@@ -79,7 +79,7 @@ class PlcLink:
 
     def read(self, table: Table, address: int, count: int, *, what: str = "") -> list[int]:
         """Read ``count`` coils (as 0/1) or holding registers."""
-        label = f"read of {what or 'registers'} ({table} {address}-{address + count - 1})"
+        label = f"read of {what or 'registers'} ({span(table, address, address + count - 1)})"
         if table == "coil":
             reply = self._call(label, self._client.read_coils, address, count=count)
             return [int(b) for b in reply.bits[:count]]

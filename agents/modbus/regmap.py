@@ -30,6 +30,11 @@ Table = Literal["holding", "coil"]
 DATA_FIELDS = ("part_id", "outcome", "defective", "score", "code")
 
 
+def span(table: Table, first: int, last: int) -> str:
+    """Addresses as messages show them: "holding 100" or "holding 101-102"."""
+    return f"{table} {first}" if first == last else f"{table} {first}-{last}"
+
+
 class Entry(BaseModel):
     """One value's place in the PLC: a table, a first address, an encoding."""
 
@@ -63,8 +68,7 @@ class Entry(BaseModel):
         return self.address + self.count - 1
 
     def describe(self) -> str:
-        span = f"{self.address}" if self.count == 1 else f"{self.address}-{self.last}"
-        return f"{self.table} {span}"
+        return span(self.table, self.address, self.last)
 
 
 class Handshake(Entry):
