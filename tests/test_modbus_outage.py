@@ -14,7 +14,7 @@ from graphrun.graph import parse_graph
 from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
 from graphrun_agents.modbus.regmap import RegisterMap
-from graphrun_agents.modbus.simulator import PlcSimulator
+from graphrun_agents.modbus.simulator import PlcSimulator, free_port
 
 PARTS = 500
 GRAPH = """
@@ -134,3 +134,41 @@ def test_the_plc_host_may_come_from_the_environment() -> None:
     text = GRAPH.format(url="redis://127.0.0.1:1", port=502).replace("host: 127.0.0.1,", 'host: "${PLC_HOST}",')
     graph = parse_graph(text, "plant.yaml", environ={"PLC_HOST": "10.20.30.40"})
     assert graph.agents["plc"].settings.host == "10.20.30.40"
+
+
+SIM_GRAPH = """
+name: plc-demo
+redis: {{main: {{url: "{url}"}}}}
+agents:
+  plc_sim:
+    type: graphrun_agents.modbus.sim_agent:PlcSimAgent
+    params: {{port: {port}, quiet: true}}
+  plc:
+    type: modbus
+    params: {{host: 127.0.0.1, port: {port}}}
+    inputs:
+      front: main:verdicts.front
+      back: main:verdicts.back
+"""
+
+
+def test_a_graph_can_run_the_plc_simulator_as_one_of_its_agents() -> None:
+    with RedisServer(name="plc-demo") as server:
+        graph = parse_graph(SIM_GRAPH.format(url=server.url, port=free_port()), "plc-demo.yaml")
+        simulator, agent = AgentRunner(graph, "plc_sim"), AgentRunner(graph, "plc")
+        threads = [threading.Thread(target=simulator.run, daemon=True)]
+        threads[0].start()
+        wait_for(lambda: "listening" in simulator.status, "the simulator to listen")
+        threads.append(threading.Thread(target=agent.run, daemon=True))
+        threads[1].start()
+        client = redis.Redis.from_url(server.url)
+        try:
+            for part_id in (1, 2, 3):
+                send_part(client, part_id)
+            wait_for(lambda: simulator.status.get("results") == 3, "three results at the simulator")
+        finally:
+            simulator.request_stop()
+            agent.request_stop()
+            for thread in threads:
+                thread.join(10)
+            client.close()

@@ -2,6 +2,6 @@
 
 Modules, one job each: ``regmap`` (the register map and its validation), ``encoding``
 (values to registers), ``layout`` (the write requests of one result), ``join``
-(verdicts to parts), ``plc`` (the guarded Modbus TCP link), ``agent``, ``simulator``
-and ``cli``.
+(verdicts to parts), ``plc`` (the guarded Modbus TCP link), ``agent``, ``simulator``,
+``sim_agent`` (the simulator inside a graph) and ``cli``.
 """
