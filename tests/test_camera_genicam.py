@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,6 +175,21 @@ def test_with_a_hardware_trigger_part_ids_come_from_the_trigger_port() -> None:
         frames = h.take("frames")
     assert [f["part_id"] for f in frames] == [7, 8, 12]
     assert [f["frame"] for f in frames] == [0, 1, 2]
+
+
+def test_frames_the_device_drops_are_counted_and_their_part_ids_skipped() -> None:
+    # Two buffers at 200 frames/s and a reader pausing between frames: the producer
+    # overwrites frames nobody fetched, and the device's frame ids show the gaps.
+    with camera(buffers=2, features={"PixelFormat": "Mono8", "Width": 100, "Height": 100, "AcquisitionFrameRate": 200}) as h:
+        for _ in range(6):
+            h.produce(1)
+            time.sleep(0.05)
+        frames = h.take("frames")
+        dropped = h.status["dropped"]
+    parts = [f["part_id"] for f in frames]
+    assert dropped > 0
+    assert parts[-1] - parts[0] + 1 == len(frames) + dropped
+    assert [f["frame"] for f in frames] == list(range(6))  # the camera's own count has no gaps
 
 
 def test_a_lost_device_is_reopened_with_backoff_and_the_loss_reported() -> None:

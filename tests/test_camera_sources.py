@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -71,6 +74,49 @@ def test_a_missing_video_file_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(CameraConfigError, match="opencv path '.*missing.avi' does not exist"):
         with harness(source="opencv", path=str(tmp_path / "missing.avi")):
             pass
+
+
+class MjpegStream(BaseHTTPRequestHandler):
+    """An HTTP MJPEG camera that drops every connection after five frames (levels 0..80)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        for i in range(5):
+            _, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 20 * i, dtype=np.uint8))
+            data = jpeg.tobytes()
+            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data) + data + b"\r\n")
+            self.wfile.flush()
+            time.sleep(0.01)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def mjpeg_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MjpegStream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_network_stream_that_drops_is_reopened_and_the_drops_reported(mjpeg_url: str) -> None:
+    with harness(source="opencv", path=mjpeg_url, timeout=2.0, reconnect_delay=0.01) as h:
+        for _ in range(200):
+            h.produce(1)
+            if h.status["frames"] >= 12:
+                break
+        frames = h.take("frames")
+        status = dict(h.status)
+    assert len(frames) == 12
+    assert [round(float(f["image"].mean()) / 20) for f in frames] == [0, 1, 2, 3, 4] * 2 + [0, 1]
+    assert status["lost"] == 2 and status["reconnects"] == 2
+    assert "stopped delivering frames" in status["last_error"]
+    assert [f["frame"] for f in frames] == list(range(12))
 
 
 # --- folder ---------------------------------------------------------------------------------
