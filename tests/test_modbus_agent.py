@@ -295,7 +295,7 @@ def test_an_exception_reply_to_a_write_keeps_the_result_queued(plc: PlcSimulator
         time.sleep(0.1)
         h.tick()
         assert plc.results == [] and len(h.held) == 2
-        assert "illegal data address" in h.agent.status["plc"]
+        assert h.agent.status["plc"].startswith("refused:") and "illegal data address" in h.agent.status["plc"]
 
 
 def test_a_write_outside_the_map_is_refused_before_it_reaches_the_wire(plc: PlcSimulator) -> None:

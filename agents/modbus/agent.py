@@ -70,7 +70,11 @@ class ModbusAgent(Agent):
         self._backoff = p.reconnect_min
         self._retry_at = 0.0
         self._down_since: float | None = None
-        self._first_sync()
+        try:
+            self._first_sync()
+        except Exception:
+            self._link.close()
+            raise
         self.status.update(plc="connected", written=0, ok=0, defective=0, incomplete=0, queued=0, open=0)
 
     def stop(self) -> None:
@@ -239,4 +243,5 @@ class ModbusAgent(Agent):
             self.log.error("%s; retrying with backoff, %d result(s) queued", exc, len(self._join.queue))
         self._retry_at = now + self._backoff
         self._backoff = min(self._backoff * 2, self.params.reconnect_max)
-        self.status["plc"] = f"unreachable: {exc}"
+        state = "refused" if isinstance(exc, PlcExceptionReply) else "unreachable"
+        self.status["plc"] = f"{state}: {exc}"
