@@ -352,11 +352,16 @@ def _chip(rng: np.random.Generator, part: _Part, base: np.ndarray, mask: np.ndar
     radii = radius * rng.uniform(0.65, 1.15, corners)
     poly = np.round(centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=-1)).astype(np.int32)
     rim = max(1, int(round(2.2 * part.k)))
-    cv2.polylines(base, [poly], True, 205, rim + 1, cv2.LINE_AA)
-    cv2.bitwise_and(base, mask, dst=base)  # the rim only shows on metal
-    cv2.fillPoly(base, [poly], 0, cv2.LINE_AA)
+    h, w = base.shape
+    x0, y0 = max(0, int(poly[:, 0].min()) - 2 * rim), max(0, int(poly[:, 1].min()) - 2 * rim)
+    x1, y1 = min(w, int(poly[:, 0].max()) + 2 * rim + 1), min(h, int(poly[:, 1].max()) + 2 * rim + 1)
+    if x1 > x0 and y1 > y0:
+        roi, roi_mask = base[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+        rimmed = roi.copy()
+        cv2.polylines(rimmed, [poly - np.array([x0, y0], dtype=np.int32)], True, 205, rim + 1, cv2.LINE_AA)
+        np.copyto(roi, rimmed, where=roi_mask == 255)  # the fracture rim only shows on metal
+    cv2.fillPoly(base, [poly], _BACKGROUND, cv2.LINE_AA)
     cv2.fillPoly(mask, [poly], 0, cv2.LINE_AA)
-    np.maximum(base, np.uint8(_BACKGROUND), out=base)
     return _record("chip", poly.astype(np.float64), 2 * radius)
 
 
