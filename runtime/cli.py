@@ -146,7 +146,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    runner.run(args.duration)
+    try:
+        runner.run(args.duration)
+    except AgentStartError as exc:
+        print(f"graphrun: agent {args.agent!r} cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger("graphrun.runner")
 BLOCK_MS = 500  # how long an idle read waits; bounds how fast a stop request is seen
 HEALTH_INTERVAL = 2.0
 HEALTH_PREFIX = "graphrun:health:"
+STOP_FLUSH_GRACE = 8.0  # seconds a stopping agent keeps trying to write what it made
 
 
 @dataclass
@@ -101,6 +102,7 @@ class AgentRunner:
         self._last_errors: dict[str, str] = {}
         self._health_count = 0
         self._trimmed: dict[str, int] = {}
+        self._stop_seen = 0.0
         try:
             self.agent: Agent = self.node.agent_class(
                 name=agent_name,
@@ -164,6 +166,8 @@ class AgentRunner:
     def run(self, duration: float | None = None) -> None:
         deadline = None if duration is None else time.monotonic() + duration
         self._with_redis(self._ensure_groups)
+        if self.stopping.is_set():
+            return
         self.agent.start()
         log.info("agent %s started as consumer %s (%s)", self.node.name, self.consumer,
                  ", ".join(f"{i}={transport.describe(u)}" for i, u in self._urls.items()))
@@ -201,7 +205,7 @@ class AgentRunner:
                 self._with_redis(lambda: self._read_and_handle(block))
         finally:
             try:
-                self._with_redis(self._flush, give_up_on_stop=True)
+                self._with_redis(self._flush)
             finally:
                 self.agent.stop()
                 self._with_redis(self._publish_health, give_up_on_stop=True, final=True)
@@ -500,13 +504,19 @@ class AgentRunner:
                 self.counters.redis_errors += 1
                 self.status["redis"] = f"unreachable: {exc}"
                 unsent = len(self._writes) + sum(len(v) for v in self._pending_acks.values())
-                if self.stopping.is_set() and (give_up_on_stop or not unsent):
-                    if self._writes:
-                        log.error("stopped while Redis is unreachable: %d output(s) not written", len(self._writes))
-                    return None
+                if self.stopping.is_set():
+                    # Unwritten outputs get a grace period to reach Redis before the stop.
+                    self._stop_seen = self._stop_seen or time.monotonic()
+                    if not unsent or give_up_on_stop or time.monotonic() - self._stop_seen > STOP_FLUSH_GRACE:
+                        if self._writes:
+                            log.error("stopped while Redis is unreachable: %d output(s) not written", len(self._writes))
+                        return None
                 log.warning("Redis unreachable (%s); retrying in %.2f s", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                if unsent:
+                    time.sleep(delay)
+                else:
+                    self.stopping.wait(delay)
+                delay = min(delay * 2, 2.0 if self.stopping.is_set() else 5.0)
                 try:
                     self._recover()
                 except CONNECTION_ERRORS:

@@ -60,6 +60,20 @@ def read_messages(client: redis.Redis, stream: str) -> list[Message]:
     return [codec.decode(fields) for _, fields in client.xrange(stream)]
 
 
+def caught_up(client: redis.Redis, stream: str, group: str) -> bool:
+    """The group has read to the stream's end and acknowledged everything it read.
+
+    (Compares ids rather than the group's ``lag``, which Redis 7.0 miscounts after
+    replaying its append-only file.)
+    """
+    try:
+        info = {g["name"].decode(): g for g in client.xinfo_groups(stream)}.get(group)
+    except redis.ResponseError:
+        return False
+    last = client.xrevrange(stream, count=1)
+    return bool(info and last and info["last-delivered-id"] == last[0][0] and info["pending"] == 0)
+
+
 @pytest.fixture
 def graph_file(tmp_path: Path) -> Callable[[str], Graph]:
     """Write a graph's YAML to a file and load it (agents of tests/sample_agents.py importable)."""

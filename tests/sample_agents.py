@@ -9,7 +9,7 @@ from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphrun import Agent, DeadLetter, Input, Inputs, Message, Output, Retry
+from graphrun import Agent, AgentStartError, DeadLetter, Input, Inputs, Message, Output, Retry
 
 
 class Item(TypedDict):
@@ -122,3 +122,12 @@ class NeedsParams(Agent):
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
         rate: float = Field(gt=0)
+
+
+class Unstartable(Agent):
+    """Fails at start in a way no restart could fix."""
+
+    items = Output(Item)
+
+    def start(self) -> None:
+        raise AgentStartError("the device /dev/nothing does not exist")

@@ -108,6 +108,15 @@ def test_features_are_applied_in_order_up_to_the_first_refused_one() -> None:
         harvester.reset()
 
 
+def test_a_list_of_features_may_set_one_feature_twice_and_the_last_value_wins() -> None:
+    # Selector-indexed features (TriggerSelector, TriggerMode...) need this form on real cameras.
+    features = [{"PixelFormat": "Mono8"}, {"Width": 200}, {"Height": 100}, {"Width": 300}]
+    with camera(features=features) as h:
+        h.produce(1)
+        (frame,) = h.take("frames")
+    assert frame["image"].shape == (100, 300)
+
+
 def test_a_feature_the_device_lacks_is_named_in_the_error() -> None:
     with pytest.raises(FeatureError, match=r"no feature 'ExposureTime' \(asked to set it to 5000\)"):
         with camera(features={"PixelFormat": "Mono8", "ExposureTime": 5000}):

@@ -29,6 +29,8 @@ import numpy as np
 from graphrun_agents.camera.synthetic import SyntheticConfig, render_part
 
 INPUT_W, INPUT_H = 320, 256
+CELL = 16  # input pixels per cell of the output grid (four 2x poolings)
+MARGIN = 24  # input pixels around a defect whose cells are not trained as clean
 MEAN, STD = 0.45, 0.25
 PREPROCESS = {
     "resize": [INPUT_W, INPUT_H],
@@ -48,21 +50,36 @@ SPLITS = {"train": (101, 0.5, 0.6), "val": (202, 0.5, 0.6), "test": (303, 0.3, 0
 # --- data -------------------------------------------------------------------------------
 
 
-def _render(job: tuple[int, int, float, float, str]) -> tuple[np.ndarray, int, str]:
+def clean_cells(defects: list[dict], full_w: int, full_h: int) -> np.ndarray:
+    """Cells of the model's output grid that are certainly free of defects (True).
+
+    The truth locates each defect (centre and extent); a cell counts as clean when its
+    block, widened by ``MARGIN`` for the receptive field, is clear of every defect.
+    """
+    mask = np.zeros((INPUT_H, INPUT_W), np.uint8)
+    sx, sy = INPUT_W / full_w, INPUT_H / full_h
+    for d in defects:
+        radius = int(d["size"] * max(sx, sy) / 2 + MARGIN)
+        cv2.circle(mask, (int(d["x"] * sx), int(d["y"] * sy)), radius, 1, -1)
+    blocks = mask.reshape(INPUT_H // CELL, CELL, INPUT_W // CELL, CELL).max(axis=(1, 3))
+    return blocks == 0
+
+
+def _render(job: tuple[int, int, float, float, str]) -> tuple[np.ndarray, int, str, np.ndarray]:
     index, seed, defect_rate, distractor_rate, view = job
     config = SyntheticConfig(view=view, seed=seed, defect_rate=defect_rate, distractor_rate=distractor_rate)
     image, truth = render_part(index, config)
     small = cv2.resize(image, (INPUT_W, INPUT_H), interpolation=cv2.INTER_AREA)
-    return small, int(truth["defective"]), truth["label"]
+    return small, int(truth["defective"]), truth["label"], clean_cells(truth["defects"], config.width, config.height)
 
 
-def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images N x H x W uint8, defective N, labels N) for a split, rendered once and cached."""
+def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(images N x H x W uint8, defective N, labels N, clean cells N x h x w) for a split, rendered once, cached."""
     seed, defect_rate, distractor_rate = SPLITS[name]
-    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}.npz"
+    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}-cells.npz"
     if path.exists():
         data = np.load(path)
-        return data["x"], data["y"], data["labels"]
+        return data["x"], data["y"], data["labels"], data["clean"]
     # Alternate views so both are equally represented; index i//2 keeps parts distinct per view.
     jobs = [(i // 2, seed, defect_rate, distractor_rate, ("front", "back")[i % 2]) for i in range(count)]
     started = time.monotonic()
@@ -71,10 +88,11 @@ def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.nda
     x = np.stack([r[0] for r in rows])
     y = np.array([r[1] for r in rows], np.int64)
     labels = np.array([r[2] for r in rows])
+    clean = np.stack([r[3] for r in rows])
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x=x, y=y, labels=labels)
+    np.savez(path, x=x, y=y, labels=labels, clean=clean)
     print(f"rendered {name}: {count} frames in {time.monotonic() - started:.0f} s ({y.mean():.0%} defective)")
-    return x, y, labels
+    return x, y, labels, clean
 
 
 # --- model ------------------------------------------------------------------------------
@@ -88,7 +106,12 @@ def build_model():  # -> torch.nn.Module; torch is imported lazily (optional ext
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
     class DefectNet(nn.Module):
-        """Small CNN; global max pooling because one small defect anywhere decides the part."""
+        """Small fully convolutional CNN: a defect logit per 16x16 cell, the part's is their max.
+
+        One small defect anywhere decides the part, so the part's score is the worst
+        cell's; training also tells every defect-free cell it is clean, which teaches
+        dust and particles apart from defects far faster than part labels alone.
+        """
 
         def __init__(self) -> None:
             super().__init__()
@@ -99,11 +122,13 @@ def build_model():  # -> torch.nn.Module; torch is imported lazily (optional ext
                 block(32, 48), nn.MaxPool2d(2),  # 16x20
                 block(48, 64),
             )
-            self.head = nn.Linear(64, 1)
+            self.head = nn.Conv2d(64, 1, 1)
+
+        def cells(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.features(x))  # N x 1 x H/16 x W/16 logits
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            features = torch.amax(self.features(x), dim=(2, 3))
-            return self.head(features)  # logit of "defective"
+            return torch.amax(self.cells(x), dim=(2, 3))  # N x 1 logit of "defective"
 
     return DefectNet()
 
@@ -163,8 +188,8 @@ def train(args: argparse.Namespace) -> dict:
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
-    x_train, y_train, _ = load_split("train", args.train, cache, args.workers)
-    x_val, y_val, _ = load_split("val", args.val, cache, args.workers)
+    x_train, y_train, _, clean_train = load_split("train", args.train, cache, args.workers)
+    x_val, y_val, _, _ = load_split("val", args.val, cache, args.workers)
 
     model = build_model()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -172,6 +197,7 @@ def train(args: argparse.Namespace) -> dict:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=steps)
     # Misses cost more than false rejects: weigh defective examples up.
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([args.defect_weight]))
+    cell_loss_fn = nn.BCEWithLogitsLoss()
     rng = np.random.default_rng(args.seed)
     best: tuple[float, dict] | None = None
     for epoch in range(args.epochs):
@@ -181,16 +207,21 @@ def train(args: argparse.Namespace) -> dict:
         total = 0.0
         for i in range(0, len(order), args.batch):
             idx = order[i : i + args.batch]
-            images = x_train[idx]
+            images, clean = x_train[idx], clean_train[idx]
             # Flips keep the defect/distractor distinction and double the pose variety.
             if rng.random() < 0.5:
-                images = images[:, :, ::-1]
+                images, clean = images[:, :, ::-1], clean[:, :, ::-1]
             if rng.random() < 0.5:
-                images = images[:, ::-1, :]
+                images, clean = images[:, ::-1, :], clean[:, ::-1, :]
             x = to_tensor(np.ascontiguousarray(images))
+            clean_mask = torch.from_numpy(np.ascontiguousarray(clean)).unsqueeze(1)
             target = torch.from_numpy(y_train[idx]).float().unsqueeze(1)
             optimiser.zero_grad()
-            loss = loss_fn(model(x), target)
+            cells = model.cells(x)
+            part_loss = loss_fn(torch.amax(cells, dim=(2, 3)), target)
+            clean_logits = cells[clean_mask]
+            cell_loss = cell_loss_fn(clean_logits, torch.zeros_like(clean_logits))
+            loss = part_loss + args.cell_weight * cell_loss
             loss.backward()
             optimiser.step()
             schedule.step()
@@ -251,7 +282,7 @@ def evaluate(path: Path, args: argparse.Namespace) -> dict:
     """Held-out figures, computed with ONNX Runtime on the exported file: what ships is what is measured."""
     import onnxruntime as ort
 
-    x_test, y_test, labels = load_split("test", args.test, Path(args.cache), args.workers)
+    x_test, y_test, labels, _ = load_split("test", args.test, Path(args.cache), args.workers)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     threshold = float(meta["graphrun.threshold"])
@@ -280,6 +311,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--defect-weight", type=float, default=2.0)
+    parser.add_argument("--cell-weight", type=float, default=1.0, help="weight of the clean-cell loss")
     parser.add_argument("--min-recall", type=float, default=1.0, help="validation recall the threshold must keep")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)

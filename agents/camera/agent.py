@@ -72,7 +72,9 @@ class CameraParams(BaseModel):
     # genicam
     cti: str | None = Field(None, description="GenTL producer file; 'pkg:genicam/viky.cti' for one in a package")
     device: str | None = Field(None, description="serial number, id or user-defined name (default: first)")
-    features: dict[str, Any] = Field(default_factory=dict, description="GenICam features, set in order")
+    features: dict[str, Any] | list[dict[str, Any]] = Field(
+        default_factory=dict, description="GenICam features, set in order; a list of one-key mappings may repeat one"
+    )
     timeout: float = Field(2.0, gt=0, description="seconds to wait for a frame")
     buffers: int = Field(8, ge=1, description="buffers announced to the GenTL producer")
     # device loss

@@ -74,9 +74,25 @@ def select_device(devices: Sequence[Any], wanted: str | None) -> int:
     raise DeviceNotFoundError(f"no device has the serial number, id or user-defined name {wanted!r} (found: {found or 'none'})")
 
 
-def apply_features(node_map: Any, features: Mapping[str, Any]) -> None:
+Features = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+
+def feature_list(features: Features | None) -> list[tuple[str, Any]]:
+    """Features as ordered (name, value) pairs.
+
+    A mapping is enough for most cameras; a list of one-key mappings lets a feature come
+    back, as selector-indexed features need (TriggerSelector, then TriggerMode, twice).
+    """
+    if not features:
+        return []
+    if isinstance(features, Mapping):
+        return list(features.items())
+    return [pair for item in features for pair in item.items()]
+
+
+def apply_features(node_map: Any, features: Features) -> None:
     """Set GenICam features in order; the first that is missing, read-only or refused raises FeatureError."""
-    for name, value in features.items():
+    for name, value in feature_list(features):
         node = getattr(node_map, name, None)
         if node is None:
             raise FeatureError(f"the device has no feature {name!r} (asked to set it to {value!r})")
@@ -141,7 +157,7 @@ class GenICamSource(Source):
         *,
         cti: str | None = None,
         device: str | None = None,
-        features: Mapping[str, Any] | None = None,
+        features: Features | None = None,
         trigger: str = "free-run",
         timeout: float = 2.0,
         buffers: int = 8,
@@ -150,7 +166,7 @@ class GenICamSource(Source):
         super().__init__()
         self.cti = cti
         self.device = device
-        self.features = dict(features or {})
+        self.features = feature_list(features)
         self.trigger_mode = trigger
         self.timeout = timeout
         self.buffers = buffers
@@ -188,7 +204,8 @@ class GenICamSource(Source):
     def _configure(self, acquirer: ImageAcquirer, info: Any) -> None:
         node_map = acquirer.remote_device.node_map
         apply_features(node_map, self.features)
-        if self.fps and "AcquisitionFrameRate" not in self.features and getattr(node_map, "AcquisitionFrameRate", None) is not None:
+        named = {name for name, _ in self.features}
+        if self.fps and "AcquisitionFrameRate" not in named and getattr(node_map, "AcquisitionFrameRate", None) is not None:
             apply_features(node_map, {"AcquisitionFrameRate": float(self.fps)})
         if self.trigger_mode == "software" and getattr(node_map, "TriggerSoftware", None) is None:
             raise FeatureError("trigger 'software' needs the feature 'TriggerSoftware', which the device does not have")
