@@ -74,7 +74,7 @@ def select_device(devices: Sequence[Any], wanted: str | None) -> int:
     raise DeviceNotFoundError(f"no device has the serial number, id or user-defined name {wanted!r} (found: {found or 'none'})")
 
 
-Features = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+Features = Mapping[str, Any] | Sequence[Mapping[str, Any] | tuple[str, Any]]
 
 
 def feature_list(features: Features | None) -> list[tuple[str, Any]]:
@@ -87,7 +87,7 @@ def feature_list(features: Features | None) -> list[tuple[str, Any]]:
         return []
     if isinstance(features, Mapping):
         return list(features.items())
-    return [pair for item in features for pair in item.items()]
+    return [pair for item in features for pair in (item.items() if isinstance(item, Mapping) else [tuple(item)])]
 
 
 def apply_features(node_map: Any, features: Features) -> None:
