@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TypedDict
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,4 +79,15 @@ class Printer(Agent):
         self.status["printed"] = self._seen
         if self._seen % self.params.every == 0:
             latency_ms = (time.time() - msg.created) * 1000
-            print(f"{msg.port}: {dict(msg.payload)} ({latency_ms:.1f} ms end to end)", file=sys.stdout, flush=True)
+            print(f"{msg.port}: {_summary(msg.payload)} ({latency_ms:.1f} ms end to end)", file=sys.stdout, flush=True)
+
+
+def _summary(value: Any) -> Any:
+    """The payload with arrays shown as shape and dtype: a frame is not for a terminal."""
+    if isinstance(value, np.ndarray):
+        return f"<{value.dtype} {'x'.join(map(str, value.shape))}>"
+    if isinstance(value, Mapping):
+        return {k: _summary(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_summary(v) for v in value]
+    return value

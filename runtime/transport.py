@@ -95,17 +95,24 @@ def ensure_group(client: redis.Redis, stream: str, group: str, *, start: str = "
     """
     try:
         info = client.xinfo_stream(stream)
-        added, length = int(info["entries-added"]), int(info["length"])
     except redis.ResponseError:
-        added = length = 0
-    begin, base = ("0", added - length) if start == "earliest" else ("$", added)
+        info = {"entries-added": 0, "length": 0}
+    begin = "0" if start == "earliest" else "$"
+    if "entries-added" not in info:  # Redis 6: no counters, so no trim accounting either
+        args: tuple[Any, ...] = ()
+        base = None
+    else:
+        added, length = int(info["entries-added"]), int(info["length"])
+        base = added - length if start == "earliest" else added
+        args = ("ENTRIESREAD", base)
     try:
-        client.execute_command("XGROUP", "CREATE", stream, group, begin, "MKSTREAM", "ENTRIESREAD", base)
+        client.execute_command("XGROUP", "CREATE", stream, group, begin, "MKSTREAM", *args)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
         return False
-    client.hsetnx(STATS_PREFIX + stream, f"{group}:base", base)
+    if base is not None:
+        client.hsetnx(STATS_PREFIX + stream, f"{group}:base", base)
     return True
 
 
@@ -185,6 +192,8 @@ def trimmed_before_read(client: redis.Redis, stream: str, group: str) -> int | N
         return None
     delivered = int(stats.get(f"{group}:delivered".encode(), 0))
     info = client.xinfo_stream(stream)
+    if "entries-added" not in info:
+        return None
     groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)}
     g = groups.get(group)
     if g is None:
