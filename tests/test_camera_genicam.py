@@ -12,13 +12,15 @@ import gc
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
 import pytest
 import redis
+import yaml
 from harvesters.core import Harvester
 
 from conftest import read_messages, wait_until
@@ -91,21 +93,35 @@ def test_rgba8_frames_are_sent_as_bgr8() -> None:
     assert all(f["pixel_format"] == "BGR8" and f["image"].dtype == np.uint8 for f in frames)
 
 
-def test_features_are_applied_in_order_up_to_the_first_refused_one() -> None:
+@pytest.fixture
+def node_map() -> Iterator[Any]:
+    """The feature tree of viky's first device, opened with harvesters directly."""
     harvester = Harvester()
     harvester.add_file(resolve_cti(VIKY)[0])
     harvester.update()
     acquirer = harvester.create(0)
     try:
-        node_map = acquirer.remote_device.node_map
-        height = node_map.Height.value
-        with pytest.raises(FeatureError, match="'Nonexistent'"):
-            apply_features(node_map, {"Width": 300, "Nonexistent": 1, "Height": height + 10})
-        assert node_map.Width.value == 300  # before the refused feature: applied
-        assert node_map.Height.value == height  # after it: not touched
+        yield acquirer.remote_device.node_map
     finally:
         acquirer.destroy()
         harvester.reset()
+
+
+def test_features_are_applied_in_order_up_to_the_first_refused_one(node_map: Any) -> None:
+    height = node_map.Height.value
+    with pytest.raises(FeatureError, match="'Nonexistent'"):
+        apply_features(node_map, {"Width": 300, "Nonexistent": 1, "Height": height + 10})
+    assert node_map.Width.value == 300  # before the refused feature: applied
+    assert node_map.Height.value == height  # after it: not touched
+
+
+def test_an_unquoted_on_or_off_in_yaml_sets_an_enumeration(node_map: Any) -> None:
+    features = yaml.safe_load("{GenDCStreamingMode: On}")
+    assert features == {"GenDCStreamingMode": True}  # what YAML makes of it
+    apply_features(node_map, features)
+    assert node_map.GenDCStreamingMode.value == "On"
+    apply_features(node_map, yaml.safe_load("{GenDCStreamingMode: Off}"))
+    assert node_map.GenDCStreamingMode.value == "Off"
 
 
 def test_a_list_of_features_may_set_one_feature_twice_and_the_last_value_wins() -> None:

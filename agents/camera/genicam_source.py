@@ -99,6 +99,7 @@ def apply_features(node_map: Any, features: Features) -> None:
         access = node.node.get_access_mode()
         if access not in _WRITABLE:
             raise FeatureError(f"feature {name!r} is not writable on this device now (asked to set it to {value!r})")
+        value = _enum_word(node, value)
         try:
             if hasattr(node, "execute"):  # a command: a true value runs it
                 if value:
@@ -109,6 +110,17 @@ def apply_features(node_map: Any, features: Features) -> None:
             allowed = _attr(node, "symbolics")
             hint = f" (allowed: {', '.join(map(str, allowed))})" if allowed else ""
             raise FeatureError(f"the device refused {name} = {value!r}: {_reason(exc)}{hint}") from exc
+
+
+def _enum_word(node: Any, value: Any) -> Any:
+    """YAML reads an unquoted On/Off as a boolean; an enumeration wants the word back."""
+    if not isinstance(value, bool):
+        return value
+    allowed = _attr(node, "symbolics") or ()
+    for word in (("On", "True", "Yes") if value else ("Off", "False", "No")):
+        if word in allowed:
+            return word
+    return value
 
 
 def _reason(exc: BaseException) -> str:
