@@ -11,6 +11,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +27,9 @@ import yaml
 from harvesters.core import Harvester
 
 from conftest import read_messages, wait_until
+from graphrun import AgentStartError
 from graphrun.graph import Graph
+from graphrun.redis_server import RedisServer
 from graphrun.runner import HEALTH_PREFIX, AgentRunner
 from graphrun.testing import AgentHarness
 from graphrun_agents.camera.agent import CameraAgent
@@ -38,6 +43,15 @@ VIKY_DIR = str(Path(resolve_cti(VIKY)[0]).parent)
 def camera(**params: object) -> AgentHarness:
     settings = {"source": "genicam", "cti": VIKY, "fps": 200, "timeout": 2.0, **params}
     return AgentHarness(CameraAgent, params=settings, name="cam_front")
+
+
+def refused(error: type[Exception], pattern: str, **params: object) -> None:
+    """The camera does not start, for good (AgentStartError: not restarted), because of ``error``."""
+    with pytest.raises(AgentStartError) as failure:
+        with camera(**params):
+            pass
+    assert isinstance(failure.value.__cause__, error)
+    assert re.search(pattern, str(failure.value.__cause__)), str(failure.value.__cause__)
 
 
 def test_viky_frames_reach_a_real_redis_stream_with_shape_dtype_and_metadata(
@@ -134,40 +148,42 @@ def test_a_list_of_features_may_set_one_feature_twice_and_the_last_value_wins() 
 
 
 def test_a_feature_the_device_lacks_is_named_in_the_error() -> None:
-    with pytest.raises(FeatureError, match=r"no feature 'ExposureTime' \(asked to set it to 5000\)"):
-        with camera(features={"PixelFormat": "Mono8", "ExposureTime": 5000}):
-            pass
+    refused(FeatureError, r"no feature 'ExposureTime' \(asked to set it to 5000\)",
+            features={"PixelFormat": "Mono8", "ExposureTime": 5000})
 
 
 def test_a_value_the_device_refuses_is_named_in_the_error() -> None:
-    with pytest.raises(FeatureError, match=r"refused Width = 5000: .*Max = 800"):
-        with camera(features={"Width": 5000}):
-            pass
-    with pytest.raises(FeatureError, match=r"refused PixelFormat = 'Mono12'.*allowed: RGBa8, Mono8"):
-        with camera(features={"PixelFormat": "Mono12"}):
-            pass
+    refused(FeatureError, r"refused Width = 5000: .*Max = 800", features={"Width": 5000})
+    refused(FeatureError, r"refused PixelFormat = 'Mono12'.*allowed: RGBa8, Mono8", features={"PixelFormat": "Mono12"})
+
+
+def test_graphrun_agent_gives_up_on_a_refused_feature_with_the_feature_named(redis_server: RedisServer, tmp_path: Path) -> None:
+    graph = tmp_path / "bad.yaml"
+    graph.write_text(f"""\
+name: bad
+agents:
+  cam: {{type: camera, params: {{source: genicam, cti: "{VIKY}", features: {{Gain: 2.0}}}}}}
+""")
+    done = subprocess.run([sys.executable, "-m", "graphrun", "agent", str(graph), "cam", "--redis", f"main={redis_server.url}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78  # "cannot start": the launcher does not restart it
+    assert "FeatureError: the device has no feature 'Gain' (asked to set it to 2.0)" in done.stderr
 
 
 def test_a_missing_cti_file_is_reported_with_its_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "producer.cti"
-    with pytest.raises(GenTLProducerError, match=f"cti '{missing}' is not a file"):
-        with camera(cti=str(missing)):
-            pass
+    refused(GenTLProducerError, f"cti '{missing}' is not a file", cti=str(missing))
 
 
 def test_a_file_that_is_not_a_gentl_producer_is_reported(tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.cti"
     wrong.write_text("this is not a shared library")
-    with pytest.raises(GenTLProducerError, match=f"{wrong} offers no device"):
-        with camera(cti=str(wrong)):
-            pass
+    refused(GenTLProducerError, f"{wrong} offers no device", cti=str(wrong))
 
 
 def test_without_a_cti_the_producer_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(CTI_ENV, raising=False)
-    with pytest.raises(GenTLProducerError, match=f"set params.cti to a .cti file, or {CTI_ENV}"):
-        with camera(cti=None):
-            pass
+    refused(GenTLProducerError, f"set params.cti to a .cti file, or {CTI_ENV}", cti=None)
     monkeypatch.setenv(CTI_ENV, VIKY_DIR)  # the standard form: a folder holding producers
     with camera(cti=None, features={"PixelFormat": "Mono8", "Width": 100, "Height": 100}) as h:
         h.produce(1)
@@ -181,15 +197,14 @@ def test_the_device_is_selected_by_serial_number_or_id(device: str | None, seria
 
 
 def test_an_unknown_device_is_refused_listing_the_devices_found() -> None:
+    # Not AgentStartError: the camera may be plugged in later, so the launcher retries.
     with pytest.raises(DeviceNotFoundError, match=r"'front-left'.*id 'VikyTL_DEV_red' serial '0'"):
         with camera(device="front-left"):
             pass
 
 
 def test_software_trigger_needs_the_trigger_software_feature() -> None:
-    with pytest.raises(FeatureError, match="'TriggerSoftware'"):
-        with camera(trigger="software"):
-            pass
+    refused(FeatureError, "'TriggerSoftware'", trigger="software")
 
 
 def test_with_a_hardware_trigger_part_ids_come_from_the_trigger_port() -> None:

@@ -16,7 +16,7 @@ import redis
 from pydantic import ValidationError
 
 from conftest import read_messages, wait_until
-from graphrun import Agent, Input, Message, Retry
+from graphrun import Agent, AgentStartError, Input, Message, Retry
 from graphrun.graph import Graph
 from graphrun.runner import AgentRunner
 from graphrun.transport import trimmed_before_read
@@ -71,9 +71,10 @@ def test_a_looped_video_starts_again_and_can_be_converted_to_mono8(tmp_path: Pat
 
 
 def test_a_missing_video_file_is_refused_at_start(tmp_path: Path) -> None:
-    with pytest.raises(CameraConfigError, match="opencv path '.*missing.avi' does not exist"):
+    with pytest.raises(AgentStartError, match="opencv path '.*missing.avi' does not exist") as failure:
         with harness(source="opencv", path=str(tmp_path / "missing.avi")):
             pass
+    assert isinstance(failure.value.__cause__, CameraConfigError)
 
 
 class MjpegStream(BaseHTTPRequestHandler):
@@ -163,9 +164,10 @@ def test_sixteen_bit_and_colour_images_keep_their_format(tmp_path: Path) -> None
 
 
 def test_an_empty_folder_is_refused_naming_the_path(tmp_path: Path) -> None:
-    with pytest.raises(CameraConfigError, match=f"folder path '{tmp_path}' matches no image files"):
+    with pytest.raises(AgentStartError, match=f"folder path '{tmp_path}' matches no image files") as failure:
         with harness(source="folder", path=str(tmp_path)):
             pass
+    assert isinstance(failure.value.__cause__, CameraConfigError)
 
 
 def test_unreadable_files_are_skipped_and_counted(tmp_path: Path) -> None:

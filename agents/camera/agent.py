@@ -28,13 +28,23 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired
 
-from graphrun import Agent, Input, Message, Output, Retry
-from graphrun_agents.errors import CameraConfigError, CameraError, DeviceLostError
+from graphrun import Agent, AgentStartError, Input, Message, Output, Retry
+from graphrun_agents.errors import (
+    CameraConfigError,
+    CameraError,
+    DeviceLostError,
+    FeatureError,
+    GenTLProducerError,
+    PixelFormatError,
+)
 from graphrun_agents.messages import Frame
 
 from .pixel_formats import convert
 from .source import Grabbed, Source
 from .synthetic import DEFECT_KINDS, SyntheticConfig
+
+#: Errors at start that mean a wrong setting; a missing or lost device is retried instead.
+_NOT_RETRYABLE = (CameraConfigError, FeatureError, GenTLProducerError, PixelFormatError)
 
 #: Default bound of a ``frames`` stream: frames are megabytes, so keep seconds, not hours.
 FRAMES_MAXLEN = 50
@@ -152,7 +162,11 @@ class CameraAgent(Agent):
             source=self.params.source, state="opening", frames=0, lost=0, reconnects=0, missed_triggers=0,
             incomplete=0, dropped=0, unreadable=0,
         )
-        self._source.open()  # a wrong setting fails the start with its own message
+        try:
+            self._source.open()
+        except _NOT_RETRYABLE as exc:
+            # No restart fixes a wrong setting: AgentStartError tells the launcher to give up.
+            raise AgentStartError(f"{type(exc).__name__}: {exc}") from exc
         self._open = True
         self.status.update(state="acquiring", device=self._source.info)
 
@@ -230,12 +244,12 @@ class CameraAgent(Agent):
             frame["truth"] = grabbed.truth
         self.frames.send(frame)
         self._frame += 1
-        self._count()
+        self._count(part_id)
 
-    def _count(self) -> None:
+    def _count(self, part_id: int) -> None:
         status = self.status
         status["frames"] = self._frame
-        status["last_part_id"] = self._next_part - 1
+        status["last_part_id"] = part_id
         status.update(self._source.stats.as_dict())
         start, frames = self._window
         elapsed = time.monotonic() - start
