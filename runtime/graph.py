@@ -105,11 +105,9 @@ class StreamRef:
 
 
 @dataclass(frozen=True, eq=False)  # identity: the runner keys its bookkeeping by binding
-class InputBinding:
+class _Binding:
     port: str
     stream: StreamRef
-    spec: InputSpec
-    source: tuple[str, str] | None  # (agent, port) writing the stream, when in this graph
 
     @property
     def instance(self) -> str:
@@ -118,25 +116,21 @@ class InputBinding:
     @property
     def key(self) -> str:
         return self.stream.key
+
+
+@dataclass(frozen=True, eq=False)
+class InputBinding(_Binding):
+    spec: InputSpec
+    source: tuple[str, str] | None  # (agent, port) writing the stream, when in this graph
 
     @property
     def dead_letter(self) -> StreamRef:
         return StreamRef(self.stream.instance, self.spec.dead_letter or f"{self.stream.key}:dead")
 
 
-@dataclass(frozen=True)
-class OutputBinding:
-    port: str
-    stream: StreamRef
+@dataclass(frozen=True, eq=False)
+class OutputBinding(_Binding):
     maxlen: int
-
-    @property
-    def instance(self) -> str:
-        return self.stream.instance
-
-    @property
-    def key(self) -> str:
-        return self.stream.key
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -55,7 +55,6 @@ class _Counters:
     dead_lettered: int = 0
     reclaimed: int = 0
     redis_errors: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentRunner:
@@ -116,9 +115,11 @@ class AgentRunner:
             raise AgentStartError(f"agent {agent_name!r} ({self.node.type}) could not be created: {exc}") from exc
 
     def _instances(self) -> set[str]:
-        node_redis = self.graph.nodes.get(self.node.node)
-        home = {node_redis.redis} if node_redis and node_redis.redis else set()
-        return self.node.instances | (home or {next(iter(self.graph.redis))})
+        """The instances this agent talks to; one without ports still needs one for its health."""
+        if self.node.instances:
+            return self.node.instances
+        node = self.graph.nodes.get(self.node.node)
+        return {node.redis if node and node.redis else next(iter(self.graph.redis))}
 
     # --- Context (called by agent code) ----------------------------------------------
 
