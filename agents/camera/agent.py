@@ -122,15 +122,17 @@ def make_source(params: CameraParams) -> Source:
         from .synthetic_source import SyntheticSource
 
         return SyntheticSource(params.synthetic_config())
-    if params.source == "folder":
-        from .folder_source import FolderSource
+    path = params.path
+    if params.source in ("folder", "opencv"):
+        if path is None:
+            raise CameraConfigError(f"source {params.source!r} needs path")
+        if params.source == "folder":
+            from .folder_source import FolderSource
 
-        return FolderSource(str(params.path), loop=params.loop)
-    if params.source == "opencv":
+            return FolderSource(str(path), loop=params.loop)
         from .opencv_source import OpenCVSource
 
-        assert params.path is not None
-        return OpenCVSource(params.path, loop=params.loop, timeout=params.timeout)
+        return OpenCVSource(path, loop=params.loop, timeout=params.timeout)
     from .genicam_source import GenICamSource
 
     return GenICamSource(
