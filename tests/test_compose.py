@@ -1,0 +1,354 @@
+"""`graphrun compose`: a Docker Compose file per node, generated from a graph file.
+
+No Docker engine is needed: the files are checked for their structure, and the command
+they give each container is run here, as a process, against a real redis-server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from conftest import read_messages, wait_until, write_messages
+
+from graphrun import __version__
+from graphrun.cli import main
+from graphrun.compose import MARKER
+from graphrun.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parents[1]
+HEALTHY = {"condition": "service_healthy"}
+
+LINE = """\
+name: line
+redis:
+  cams: {}
+  edge: {maxmemory: 1gb}
+nodes:
+  camera_node: {redis: cams, platform: linux/arm64, host: 10.0.0.5}
+  infer: {redis: edge, platform: linux/amd64}
+  hmi: {}
+agents:
+  cam_front:
+    type: camera
+    node: camera_node
+    params: {source: genicam, cti: /opt/vendor/lib/producer.cti, device: "1"}
+    outputs: {frames: {redis: cams, stream: cam.front.frames, maxlen: 50}}
+  cam_usb:
+    type: camera
+    node: camera_node
+    params: {source: opencv, path: 2}
+  cls:
+    type: classification
+    node: infer
+    replicas: 2
+    params: {providers: [CUDAExecutionProvider, CPUExecutionProvider]}
+    inputs: {frames: cam_front.frames}
+  cls_cpu:
+    type: classification
+    node: infer
+    inputs: {frames: cam_usb.frames}
+  show:
+    type: examples.printer
+    node: hmi
+    inputs: {values: cls.verdicts}
+"""
+
+
+class Generated:
+    """The files one `graphrun compose` wrote: node -> parsed document, and their text."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.text = {p.name.split(".")[1]: p.read_text() for p in sorted(out.glob("docker-compose.*.yml"))}
+        self.docs: dict[str, dict[str, Any]] = {node: yaml.safe_load(text) for node, text in self.text.items()}
+
+    def service(self, node: str, name: str) -> dict[str, Any]:
+        return self.docs[node]["services"][name]
+
+    def header(self, node: str) -> str:
+        return "".join(line for line in self.text[node].splitlines(keepends=True) if line.startswith("#"))
+
+
+def compose(tmp_path: Path, text: str, *args: str, name: str = "graph.yaml") -> Generated:
+    graph = tmp_path / name
+    graph.write_text(text)
+    out = tmp_path / "out"
+    assert main(["compose", str(graph), "--out", str(out), *args]) == 0
+    return Generated(out)
+
+
+def test_a_graph_without_nodes_runs_on_one_local_node_beside_its_redis(tmp_path: Path) -> None:
+    gen = compose(tmp_path, (REPO / "graphs" / "hello.yaml").read_text(), name="hello.yaml")
+    assert list(gen.docs) == ["local"]
+    doc = gen.docs["local"]
+    assert list(doc["services"]) == ["counter", "doubler-0", "doubler-1", "printer", "redis-main"]
+    counter = doc["services"]["counter"]
+    assert counter["image"] == f"graphrun:{__version__}"
+    assert counter["command"] == ["agent", "/graph/hello.yaml", "counter", "--replica", "0"]
+    assert counter["volumes"] == ["./hello.yaml:/graph/hello.yaml:ro"]
+    assert counter["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://redis-main:6379/0"}
+    assert counter["depends_on"] == {"redis-main": HEALTHY}
+    assert (counter["restart"], counter["init"], counter["stop_grace_period"]) == ("unless-stopped", True, "20s")
+    assert "network_mode" not in counter and "platform" not in counter
+    # The graph the containers mount is written beside the compose file.
+    assert (gen.out / "hello.yaml").read_text() == (REPO / "graphs" / "hello.yaml").read_text()
+
+
+def test_a_hosted_redis_keeps_its_data_reports_its_health_and_publishes_its_port(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    redis_edge = gen.service("infer", "redis-edge")
+    assert redis_edge["image"] == "redis:7.2"
+    assert redis_edge["command"] == ["redis-server", "--appendonly", "yes", "--maxmemory", "1gb"]
+    assert redis_edge["volumes"] == ["redis-edge:/data"]
+    assert gen.docs["infer"]["volumes"] == {"redis-edge": {}}
+    assert redis_edge["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis_edge["ports"] == ["6379:6379"]
+    assert redis_edge["restart"] == "unless-stopped"
+
+
+def test_replicas_are_separate_services_each_a_stable_consumer(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    services = gen.docs["infer"]["services"]
+    assert [s for s in services if s.startswith("cls")] == ["cls-0", "cls-1", "cls_cpu"]
+    assert services["cls-0"]["command"] == ["agent", "/graph/graph.yaml", "cls", "--replica", "0"]
+    assert services["cls-1"]["command"] == ["agent", "/graph/graph.yaml", "cls", "--replica", "1"]
+
+
+def test_each_node_gets_its_own_file_with_only_its_agents_and_the_redis_it_hosts(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    assert sorted(gen.docs) == ["camera_node", "hmi", "infer"]
+    assert list(gen.docs["camera_node"]["services"]) == ["cam_front", "cam_usb", "redis-cams"]
+    assert list(gen.docs["hmi"]["services"]) == ["show"]
+    assert "volumes" not in gen.docs["hmi"]
+    assert sorted(doc["name"] for doc in gen.docs.values()) == ["line-camera_node", "line-hmi", "line-infer"]
+
+
+def test_agents_reach_redis_on_other_nodes_at_the_hosting_node_s_address(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    cls = gen.service("infer", "cls-0")
+    assert cls["environment"]["GRAPHRUN_REDIS_CAMS"] == "redis://10.0.0.5:6379/0"  # host given in the graph
+    assert cls["environment"]["GRAPHRUN_REDIS_EDGE"] == "redis://redis-edge:6379/0"  # its own node
+    assert cls["depends_on"] == {"redis-edge": HEALTHY}  # Compose orders services of one file only
+    show = gen.service("hmi", "show")
+    # Node infer has no host: the file reads it from the machine, and refuses to start without it.
+    assert show["environment"]["GRAPHRUN_REDIS_EDGE"] == (
+        "redis://${GRAPHRUN_NODE_INFER_HOST:?set the address of node infer}:6379/0")
+    assert "depends_on" not in show
+    assert "GRAPHRUN_NODE_INFER_HOST" in gen.header("hmi")
+    assert "GRAPHRUN_NODE_INFER_HOST" not in gen.header("infer")
+
+
+def test_an_agent_gets_only_the_redis_instances_it_uses(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    # The cameras write to their own node's instance and need no address of another node.
+    assert gen.service("camera_node", "cam_usb")["environment"] == {"GRAPHRUN_REDIS_CAMS": "redis://redis-cams:6379/0"}
+
+
+def test_a_genicam_camera_is_on_the_host_network_and_reaches_its_redis_on_loopback(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    cam = gen.service("camera_node", "cam_front")
+    assert cam["network_mode"] == "host"
+    assert cam["environment"]["GRAPHRUN_REDIS_CAMS"] == "redis://127.0.0.1:6379/0"
+    assert "GENICAM_GENTL64_PATH" in cam["environment"] and cam["environment"]["GENICAM_GENTL64_PATH"] is None
+    assert "/opt/vendor/lib:/opt/vendor/lib:ro" in cam["volumes"]  # the vendor's GenTL producer
+    assert cam["depends_on"] == {"redis-cams": HEALTHY}
+
+
+def test_a_camera_on_a_local_video_device_gets_the_device(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    usb = gen.service("camera_node", "cam_usb")
+    assert usb["devices"] == ["/dev/video2:/dev/video2"]
+    assert "network_mode" not in usb
+
+
+def test_the_node_s_platform_applies_to_all_its_services(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    assert {s["platform"] for s in gen.docs["camera_node"]["services"].values()} == {"linux/arm64"}
+    assert {s["platform"] for s in gen.docs["infer"]["services"].values()} == {"linux/amd64"}
+    assert "platform" not in gen.service("hmi", "show")
+
+
+def test_only_a_classification_agent_with_a_cuda_provider_reserves_the_gpu(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    devices = gen.service("infer", "cls-1")["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert "deploy" not in gen.service("infer", "cls_cpu")
+
+
+def test_an_instance_that_runs_redisai_gets_the_redisai_image(tmp_path: Path) -> None:
+    gen = compose(tmp_path, """\
+name: ai
+redis: {main: {}, inference: {}}
+nodes:
+  box: {redis: main}
+  gpu: {redis: inference, host: gpu.plant}
+agents:
+  src: {type: examples.counter, node: box}
+  cls:
+    type: classification
+    node: box
+    params: {backend: redisai, redisai: inference, device: GPU}
+    inputs: {frames: "main:frames"}
+""")
+    ai = gen.service("gpu", "redis-inference")
+    assert ai["image"] == "redislabs/redisai:1.2.7-gpu-bionic"
+    assert "command" not in ai  # the image's own command loads the module
+    assert "deploy" in ai
+    # The agent opens the RedisAI instance itself (named in its params), on the other node.
+    assert gen.service("box", "cls")["environment"]["GRAPHRUN_REDIS_INFERENCE"] == "redis://gpu.plant:6379/0"
+    assert gen.service("box", "redis-main")["image"] == "redis:7.2"
+
+
+def test_an_instance_with_a_url_is_read_from_the_mounted_graph_and_its_variables_pass_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLANT_REDIS", "redis://:secret@db.plant:6379/0")
+    gen = compose(tmp_path, """\
+name: ext
+redis:
+  main: {url: "${PLANT_REDIS}"}
+agents:
+  src: {type: examples.counter, env: {OMP_NUM_THREADS: "${THREADS:-2}"}}
+""")
+    src = gen.service("local", "src")
+    assert "GRAPHRUN_REDIS_MAIN" not in src["environment"]
+    assert src["environment"]["PLANT_REDIS"] is None  # Compose takes it from the machine's environment
+    assert src["environment"]["OMP_NUM_THREADS"] == "${THREADS:-2}"  # Compose expands it at `up`
+    assert "secret" not in gen.text["local"]
+    assert "redis-main" not in gen.docs["local"]["services"] and "depends_on" not in src
+    assert "PLANT_REDIS" in gen.header("local")
+
+
+def test_several_instances_on_one_node_publish_distinct_ports(tmp_path: Path) -> None:
+    gen = compose(tmp_path, """\
+name: two
+redis: {main: {}, aux: {}}
+agents:
+  src: {type: examples.counter, outputs: {numbers: "aux:n"}}
+""")
+    services = gen.docs["local"]["services"]
+    assert (services["redis-main"]["ports"], services["redis-aux"]["ports"]) == (["6379:6379"], ["6380:6379"])
+    assert services["src"]["depends_on"] == {"redis-main": HEALTHY, "redis-aux": HEALTHY}
+
+
+def test_an_instance_without_url_that_no_node_hosts_is_refused_with_the_fix(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text("""\
+name: orphan
+redis: {main: {}}
+nodes: {a: {}, b: {}}
+agents:
+  src: {type: examples.counter, node: a}
+""")
+    assert main(["compose", str(graph), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "'main'" in err and "add `redis: main` to the node" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_instance_hosted_on_two_nodes_is_ambiguous_for_an_agent_on_a_third(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text("""\
+name: split
+redis: {main: {}}
+nodes: {a: {redis: main}, b: {redis: main}, c: {}}
+agents:
+  src: {type: examples.counter, node: c}
+""")
+    assert main(["compose", str(graph), "--out", str(tmp_path / "out")]) == 1
+    assert "runs on nodes a, b" in capsys.readouterr().err
+
+
+def test_the_image_and_a_single_node_can_be_chosen(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE, "--node", "hmi", "--image", "registry.plant/graphrun:1.2")
+    assert list(gen.docs) == ["hmi"]
+    assert gen.service("hmi", "show")["image"] == "registry.plant/graphrun:1.2"
+
+
+def test_an_unknown_node_is_named_in_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(LINE)
+    assert main(["compose", str(graph), "--node", "press", "--out", str(tmp_path / "out")]) == 1
+    assert "no node 'press' (nodes: camera_node, infer, hmi)" in capsys.readouterr().err
+
+
+def test_the_default_folder_is_deploy_slash_the_graph_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "line.yaml").write_text(LINE)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compose", "line.yaml"]) == 0
+    assert sorted(p.name for p in (tmp_path / "deploy" / "line").iterdir()) == [
+        "docker-compose.camera_node.yml", "docker-compose.hmi.yml", "docker-compose.infer.yml", "line.yaml"]
+
+
+def test_generation_is_deterministic_and_drops_files_of_nodes_gone_from_the_graph(tmp_path: Path) -> None:
+    first = compose(tmp_path, LINE).text
+    (tmp_path / "out" / "notes.yml").write_text("kept: true\n")  # not generated: left alone
+    again = compose(tmp_path, LINE).text
+    assert again == first
+    fewer = LINE.replace("  hmi: {}\n", "").replace("    node: hmi\n", "    node: infer\n")
+    gen = compose(tmp_path, fewer)
+    assert list(gen.docs) == ["camera_node", "infer"]
+    assert (tmp_path / "out" / "notes.yml").exists()
+
+
+def test_every_file_says_what_it_is_and_how_to_start_it(tmp_path: Path) -> None:
+    gen = compose(tmp_path, LINE)
+    for node, text in gen.text.items():
+        assert MARKER in text.splitlines()[0]
+        assert f"docker compose -f docker-compose.{node}.yml up -d" in gen.header(node)
+
+
+def test_the_command_a_container_runs_starts_its_agent_and_stops_cleanly_on_sigterm(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """A service's command and environment, run here as a process (the compose network's
+    redis-main replaced by a local server): it doubles a number under the consumer name its
+    replica number gives it, and exits 0 on the SIGTERM `docker stop` sends."""
+    gen = compose(tmp_path, (REPO / "graphs" / "hello.yaml").read_text(), name="hello.yaml")
+    service = gen.service("local", "doubler-1")
+    command = [str(gen.out / Path(a).name) if a.startswith("/graph/") else a for a in service["command"]]
+    env = {**os.environ, **{k: v.replace("redis://redis-main:6379/0", redis_server.url)
+                            for k, v in service["environment"].items()}}
+    client = redis.Redis.from_url(redis_server.url)
+    write_messages(client, "hello.numbers", [{"value": 21, "seq": 0}])
+    process = subprocess.Popen([sys.executable, "-m", "graphrun", *command], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: client.xlen("hello.doubled") > 0, what="the doubled number")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert [m["value"] for m in read_messages(client, "hello.doubled")] == [42]
+    assert {c["name"].decode() for c in client.xinfo_consumers("hello.numbers", "doubler")} == {"doubler-1"}
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in (REPO / "deploy").glob("*/docker-compose.*.yml")))
+def test_the_committed_deploy_files_equal_a_fresh_generation(tmp_path: Path, folder: str) -> None:
+    committed = REPO / "deploy" / folder
+    graphs = [p for p in committed.glob("*.yaml")]
+    assert len(graphs) == 1, f"deploy/{folder} should hold one graph file"
+    source = REPO / "graphs" / graphs[0].name
+    assert source.exists(), f"deploy/{folder}/{graphs[0].name} has no source in graphs/"
+    out = tmp_path / folder
+    assert main(["compose", str(source), "--out", str(out)]) == 0
+    fresh = {p.name: p.read_text() for p in sorted(out.iterdir())}
+    stale = {p.name: p.read_text() for p in sorted(committed.iterdir())}
+    assert fresh == stale, f"deploy/{folder} is stale: run `graphrun compose graphs/{graphs[0].name}`"
+
+
+def test_every_graph_has_its_deploy_files() -> None:
+    missing = []
+    for graph in sorted((REPO / "graphs").glob("*.yaml")):
+        name = yaml.safe_load(graph.read_text())["name"]
+        if not (REPO / "deploy" / name / graph.name).exists():
+            missing.append(f"graphrun compose graphs/{graph.name}")
+    assert not missing, "deploy files are missing; run: " + "; ".join(missing)
