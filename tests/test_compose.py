@@ -78,6 +78,7 @@ class Generated:
 
 
 def compose(tmp_path: Path, text: str, *args: str, name: str = "graph.yaml") -> Generated:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     graph = tmp_path / name
     graph.write_text(text)
     out = tmp_path / "out"
@@ -298,6 +299,21 @@ def test_generation_is_deterministic_and_drops_files_of_nodes_gone_from_the_grap
     gen = compose(tmp_path, fewer)
     assert list(gen.docs) == ["camera_node", "infer"]
     assert (tmp_path / "out" / "notes.yml").exists()
+
+
+def test_every_file_follows_the_compose_specification(tmp_path: Path) -> None:
+    """Checked against models generated from the Compose Specification's JSON schema, which
+    refuse unknown keys and wrong types (there is no `docker compose` here to ask)."""
+    try:
+        from compose_pydantic.models import ComposeSpecification
+    except ImportError:
+        pytest.skip("compose-pydantic is not installed (pip install compose-pydantic)")
+    with pytest.raises(ValueError):  # the check can fail
+        ComposeSpecification.model_validate({"services": {"a": {"image": "x", "restart_policy": "always"}}})
+    docs = [*compose(tmp_path / "line", LINE).docs.values(),
+            *[yaml.safe_load(p.read_text()) for p in sorted((REPO / "deploy").glob("*/docker-compose.*.yml"))]]
+    for doc in docs:
+        ComposeSpecification.model_validate(doc)
 
 
 def test_every_file_says_what_it_is_and_how_to_start_it(tmp_path: Path) -> None:
