@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +106,7 @@ def _gpu_inference(agent: AgentNode, extras: Extras) -> None:
     if not _is(agent, "classification"):
         return
     providers = agent.params.get("providers") or []
-    if any("CUDA" in str(p) or "Tensorrt" in str(p) or "TensorRT" in str(p) for p in providers):
+    if any(gpu in str(p).lower() for p in providers for gpu in ("cuda", "tensorrt")):
         extras.deploy = GPU_RESERVATION
         extras.notes.append(f"{agent.name}: ONNX Runtime on the GPU (needs the NVIDIA container toolkit)")
 
@@ -223,67 +222,98 @@ def _raw_agent_env(graph: Graph) -> dict[str, dict[str, str]]:
     return {name: {str(k): str(v) for k, v in (spec.get("env") or {}).items()} for name, spec in agents.items() if isinstance(spec, dict)}
 
 
+@dataclass
+class _NodeContext:
+    """What every service of one node's file is built from."""
+
+    graph: Graph
+    placement: Placement
+    node: str
+    image: str
+    passthrough: list[str]
+    raw_env: dict[str, dict[str, str]]
+    settings: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def graph_name(self) -> str:
+        return Path(self.graph.file).name
+
+    @property
+    def local(self) -> list[str]:
+        """The instances this node hosts, in the graph's order."""
+        return [i for i, nodes in self.placement.hosts.items() if self.node in nodes]
+
+
+def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, Any]]:
+    """One service per replica; the replica number names its consumer, so a replaced
+    container takes back what its predecessor left unacknowledged."""
+    extras = extras_for(agent)
+    ctx.notes += extras.notes
+    used = instances_used(ctx.graph, agent)
+    environment: dict[str, str | None] = {}
+    for instance in used:
+        url = ctx.placement.url(ctx.graph, instance, ctx.node, host_network=extras.network_mode == "host")
+        if url is not None:
+            environment[env_name(instance)] = url
+            ctx.settings.update(_placeholders(url))
+    environment.update({name: None for name in ctx.passthrough})
+    environment.update(extras.environment)
+    environment.update(ctx.raw_env.get(agent.name, {}))
+    graph_file = f"{GRAPH_DIR}/{ctx.graph_name}"
+    platform = ctx.graph.nodes[ctx.node].platform
+    depends = [i for i in ctx.local if i in used]
+    services = {}
+    for index in range(agent.replicas):
+        service: dict[str, Any] = {"image": ctx.image}
+        if platform:
+            service["platform"] = platform
+        service["command"] = ["agent", graph_file, agent.name, "--replica", str(index)]
+        service.update(init=True, restart="unless-stopped", stop_grace_period=STOP_GRACE)
+        if extras.network_mode:
+            service["network_mode"] = extras.network_mode
+        service["environment"] = dict(environment)
+        service["volumes"] = [f"./{ctx.graph_name}:{graph_file}:ro", *extras.volumes]
+        if extras.devices:
+            service["devices"] = list(extras.devices)
+        if depends:
+            service["depends_on"] = {f"redis-{i}": {"condition": "service_healthy"} for i in depends}
+        if extras.deploy:
+            service["deploy"] = extras.deploy
+        service["logging"] = LOGGING
+        services[agent.name if agent.replicas == 1 else f"{agent.name}-{index}"] = service
+    return services
+
+
 def build(graph: Graph, *, image: str = DEFAULT_IMAGE, looked_up: set[str] | frozenset[str] = frozenset()) -> list[NodeFile]:
     """One compose document per node that runs anything, in the graph's node order."""
     placement = Placement.of(graph)
     raw_env = _raw_agent_env(graph)
-    graph_file = f"{GRAPH_DIR}/{Path(graph.file).name}"
     passthrough = sorted(n for n in looked_up if n not in {env_name(i) for i in graph.redis})
     files = []
     for node in graph.nodes:
+        ctx = _NodeContext(graph, placement, node, image, passthrough, raw_env)
         services: dict[str, Any] = {}
-        notes: list[str] = []
-        settings: set[str] = set()
-        platform = graph.nodes[node].platform
-        local = [i for i, nodes in placement.hosts.items() if node in nodes]
         for agent in graph.agents_on(node):
-            extras = extras_for(agent)
-            notes += extras.notes
-            host_network = extras.network_mode == "host"
-            used = instances_used(graph, agent)
-            environment: dict[str, str | None] = {}
-            for instance in used:
-                url = placement.url(graph, instance, node, host_network=host_network)
-                if url is not None:
-                    environment[env_name(instance)] = url
-                    settings.update(_variables(url))
-            environment.update({name: None for name in passthrough})
-            environment.update(extras.environment)
-            environment.update(raw_env.get(agent.name, {}))
-            for index in range(agent.replicas):
-                service: dict[str, Any] = {"image": image}
-                if platform:
-                    service["platform"] = platform
-                service["command"] = ["agent", graph_file, agent.name, "--replica", str(index)]
-                service.update(init=True, restart="unless-stopped", stop_grace_period=STOP_GRACE)
-                if extras.network_mode:
-                    service["network_mode"] = extras.network_mode
-                service["environment"] = dict(environment)
-                service["volumes"] = [f"./{Path(graph.file).name}:{graph_file}:ro", *extras.volumes]
-                if extras.devices:
-                    service["devices"] = list(extras.devices)
-                depends = [i for i in local if i in used]
-                if depends:
-                    service["depends_on"] = {f"redis-{i}": {"condition": "service_healthy"} for i in depends}
-                if extras.deploy:
-                    service["deploy"] = extras.deploy
-                service["logging"] = LOGGING
-                _add(services, agent.name if agent.replicas == 1 else f"{agent.name}-{index}", service)
-        for instance in local:
-            _add(services, f"redis-{instance}", _redis_service(graph, instance, placement.ports[(node, instance)], platform))
+            for name, service in _agent_services(ctx, agent).items():
+                _add(services, name, service)
+        for instance in ctx.local:
+            port = placement.ports[(node, instance)]
+            _add(services, f"redis-{instance}", _redis_service(graph, instance, port, graph.nodes[node].platform))
             device = redisai_device(graph, instance)
-            notes.append(f"redis-{instance}: " + (f"RedisAI ({device}) " if device else "")
-                         + f"published on port {placement.ports[(node, instance)]} for other nodes and local tools")
+            ctx.notes.append(f"redis-{instance}: " + (f"RedisAI ({device}) " if device else "")
+                             + f"published on port {port} for other nodes and local tools")
         if not services:
             continue
         document: dict[str, Any] = {"name": f"{graph.name}-{node}".lower(), "services": services}
-        if local:
-            document["volumes"] = {f"redis-{i}": {} for i in local}
-        files.append(NodeFile(node, document, notes, sorted(settings), passthrough))
+        if ctx.local:
+            document["volumes"] = {f"redis-{i}": {} for i in ctx.local}
+        files.append(NodeFile(node, document, ctx.notes, sorted(ctx.settings), passthrough))
     return files
 
 
-def _variables(url: str) -> Iterator[str]:
+def _placeholders(url: str) -> Iterator[str]:
+    """The variables a URL leaves for Compose to fill in (``${NAME:?why}``)."""
     start = url.find("${")
     while start >= 0:
         end = url.find("}", start)
