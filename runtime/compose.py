@@ -64,6 +64,11 @@ def _is(agent: AgentNode, kind: str) -> bool:
     return agent.type == kind or f"{cls.__module__}:{cls.__qualname__}" == target
 
 
+def _setting(agent: AgentNode, name: str) -> Any:
+    """A parameter's value, its default included."""
+    return getattr(agent.settings, name, agent.params.get(name))
+
+
 @dataclass
 class Extras:
     """Container settings an agent needs beyond the common ones."""
@@ -72,6 +77,7 @@ class Extras:
     environment: dict[str, str | None] = field(default_factory=dict)
     volumes: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)
     deploy: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -80,11 +86,11 @@ def _genicam_camera(agent: AgentNode, extras: Extras) -> None:
     """GigE Vision discovery is a broadcast, which a bridged network drops: use the host's
     network. The GenTL producer is found through GENICAM_GENTL64_PATH or ``params.cti``;
     an absolute cti path is the vendor's install on the host, mounted read-only."""
-    if not (_is(agent, "camera") and agent.params.get("source") == "genicam"):
+    if not (_is(agent, "camera") and _setting(agent, "source") == "genicam"):
         return
     extras.network_mode = "host"
     extras.environment["GENICAM_GENTL64_PATH"] = None
-    cti = agent.params.get("cti")
+    cti = _setting(agent, "cti")
     if isinstance(cti, str) and os.path.isabs(cti):
         folder = os.path.dirname(cti)
         extras.volumes.append(f"{folder}:{folder}:ro")
@@ -93,9 +99,9 @@ def _genicam_camera(agent: AgentNode, extras: Extras) -> None:
 
 def _local_video_device(agent: AgentNode, extras: Extras) -> None:
     """An OpenCV camera on a device index or /dev path needs that device mapped in."""
-    if not (_is(agent, "camera") and agent.params.get("source") == "opencv"):
+    if not (_is(agent, "camera") and _setting(agent, "source") == "opencv"):
         return
-    path = agent.params.get("path")
+    path = _setting(agent, "path")
     device = f"/dev/video{path}" if isinstance(path, int) else path if isinstance(path, str) and path.startswith("/dev/") else None
     if device:
         extras.devices.append(f"{device}:{device}")
@@ -105,13 +111,35 @@ def _gpu_inference(agent: AgentNode, extras: Extras) -> None:
     """ONNX Runtime with a CUDA or TensorRT execution provider runs on the GPU."""
     if not _is(agent, "classification"):
         return
-    providers = agent.params.get("providers") or []
+    providers = _setting(agent, "providers") or []
     if any(gpu in str(p).lower() for p in providers for gpu in ("cuda", "tensorrt")):
         extras.deploy = GPU_RESERVATION
         extras.notes.append(f"{agent.name}: ONNX Runtime on the GPU (needs the NVIDIA container toolkit)")
 
 
-RULES: tuple[Callable[[AgentNode, Extras], None], ...] = (_genicam_camera, _local_video_device, _gpu_inference)
+LOOPBACK = ("127.", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::", "")
+
+
+def _network_address(agent: AgentNode, extras: Extras) -> None:
+    """An agent with ``host``/``port`` settings (a server it runs, like the HMI, or one it
+    reaches, like the PLC) sees the network as under ``graphrun run``: a loopback host means
+    this machine, so the agent shares the host's network; a server on every address
+    (0.0.0.0) has its port published."""
+    host, port = _setting(agent, "host"), _setting(agent, "port")
+    if not isinstance(host, str) or not isinstance(port, int):
+        return
+    if host.startswith(LOOPBACK):
+        extras.network_mode = "host"
+        extras.notes.append(f"{agent.name}: on the host's network ({host}:{port} is this machine)")
+    elif host in WILDCARD and port > 0:
+        extras.ports.append(f"{port}:{port}")
+        extras.notes.append(f"{agent.name}: serves on port {port}")
+
+
+RULES: tuple[Callable[[AgentNode, Extras], None], ...] = (
+    _genicam_camera, _local_video_device, _gpu_inference, _network_address,
+)
 
 
 def extras_for(agent: AgentNode) -> Extras:
@@ -122,11 +150,11 @@ def extras_for(agent: AgentNode) -> Extras:
 
 
 def redisai_device(graph: Graph, instance: str) -> str | None:
-    """"CPU"/"GPU" when a classification agent runs its model on this instance with RedisAI."""
+    """The RedisAI device (CPU or GPU) when a classification agent runs its model on this instance."""
     devices = [
-        str(a.params.get("device", "CPU"))
+        str(_setting(a, "device"))
         for a in graph.agents.values()
-        if _is(a, "classification") and a.params.get("redisai") == instance and a.params.get("backend", "auto") != "onnxruntime"
+        if _is(a, "classification") and _setting(a, "redisai") == instance and _setting(a, "backend") != "onnxruntime"
     ]
     return ("GPU" if "GPU" in devices else "CPU") if devices else None
 
@@ -276,6 +304,8 @@ def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, 
         service["volumes"] = [f"./{ctx.graph_name}:{graph_file}:ro", *extras.volumes]
         if extras.devices:
             service["devices"] = list(extras.devices)
+        if extras.ports and agent.replicas == 1:  # replicas would fight over one host port
+            service["ports"] = list(extras.ports)
         if depends:
             service["depends_on"] = {f"redis-{i}": {"condition": "service_healthy"} for i in depends}
         if extras.deploy:

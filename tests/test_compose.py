@@ -227,6 +227,35 @@ agents:
     assert "PLANT_REDIS" in gen.header("local")
 
 
+def test_agents_with_network_addresses_see_the_network_as_they_would_without_containers(tmp_path: Path) -> None:
+    gen = compose(tmp_path, """\
+name: cell
+redis: {main: {}}
+agents:
+  plc_sim:
+    type: graphrun_agents.modbus.sim_agent:PlcSimAgent
+    params: {host: 0.0.0.0, port: 5020}
+  plc:
+    type: modbus
+    params: {host: 127.0.0.1, port: 5020}
+    inputs: {front: "main:verdicts.front"}
+  remote_plc:
+    type: modbus
+    params: {host: plc.line3}
+    inputs: {front: "main:verdicts.front"}
+""")
+    # A server on every address has its port published.
+    assert gen.service("local", "plc_sim")["ports"] == ["5020:5020"]
+    assert "network_mode" not in gen.service("local", "plc_sim")
+    # 127.0.0.1 means this machine: the agent shares the host's network, and so reaches its Redis on loopback.
+    plc = gen.service("local", "plc")
+    assert plc["network_mode"] == "host" and "ports" not in plc
+    assert plc["environment"]["GRAPHRUN_REDIS_MAIN"] == "redis://127.0.0.1:6379/0"
+    # A PLC elsewhere on the network is reached from the Compose network as it is.
+    remote = gen.service("local", "remote_plc")
+    assert "network_mode" not in remote and "ports" not in remote
+
+
 def test_several_instances_on_one_node_publish_distinct_ports(tmp_path: Path) -> None:
     gen = compose(tmp_path, """\
 name: two
