@@ -87,3 +87,14 @@ class PlcExceptionReply(GraphrunError):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
+
+
+# --- hmi ------------------------------------------------------------------------------
+
+
+class HmiServerError(GraphrunError):
+    """The HMI's web server cannot listen where its parameters say (the port is taken, say)."""
+
+
+class PreviewError(GraphrunError):
+    """A frame's image cannot be shown as a preview (a dtype or shape the HMI does not know)."""

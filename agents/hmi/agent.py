@@ -1,0 +1,78 @@
+"""The HMI agent: a browser page with each camera's live image and verdict, and the parts.
+
+It reads the same frame streams as the classifiers (through its own consumer group)
+and their verdict streams. It only ever keeps the latest frame of each camera, by
+reference: handle() is O(1) and copies nothing, so a preview never slows the line.
+Images are scaled and JPEG-encoded when a browser asks for them, in the web server's
+threads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from graphrun import Agent, Inputs, Message
+
+from ..errors import AgentConfigError
+from ..messages import Frame, Verdict
+from .params import HmiParams
+from .preview import PreviewCache
+from .server import HmiServer, Site
+from .state import LiveState
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+class HmiAgent(Agent):
+    """Serves the operator's page; see agents/hmi/README.md."""
+
+    frames = Inputs(Frame, doc="one port per camera; the latest frame of each is previewed")
+    verdicts = Inputs(Verdict, doc="one port per camera view; a part is complete when every one has answered")
+
+    Params = HmiParams
+    params: HmiParams
+
+    def start(self) -> None:
+        if not self.frames and not self.verdicts:
+            raise AgentConfigError(f"hmi agent {self.name!r} has no inputs: connect frames, verdicts or both")
+        p = self.params
+        self.live = LiveState(views=len(self.verdicts), history=p.history, incomplete_after=p.incomplete_after)
+        self.previews = PreviewCache(p.preview_width, p.jpeg_quality)
+        page = PAGE.read_bytes()
+        self.server = HmiServer(Site(page, self._state, self._jpeg), host=p.host, port=p.port, log=self.log)
+        self.server.start()
+        self.status["url"] = self.server.url
+        self.log.info("HMI for %s at %s", ", ".join(self.frames) or "no cameras", self.server.url)
+
+    def stop(self) -> None:
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop()
+
+    def handle(self, msg: Message) -> None:
+        camera = str(msg.get("camera") or msg.port)
+        if self._is_frame(msg):
+            self.live.add_frame(camera, msg.port, msg.payload, msg.created)
+        else:
+            self.live.add_verdict(camera, msg.payload, msg.created)
+            self.status["parts"], self.status["rejects"] = self.live.parts, self.live.rejects
+
+    def _is_frame(self, msg: Message) -> bool:
+        """Whether ``msg`` came on a frames port (the payload decides if both groups use the name)."""
+        in_frames, in_verdicts = msg.port in self.frames, msg.port in self.verdicts
+        if in_frames == in_verdicts:
+            return "image" in msg.payload
+        return in_frames
+
+    # --- what the web server calls, from its own threads ----------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        state = self.live.snapshot()
+        state.update(title=self.params.title, agent=self.name, graph=self.graph,
+                     refresh_ms=self.params.refresh_ms, previews_encoded=self.previews.encoded)
+        return state
+
+    def _jpeg(self, camera: str) -> bytes | None:
+        frame = self.live.latest_frame(camera)
+        return None if frame is None else self.previews.jpeg(frame)

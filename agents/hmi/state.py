@@ -1,0 +1,231 @@
+"""What the HMI shows, kept up to date by the agent and read by the web server.
+
+Writers (the agent's handle) and readers (HTTP threads) meet under one lock. Writes
+are O(1) and copy nothing: a frame is kept by reference (the received, read-only
+array) until the next one of its camera replaces it. Everything costly (JPEG
+encoding, rates, the JSON snapshot) happens on the reader's side, on demand.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Frame arrivals kept per camera to measure its rate; enough for a 2 s window at 30 fps.
+RATE_SAMPLES = 64
+#: The rate is measured over arrivals this recent; a camera silent longer shows 0 fps.
+RATE_WINDOW = 2.0
+#: Latencies averaged per camera.
+LATENCY_SAMPLES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LatestFrame:
+    """One camera's newest frame; ``seq`` changes with every new frame (the preview cache key)."""
+
+    camera: str
+    seq: int
+    image: np.ndarray
+    pixel_format: str
+
+
+@dataclass(slots=True)
+class _Camera:
+    name: str
+    port: str | None = None  # the frames port its frames came on
+    frame: LatestFrame | None = None
+    frame_info: dict[str, Any] = field(default_factory=dict)
+    frame_at: float = 0.0
+    frames: int = 0
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=RATE_SAMPLES))
+    frame_latency: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    verdict: dict[str, Any] | None = None
+    verdict_at: float = 0.0
+    verdicts: int = 0
+    verdict_latency: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+
+
+@dataclass(slots=True)
+class _Part:
+    part_id: int
+    first: float  # when its first verdict arrived
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def outcome(self, expected: int, now: float, incomplete_after: float) -> str:
+        if any(v["defective"] for v in self.views.values()):
+            return "REJECT"
+        if len(self.views) >= expected:
+            return "OK"
+        return "INCOMPLETE" if now - self.first >= incomplete_after else "PENDING"
+
+
+class LiveState:
+    """The latest frame and verdict of every camera, recent parts, and counters.
+
+    ``views`` is how many verdicts make a part complete (one per connected verdict
+    input). A part is REJECT as soon as one view says defective, OK once every view
+    says good, and INCOMPLETE when a view is still missing ``incomplete_after``
+    seconds after its first verdict.
+    """
+
+    def __init__(self, *, views: int, history: int, incomplete_after: float):
+        self.views = max(1, views)
+        self.history = history
+        self.incomplete_after = incomplete_after
+        self._lock = threading.Lock()
+        self._cameras: dict[str, _Camera] = {}
+        self._parts: OrderedDict[int, _Part] = OrderedDict()
+        # Part ids already counted, and whether as a reject: verdicts are delivered at
+        # least once, and a copy must not count twice even after its row left the list.
+        self._counted: OrderedDict[int, bool] = OrderedDict()
+        self._memory = max(4096, 4 * history)
+        self.parts = 0
+        self.rejects = 0
+
+    # --- writers (the agent) -------------------------------------------------------
+
+    def add_frame(self, camera: str, port: str | None, payload: Mapping[str, Any], created: float,
+                  now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        image = payload["image"]
+        with self._lock:
+            cam = self._camera(camera)
+            cam.port = cam.port or port
+            cam.frames += 1
+            cam.frame = LatestFrame(camera, cam.frames, image, str(payload.get("pixel_format") or ""))
+            cam.frame_info = {
+                "part_id": payload.get("part_id"),
+                "frame": payload.get("frame"),
+                "width": int(image.shape[1]) if image.ndim >= 2 else None,
+                "height": int(image.shape[0]) if image.ndim >= 2 else None,
+                "pixel_format": cam.frame.pixel_format,
+            }
+            cam.frame_at = now
+            cam.arrivals.append(now)
+            cam.frame_latency.append(now - created)
+
+    def add_verdict(self, camera: str, payload: Mapping[str, Any], created: float,
+                    now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        verdict = {
+            "part_id": payload.get("part_id"),
+            "label": str(payload.get("label", "")),
+            "score": float(payload.get("score", 0.0)),
+            "threshold": payload.get("threshold"),
+            "defective": bool(payload.get("defective")),
+            "model": payload.get("model"),
+            "model_version": payload.get("model_version"),
+        }
+        with self._lock:
+            cam = self._camera(camera)
+            cam.verdict, cam.verdict_at = verdict, now
+            cam.verdicts += 1
+            cam.verdict_latency.append(now - created)
+            if verdict["part_id"] is not None:
+                self._add_to_part(int(verdict["part_id"]), camera, verdict, now)
+
+    def _camera(self, name: str) -> _Camera:
+        cam = self._cameras.get(name)
+        if cam is None:
+            cam = self._cameras[name] = _Camera(name)
+        return cam
+
+    def _add_to_part(self, part_id: int, camera: str, verdict: dict[str, Any], now: float) -> None:
+        rejected = self._counted.get(part_id)
+        if rejected is None:
+            self.parts += 1
+            rejected = self._counted[part_id] = False
+            if len(self._counted) > self._memory:
+                self._counted.popitem(last=False)
+            self._parts[part_id] = _Part(part_id, now)
+            if len(self._parts) > self.history:
+                self._parts.popitem(last=False)
+        if verdict["defective"] and not rejected:
+            self.rejects += 1
+            self._counted[part_id] = True
+        part = self._parts.get(part_id)
+        if part is not None:  # None: a late copy for a part no longer listed
+            part.views.setdefault(camera, verdict)  # the first verdict of a view stands
+
+    # --- readers (the web server) ---------------------------------------------------
+
+    def latest_frame(self, camera: str) -> LatestFrame | None:
+        with self._lock:
+            cam = self._cameras.get(camera)
+            return None if cam is None else cam.frame
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """Everything the page shows, as JSON-ready values; newest parts first."""
+        now = time.time() if now is None else now
+        with self._lock:
+            cameras = [self._camera_view(cam, now) for cam in self._cameras.values()]
+            parts = [self._part_view(p, now) for p in reversed(self._parts.values())]
+            latencies = [c["verdict_latency_ms"] for c in cameras if c["verdict_latency_ms"] is not None]
+            return {
+                "time": now,
+                "views": self.views,
+                "cameras": cameras,
+                "parts": parts,
+                "counters": {
+                    "parts": self.parts,
+                    "rejects": self.rejects,
+                    "reject_rate": self.rejects / self.parts if self.parts else None,
+                    "frames": sum(c["frames"] for c in cameras),
+                    "verdicts": sum(c["verdicts"] for c in cameras),
+                    "latency_ms": max(latencies) if latencies else None,
+                },
+            }
+
+    def _camera_view(self, cam: _Camera, now: float) -> dict[str, Any]:
+        frame = None
+        if cam.frame is not None:
+            frame = dict(cam.frame_info, seq=cam.frame.seq, age_s=round(now - cam.frame_at, 3))
+        verdict = None
+        if cam.verdict is not None:
+            verdict = dict(cam.verdict, age_s=round(now - cam.verdict_at, 3))
+        status = "none" if verdict is None else ("reject" if verdict["defective"] else "ok")
+        return {
+            "name": cam.name,
+            "port": cam.port,
+            "status": status,
+            "frame": frame,
+            "verdict": verdict,
+            "frames": cam.frames,
+            "verdicts": cam.verdicts,
+            "fps": _rate(cam.arrivals, now),
+            "frame_latency_ms": _mean_ms(cam.frame_latency),
+            "verdict_latency_ms": _mean_ms(cam.verdict_latency),
+        }
+
+    def _part_view(self, part: _Part, now: float) -> dict[str, Any]:
+        outcome = part.outcome(self.views, now, self.incomplete_after)
+        defective = [v for v in part.views.values() if v["defective"]]
+        return {
+            "part_id": part.part_id,
+            "time": part.first,
+            "outcome": outcome,
+            "label": defective[0]["label"] if defective else ("ok" if outcome == "OK" else ""),
+            "score": max((v["score"] for v in part.views.values()), default=None),
+            "views": {
+                cam: {"label": v["label"], "score": v["score"], "defective": v["defective"]}
+                for cam, v in part.views.items()
+            },
+        }
+
+
+def _rate(arrivals: deque[float], now: float) -> float:
+    """Frames per second over the recent arrivals; 0 for a camera gone quiet."""
+    recent = [t for t in arrivals if now - t <= RATE_WINDOW]
+    if len(recent) < 2 or recent[-1] <= recent[0]:
+        return 0.0
+    return round((len(recent) - 1) / (recent[-1] - recent[0]), 2)
+
+
+def _mean_ms(samples: deque[float]) -> float | None:
+    return round(1000 * sum(samples) / len(samples), 1) if samples else None
