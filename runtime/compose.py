@@ -132,9 +132,11 @@ def _network_address(agent: AgentNode, extras: Extras) -> None:
     if host.startswith(LOOPBACK):
         extras.network_mode = "host"
         extras.notes.append(f"{agent.name}: on the host's network ({host}:{port} is this machine)")
-    elif host in WILDCARD and port > 0:
+    elif host in WILDCARD and port > 0 and agent.replicas == 1:
         extras.ports.append(f"{port}:{port}")
         extras.notes.append(f"{agent.name}: serves on port {port}")
+    elif host in WILDCARD and port > 0:
+        extras.notes.append(f"{agent.name}: {agent.replicas} replicas cannot share host port {port}: not published")
 
 
 RULES: tuple[Callable[[AgentNode, Extras], None], ...] = (
@@ -304,7 +306,7 @@ def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, 
         service["volumes"] = [f"./{ctx.graph_name}:{graph_file}:ro", *extras.volumes]
         if extras.devices:
             service["devices"] = list(extras.devices)
-        if extras.ports and agent.replicas == 1:  # replicas would fight over one host port
+        if extras.ports:
             service["ports"] = list(extras.ports)
         if depends:
             service["depends_on"] = {f"redis-{i}": {"condition": "service_healthy"} for i in depends}
