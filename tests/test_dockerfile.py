@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import graphrun
 import graphrun_agents
 from graphrun_agents.classification.model import DEFAULT_MODEL
 
@@ -184,6 +185,8 @@ def test_the_image_carries_oci_labels(instructions: list[Instruction]) -> None:
     labels = " ".join(i.args for i in final(instructions) if i.keyword == "LABEL")
     for key in ("title", "description", "version", "revision", "licenses"):
         assert f"org.opencontainers.image.{key}=" in labels
+    version = [i.words()[0] for i in final(instructions) if i.keyword == "ARG" and i.args.startswith("VERSION=")]
+    assert version == [f"VERSION={graphrun.__version__}"], "the label's default version is the package's"
 
 
 def test_every_copy_source_is_in_the_repository_and_the_build_context(
