@@ -34,6 +34,7 @@ log = logging.getLogger("graphrun.runner")
 BLOCK_MS = 500  # how long an idle read waits; bounds how fast a stop request is seen
 HEALTH_INTERVAL = 2.0
 HEALTH_PREFIX = "graphrun:health:"
+READ_BUDGET = 4 << 20  # bytes one read should return at most (see _read_count)
 STOP_FLUSH_GRACE = 8.0  # seconds a stopping agent keeps trying to write what it made
 
 
@@ -102,6 +103,7 @@ class AgentRunner:
         self._health_count = 0
         self._trimmed: dict[str, int] = {}
         self._stop_seen = 0.0
+        self._entry_bytes: dict[str, float] = {}  # instance -> running mean size of an entry
         try:
             self.agent: Agent = self.node.agent_class(
                 name=agent_name,
@@ -210,6 +212,8 @@ class AgentRunner:
             finally:
                 self.agent.stop()
                 self._with_redis(self._publish_health, give_up_on_stop=True, final=True)
+                for client in self._clients.values():
+                    client.connection_pool.disconnect()
                 log.info("agent %s stopped: %s", self.node.name, self._summary())
 
     def _claim_interval(self) -> float:
@@ -245,7 +249,7 @@ class AgentRunner:
                 self._retry_at.pop(instance, None)
                 self._drain_own_pending(only=instance)
             client = self._clients[instance]
-            batch = max(b.spec.batch for b in bindings)
+            batch = self._read_count(instance, max(b.spec.batch for b in bindings))
             entries = transport.read_group(client, self.group, self.consumer, {b.key: ">" for b in bindings},
                                            count=batch, block_ms=per_read_block)
             wait_ms = max(b.spec.batch_wait_ms for b in bindings)
@@ -258,9 +262,22 @@ class AgentRunner:
                         break
                     entries += more
             if entries:
+                size = sum(len(v) for e in entries if e.fields for v in e.fields.values()) / len(entries)
+                self._entry_bytes[instance] = 0.8 * self._entry_bytes.get(instance, size) + 0.2 * size
                 for entry in entries:
                     self._delivered[(instance, entry.stream)] += 1
                 self._process(instance, entries, counts=None)
+
+    def _read_count(self, instance: str, batch: int) -> int:
+        """Entries to ask for: up to ``batch``, but about READ_BUDGET bytes at most.
+
+        Batching saves round trips for small messages; for frames of megabytes one huge
+        reply costs more to parse than the round trips it saves.
+        """
+        size = self._entry_bytes.get(instance)
+        if not size:
+            return batch
+        return max(1, min(batch, int(READ_BUDGET // size)))
 
     def _drain_own_pending(self, only: str | None = None) -> None:
         """Handle again what this consumer received but never acknowledged (after a crash or failure)."""

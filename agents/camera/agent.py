@@ -144,8 +144,7 @@ def make_source(params: CameraParams) -> Source:
 class CameraAgent(Agent):
     """Acquires images and sends them, with their metadata, on ``frames``."""
 
-    frames = Output(Frame, doc="images with camera, part id, counters, timing and format")
-    frames.maxlen = FRAMES_MAXLEN  # type: ignore[attr-defined]  # read by the graph loader
+    frames = Output(Frame, maxlen=FRAMES_MAXLEN, doc="images with camera, part id, counters, timing and format")
     trigger = Input(PartTrigger, required=False, doc="one frame per message, for the part it names")
 
     Params = CameraParams
