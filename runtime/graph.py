@@ -198,6 +198,8 @@ class _Resolver:
     def __init__(self, source: Source):
         self.src = source
         self.problems: list[Problem] = []
+        self._port_names: dict[str, dict[str, Path_]] = {}  # agent -> dynamic port -> where it is named
+        self._output_groups: dict[tuple[str, str], str] = {}  # (agent, dynamic output) -> its set
 
     def fail(self, path: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(self.src.problem(path, message, key=key))
@@ -332,7 +334,7 @@ class _Resolver:
                     self.fail(path, f"{port!r} is a set of ports: give a mapping of port names to bindings")
                     continue
                 for sub, sub_value in value.items():
-                    entries[str(sub)] = (sub_value, path + (sub,), port)
+                    self._add_dynamic(entries, ports, str(sub), (sub_value, path + (sub,), port), name)
             elif declared is not None and declared.direction == direction:
                 entries[str(port)] = (value, path, None)
             else:
@@ -341,14 +343,26 @@ class _Resolver:
                     names = sorted(n for n, p in ports.items() if p.direction == direction)
                     self.fail(path, f"{cls.__name__} has no {direction} port {port!r} (its {direction}s: {', '.join(names) or 'none'})", key=True)
                     continue
-                entries[str(port)] = (value, path, group)
+                self._add_dynamic(entries, ports, str(port), (value, path, group), name)
         return entries
 
-    def _declared(self, cls: type[Agent], port: str, direction: str) -> type | None:
-        """The payload type of a port, static or a member of the class's dynamic set."""
-        declared = declared_ports(cls).get(port)
-        if declared is None or declared.direction != direction:
-            declared = declared_ports(cls).get(self._group_for(cls, direction) or "")
+    def _add_dynamic(self, entries: dict[str, tuple[Any, Path_, str | None]], ports: dict[str, Any], port: str,
+                     entry: tuple[Any, Path_, str | None], agent: str) -> None:
+        """Add a port of a dynamic set: its name must be new among the agent's ports."""
+        path = entry[1]
+        if not _NAME.match(port) or "." in port:
+            self.fail(path, f"bad port name {port!r}: use letters, digits, '_' and '-'", key=True)
+        elif port in entries or port in ports or port in self._port_names.get(agent, {}):
+            first = self._port_names.get(agent, {}).get(port) or entries.get(port, (None, path))[1]
+            self.fail(path, f"port name {port!r} of agent {agent!r} is already used ({yaml_source.format_path(first)}): "
+                            "port names must be unique across an agent's inputs and outputs", key=True)
+        else:
+            entries[port] = entry
+            self._port_names.setdefault(agent, {})[port] = path
+
+    def _declared(self, cls: type[Agent], port: str, group: str | None) -> type | None:
+        """The payload type of a port: its own, or its dynamic set's."""
+        declared = declared_ports(cls).get(group or port)
         return declared.type if declared is not None else None
 
     def _outputs(self, classes: dict[str, type[Agent]]) -> tuple[dict[str, dict[str, OutputBinding]], dict[str, dict[str, tuple[str, ...]]]]:
@@ -365,6 +379,7 @@ class _Resolver:
             for port, (value, path, group) in entries.items():
                 if group is not None:
                     groups[name].setdefault(group, []).append(port)
+                    self._output_groups[(name, port)] = group
                 binding = self._output_binding(name, port, value, path, home, cls)
                 if binding is None:
                     continue
@@ -433,8 +448,8 @@ class _Resolver:
                     continue
                 stream, source = located
                 if source is not None:
-                    out_decl = self._declared(classes[source[0]], source[1], "output")
-                    in_decl = self._declared(cls, port, "input")
+                    out_decl = self._declared(classes[source[0]], source[1], self._output_groups.get(source))
+                    in_decl = self._declared(cls, port, group)
                     reason = incompatibility(out_decl, in_decl)
                     if reason:
                         self.fail(from_path, f"{source[0]}.{source[1]} sends {type_name(out_decl)} "

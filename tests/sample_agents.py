@@ -131,3 +131,10 @@ class Unstartable(Agent):
 
     def start(self) -> None:
         raise AgentStartError("the device /dev/nothing does not exist")
+
+
+class TwoSets(Agent):
+    """Two sets of inputs named by the graph, of different payload types."""
+
+    items = Inputs(Item)
+    labels = Inputs(Label)

@@ -151,3 +151,30 @@ def test_the_validate_command_prints_file_line_column_and_field(tmp_path: Path) 
 def test_the_validate_command_accepts_the_shipped_graphs() -> None:
     for graph in sorted((TESTS.parent / "graphs").glob("*.yaml")):
         load_graph(graph)  # raises GraphError with every problem if not
+
+
+TWO_SETS = GOOD + """\
+  both:
+    type: sample_agents:TwoSets
+    inputs:
+      items: {left: source.items, right: "main:t.items"}
+      labels: {LABELS}
+"""
+
+
+def test_ports_of_dynamic_sets_are_bound_by_the_names_the_graph_gives() -> None:
+    graph = parse_graph(TWO_SETS.replace("{LABELS}", "{}"), "g.yaml")
+    both = graph.agents["both"]
+    assert both.groups == {"items": ("left", "right")}
+    assert both.inputs["left"].source == ("source", "items") and both.inputs["right"].source == ("source", "items")
+
+
+def test_a_port_name_may_not_be_used_twice_by_one_agent() -> None:
+    line, message, path = only(TWO_SETS.replace("{LABELS}", '{left: "main:t.labels"}'))
+    assert (line, path) == (15, "agents.both.inputs.labels.left")
+    assert "port name 'left' of agent 'both' is already used (agents.both.inputs.items.left)" in message
+
+
+def test_a_member_of_a_dynamic_set_is_type_checked_against_its_set() -> None:
+    line, message, _ = only(TWO_SETS.replace("{LABELS}", "{wrong: source.items}"))
+    assert line == 15 and "source.items sends Item but both.wrong takes Label" in message
