@@ -9,8 +9,9 @@ Where a Redis instance runs:
 
 - an instance with a ``url`` runs elsewhere; graphrun reads the url from the mounted
   graph (any ``${ENV}`` it references is passed through from the machine);
-- otherwise it is hosted on the node(s) whose ``redis:`` names it (a graph without
-  nodes has one implicit node, ``local``, which hosts every such instance);
+- otherwise it runs on the first node whose ``redis:`` names it (later nodes naming it
+  just use it as their default); a graph without nodes has one implicit node, ``local``,
+  which runs every such instance;
 - agents reach a hosted instance through the Compose network on their own node and
   through ``<host of the hosting node>:<published port>`` from other nodes.
 
@@ -166,49 +167,48 @@ def redisai_device(graph: Graph, instance: str) -> str | None:
 
 @dataclass(frozen=True)
 class Placement:
-    """Which node hosts which Redis instance, and on which published port."""
+    """Which node runs each Redis instance that has no url, and on which published port."""
 
-    hosts: dict[str, tuple[str, ...]]  # instance -> nodes running it
-    ports: dict[tuple[str, str], int]  # (node, instance) -> port published on that node
+    hosts: dict[str, str]  # instance -> the node running it
+    ports: dict[str, int]  # instance -> port published on its node
 
     @classmethod
     def of(cls, graph: Graph) -> Placement:
-        hosts: dict[str, tuple[str, ...]] = {}
+        hosts: dict[str, str] = {}
         for instance, spec in graph.redis.items():
             if spec.url:
                 continue
-            named = tuple(n for n, node in graph.nodes.items() if node.redis == instance)
+            # Several nodes may name one instance as their default; the first runs it.
+            named = [n for n, node in graph.nodes.items() if node.redis == instance]
             if not named and len(graph.nodes) == 1:
-                named = tuple(graph.nodes)
+                named = list(graph.nodes)
             if not named:
                 raise ConfigError(
                     f"Redis instance {instance!r} has no url and no node hosts it: add `redis: {instance}` "
                     f"to the node that should run it, or give it a url"
                 )
-            hosts[instance] = named
-        ports: dict[tuple[str, str], int] = {}
+            hosts[instance] = named[0]
+        ports: dict[str, int] = {}
         for node in graph.nodes:
-            local = [i for i, nodes in hosts.items() if node in nodes]
-            ports.update({(node, i): REDIS_PORT + k for k, i in enumerate(local)})
+            local = [i for i, n in hosts.items() if n == node]
+            ports.update({i: REDIS_PORT + k for k, i in enumerate(local)})
         return cls(hosts, ports)
+
+    def on(self, node: str) -> list[str]:
+        """The instances a node runs, in the graph's order."""
+        return [i for i, n in self.hosts.items() if n == node]
 
     def url(self, graph: Graph, instance: str, node: str, *, host_network: bool) -> str | None:
         """The URL an agent on ``node`` uses; None when graphrun reads it from the graph."""
-        hosting = self.hosts.get(instance)
-        if hosting is None:
+        there = self.hosts.get(instance)
+        if there is None:
             return None
-        if node in hosting:
+        if there == node:
             if host_network:
-                return f"redis://127.0.0.1:{self.ports[(node, instance)]}/0"
+                return f"redis://127.0.0.1:{self.ports[instance]}/0"
             return f"redis://redis-{instance}:{REDIS_PORT}/0"
-        if len(hosting) > 1:
-            raise ConfigError(
-                f"Redis instance {instance!r} runs on nodes {', '.join(hosting)}: agents on node {node!r} "
-                f"cannot tell which to use; give each node its own instance"
-            )
-        there = hosting[0]
         host = graph.nodes[there].host or f"${{{node_host_variable(there)}:?set the address of node {there}}}"
-        return f"redis://{host}:{self.ports[(there, instance)]}/0"
+        return f"redis://{host}:{self.ports[instance]}/0"
 
 
 def instances_used(graph: Graph, agent: AgentNode) -> list[str]:
@@ -271,8 +271,7 @@ class _NodeContext:
 
     @property
     def local(self) -> list[str]:
-        """The instances this node hosts, in the graph's order."""
-        return [i for i, nodes in self.placement.hosts.items() if self.node in nodes]
+        return self.placement.on(self.node)
 
 
 def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, Any]]:
@@ -330,7 +329,7 @@ def build(graph: Graph, *, image: str = DEFAULT_IMAGE, looked_up: set[str] | fro
             for name, service in _agent_services(ctx, agent).items():
                 _add(services, name, service)
         for instance in ctx.local:
-            port = placement.ports[(node, instance)]
+            port = placement.ports[instance]
             _add(services, f"redis-{instance}", _redis_service(graph, instance, port, graph.nodes[node].platform))
             device = redisai_device(graph, instance)
             ctx.notes.append(f"redis-{instance}: " + (f"RedisAI ({device}) " if device else "")

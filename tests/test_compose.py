@@ -284,18 +284,18 @@ agents:
     assert not (tmp_path / "out").exists()
 
 
-def test_an_instance_hosted_on_two_nodes_is_ambiguous_for_an_agent_on_a_third(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    graph = tmp_path / "g.yaml"
-    graph.write_text("""\
-name: split
+def test_an_instance_several_nodes_name_runs_on_the_first_and_the_others_reach_it(tmp_path: Path) -> None:
+    gen = compose(tmp_path, """\
+name: shared
 redis: {main: {}}
-nodes: {a: {redis: main}, b: {redis: main}, c: {}}
+nodes: {box: {redis: main, host: box.plant}, hmi: {redis: main}}
 agents:
-  src: {type: examples.counter, node: c}
+  src: {type: examples.counter, node: box}
+  show: {type: examples.printer, node: hmi, inputs: {values: src.numbers}}
 """)
-    assert main(["compose", str(graph), "--out", str(tmp_path / "out")]) == 1
-    assert "runs on nodes a, b" in capsys.readouterr().err
+    assert "redis-main" in gen.docs["box"]["services"]
+    assert list(gen.docs["hmi"]["services"]) == ["show"]
+    assert gen.service("hmi", "show")["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://box.plant:6379/0"}
 
 
 def test_the_image_and_a_single_node_can_be_chosen(tmp_path: Path) -> None:
@@ -388,12 +388,3 @@ def test_the_committed_deploy_files_equal_a_fresh_generation(tmp_path: Path, fol
     fresh = {p.name: p.read_text() for p in sorted(out.iterdir())}
     stale = {p.name: p.read_text() for p in sorted(committed.iterdir())}
     assert fresh == stale, f"deploy/{folder} is stale: run `graphrun compose graphs/{graphs[0].name}`"
-
-
-def test_every_graph_has_its_deploy_files() -> None:
-    missing = []
-    for graph in sorted((REPO / "graphs").glob("*.yaml")):
-        name = yaml.safe_load(graph.read_text())["name"]
-        if not (REPO / "deploy" / name / graph.name).exists():
-            missing.append(f"graphrun compose graphs/{graph.name}")
-    assert not missing, "deploy files are missing; run: " + "; ".join(missing)
