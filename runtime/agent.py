@@ -70,9 +70,12 @@ class Agent:
         groups: Mapping[str, Sequence[str]] | None = None,
         connected: Sequence[str] = (),
         graph: str = "",
+        home_redis: str = "main",
     ):
         self.name = name
         self.graph = graph
+        #: The Redis instance of the agent's node: where agents keep state of their own.
+        self.home_redis = home_redis
         self.params = params if isinstance(params, BaseModel) else self.Params.model_validate(params or {})
         self.log = logging.getLogger(f"graphrun.agent.{name}")
         self._context = context

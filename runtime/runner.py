@@ -112,6 +112,7 @@ class AgentRunner:
                 groups=self.node.groups,
                 connected=list(self.node.inputs) + list(self.node.outputs),
                 graph=graph.name,
+                home_redis=self._home(),
             )
         except Exception as exc:
             raise AgentStartError(f"agent {agent_name!r} ({self.node.type}) could not be created: {exc}") from exc
@@ -500,6 +501,7 @@ class AgentRunner:
         pipe.execute()
 
     def _home(self) -> str:
+        """The node's instance when the agent talks to it, else the first it talks to."""
         node = self.graph.nodes.get(self.node.node)
         if node and node.redis in self._clients:
             return node.redis  # type: ignore[return-value]
