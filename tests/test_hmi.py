@@ -206,6 +206,17 @@ def test_a_preview_is_a_jpeg_scaled_to_the_preview_width(hmi: AgentHarness) -> N
     assert jpeg(port_of(hmi), "cam_back").shape == (512, 640, 3)
 
 
+def test_a_5_megapixel_frame_keeps_its_aspect_and_its_fine_detail_is_averaged_not_aliased(hmi: AgentHarness) -> None:
+    stripes = np.zeros((2048, 2448), np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: sampling would show them as bars or moire
+
+    hmi.send("front", frame_payload("cam_front", 1, stripes))
+    preview = jpeg(port_of(hmi), "cam_front")
+
+    assert preview.shape == (535, 640)
+    assert abs(float(preview.mean()) - 127.5) < 3 and float(preview.std()) < 6
+
+
 def test_a_frame_narrower_than_the_preview_is_not_enlarged(hmi: AgentHarness) -> None:
     hmi.send("front", frame_payload("cam_front", 1, np.full((120, 160), 99, np.uint8)))
 
