@@ -169,6 +169,11 @@ def claim_abandoned(client: redis.Redis, stream: str, group: str, consumer: str,
     return [Entry(stream, _text(entry_id), fields or None) for entry_id, fields in claimed]
 
 
+def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -198,10 +203,14 @@ def trimmed_before_read(client: redis.Redis, stream: str, group: str) -> int | N
     g = groups.get(group)
     if g is None:
         return None
-    if g["last-delivered-id"] == info["last-generated-id"]:
+    last = _id_tuple(g["last-delivered-id"])
+    first = info.get("first-entry")
+    if last >= _id_tuple(info["last-generated-id"]):
         unread = 0
+    elif first is None or last < _id_tuple(first[0]):
+        unread = int(info["length"])  # the group is behind the whole stream
     elif g.get("lag") is not None:
-        unread = int(g["lag"])
+        unread = int(g["lag"])  # inside the stream: Redis's own count
     else:
         return None
     return max(0, int(info["entries-added"]) - int(base) - delivered - unread)

@@ -161,6 +161,15 @@ agents:
     assert runner.counters.handled == 3
 
 
+def test_entries_trimmed_before_a_group_that_never_read_are_counted(redis_client) -> None:
+    from graphrun.transport import ensure_group
+
+    ensure_group(redis_client, "s", "idle")
+    for i in range(20):
+        redis_client.xadd("s", {"i": i}, maxlen=5, approximate=False)
+    assert trimmed_before_read(redis_client, "s", "idle") == 15
+
+
 def test_streams_are_bounded_and_trimmed_entries_are_counted(redis_client, graph_file) -> None:
     from graphrun.transport import ensure_group
 
