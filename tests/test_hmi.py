@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cv2
@@ -30,7 +29,7 @@ from graphrun_agents.errors import AgentConfigError, HmiServerError
 from graphrun_agents.hmi.agent import HmiAgent
 from graphrun_agents.hmi.state import LiveState
 
-TWO_CAMERAS = {"frames": ["front", "back"], "verdicts": ["front", "back"]}
+TWO_CAMERAS = {"frames": ["front", "back"], "verdicts": ["cls_front", "cls_back"]}
 
 
 # --- payloads and HTTP ----------------------------------------------------------------
@@ -95,10 +94,10 @@ def test_the_state_shows_each_cameras_latest_frame_and_verdict_and_the_parts(hmi
     for part in (1, 2):
         hmi.send("front", frame_payload("cam_front", part))
         hmi.send("back", frame_payload("cam_back", part, view="back"))
-    hmi.send("front", verdict_payload("cam_front", 1))
-    hmi.send("back", verdict_payload("cam_back", 1))
-    hmi.send("front", verdict_payload("cam_front", 2, "scratch", 0.93))
-    hmi.send("back", verdict_payload("cam_back", 2))
+    hmi.send("cls_front", verdict_payload("cam_front", 1))
+    hmi.send("cls_back", verdict_payload("cam_back", 1))
+    hmi.send("cls_front", verdict_payload("cam_front", 2, "scratch", 0.93))
+    hmi.send("cls_back", verdict_payload("cam_back", 2))
 
     snapshot = state(port_of(hmi))
 
@@ -129,7 +128,7 @@ def test_frames_without_verdicts_show_the_image_with_no_verdict(hmi: AgentHarnes
 
 
 def test_verdicts_without_frames_are_shown_and_the_image_is_not_found(hmi: AgentHarness) -> None:
-    hmi.send("back", verdict_payload("cam_back", 8, "crack", 0.8))
+    hmi.send("cls_back", verdict_payload("cam_back", 8, "crack", 0.8))
 
     snapshot = state(port_of(hmi))
 
@@ -150,9 +149,9 @@ def test_a_part_with_a_missing_view_is_pending_then_incomplete() -> None:
 
 
 def test_a_redelivered_verdict_counts_once_and_the_first_verdict_of_a_view_stands(hmi: AgentHarness) -> None:
-    hmi.send("front", verdict_payload("cam_front", 4, "pitting", 0.7))
-    hmi.send("front", verdict_payload("cam_front", 4, "pitting", 0.7))
-    hmi.send("front", verdict_payload("cam_front", 4, "ok", 0.1))
+    hmi.send("cls_front", verdict_payload("cam_front", 4, "pitting", 0.7))
+    hmi.send("cls_front", verdict_payload("cam_front", 4, "pitting", 0.7))
+    hmi.send("cls_front", verdict_payload("cam_front", 4, "ok", 0.1))
 
     snapshot = state(port_of(hmi))
 
@@ -161,25 +160,15 @@ def test_a_redelivered_verdict_counts_once_and_the_first_verdict_of_a_view_stand
 
 
 def test_the_history_keeps_only_the_most_recent_parts_but_counts_them_all() -> None:
-    with AgentHarness(HmiAgent, params={"port": 0, "history": 3}, groups={"verdicts": ["front"]}) as h:
+    with AgentHarness(HmiAgent, params={"port": 0, "history": 3}, groups={"verdicts": ["cls_front"]}) as h:
         for part in range(1, 8):
-            h.send("front", verdict_payload("cam_front", part))
-        h.send("front", verdict_payload("cam_front", 1))  # a late copy of a part no longer listed
+            h.send("cls_front", verdict_payload("cam_front", part))
+        h.send("cls_front", verdict_payload("cam_front", 1))  # a late copy of a part no longer listed
 
         snapshot = state(port_of(h))
 
     assert [p["part_id"] for p in snapshot["parts"]] == [7, 6, 5]
     assert snapshot["counters"]["parts"] == 7
-
-
-def test_ports_with_one_name_in_both_groups_are_told_apart_by_their_payload(hmi: AgentHarness) -> None:
-    assert hmi.agent.frames == ("front", "back") and hmi.agent.verdicts == ("front", "back")
-    hmi.send("front", frame_payload("cam_front", 1))
-    hmi.send("front", verdict_payload("cam_front", 1))
-
-    front = camera(state(port_of(hmi)), "cam_front")
-
-    assert front["frames"] == 1 and front["verdicts"] == 1
 
 
 def test_verdict_ports_named_apart_from_frame_ports_pair_by_camera_name() -> None:
@@ -357,18 +346,8 @@ agents:
     params: {{port: 0}}
     inputs:
       frames: {{front: "main:cam.front.frames", back: "main:cam.back.frames"}}
-      verdicts: {{{front_verdicts}: "main:cls.front.verdicts", {back_verdicts}: "main:cls.back.verdicts"}}
+      verdicts: {{cls_front: "main:cls.front.verdicts", cls_back: "main:cls.back.verdicts"}}
 """
-
-
-def run_hmi(redis_url: str, front_verdicts: str, back_verdicts: str) -> tuple[AgentRunner, threading.Thread]:
-    graph = parse_graph(GRAPH.format(url=redis_url, front_verdicts=front_verdicts, back_verdicts=back_verdicts),
-                        "line.yaml")
-    runner = AgentRunner(graph, "hmi", redis_urls={"main": redis_url})
-    thread = threading.Thread(target=runner.run, name="hmi", daemon=True)
-    thread.start()
-    wait_until(lambda: "url" in runner.status, what="the HMI's web server")
-    return runner, thread
 
 
 def feed_line(client: Any) -> None:
@@ -382,36 +361,22 @@ def feed_line(client: Any) -> None:
                        producer=f"cls_{view}")
 
 
-def test_in_a_graph_the_hmi_reads_frames_and_verdicts_from_redis_streams(redis_server: Any, redis_client: Any) -> None:
-    runner, thread = run_hmi(redis_server.url, "cls_front", "cls_back")
-    try:
-        port = runner.agent.server.port
-        redis_client.xgroup_create("cam.front.frames", "cls_front", id="0", mkstream=True)
-        feed_line(redis_client)
-        wait_until(lambda: state(port)["counters"]["verdicts"] == 4 and state(port)["counters"]["frames"] == 4,
-                   what="every frame and verdict to reach the HMI")
-        snapshot = state(port)
-        assert [(p["part_id"], p["outcome"]) for p in snapshot["parts"]] == [(2, "REJECT"), (1, "OK")]
-        assert camera(snapshot, "cam_back")["status"] == "reject" and camera(snapshot, "cam_front")["status"] == "ok"
-        assert jpeg(port, "cam_front").shape == (512, 640)
-        # The HMI reads through its own consumer group: the classifier's group still gets every frame.
-        read = redis_client.xreadgroup("cls_front", "cls_front-0", {"cam.front.frames": ">"})
-        assert [len(entries) for _, entries in read] == [2]
-    finally:
-        runner.request_stop()
-        thread.join(15)
+def test_in_a_graph_the_hmi_reads_frames_and_verdicts_from_redis_streams(
+    redis_server: Any, redis_client: Any, start_agent: Callable[..., AgentRunner]
+) -> None:
+    runner = start_agent(parse_graph(GRAPH.format(url=redis_server.url), "line.yaml"), "hmi")
+    wait_until(lambda: "url" in runner.status, what="the HMI's web server")
+    port = runner.agent.server.port
+    redis_client.xgroup_create("cam.front.frames", "cls_front", id="0", mkstream=True)
 
+    feed_line(redis_client)
 
-@pytest.mark.xfail(reason="the graph loader keeps one port per name across an agent's input groups: "
-                          "frames.front is lost behind verdicts.front", strict=False)
-def test_in_a_graph_frame_and_verdict_ports_may_share_a_cameras_name(redis_server: Any, redis_client: Any) -> None:
-    runner, thread = run_hmi(redis_server.url, "front", "back")
-    try:
-        port = runner.agent.server.port
-        feed_line(redis_client)
-        wait_until(lambda: state(port)["counters"]["verdicts"] == 4, what="every verdict to reach the HMI")
-        assert runner.agent.frames == ("front", "back")
-        wait_until(lambda: state(port)["counters"]["frames"] == 4, timeout=5, what="every frame to reach the HMI")
-    finally:
-        runner.request_stop()
-        thread.join(15)
+    wait_until(lambda: state(port)["counters"]["verdicts"] == 4 and state(port)["counters"]["frames"] == 4,
+               what="every frame and verdict to reach the HMI")
+    snapshot = state(port)
+    assert [(p["part_id"], p["outcome"]) for p in snapshot["parts"]] == [(2, "REJECT"), (1, "OK")]
+    assert camera(snapshot, "cam_back")["status"] == "reject" and camera(snapshot, "cam_front")["status"] == "ok"
+    assert jpeg(port, "cam_front").shape == (512, 640)
+    # The HMI reads through its own consumer group: the classifier's group still gets every frame.
+    read = redis_client.xreadgroup("cls_front", "cls_front-0", {"cam.front.frames": ">"})
+    assert [len(entries) for _, entries in read] == [2]

@@ -39,9 +39,9 @@ def line() -> Iterator[int]:
         for part in (41, 42):
             h.send("front", frame_payload("cam_front", part))
             h.send("back", frame_payload("cam_back", part, pixel_format="BGR8", view="back"))
-            h.send("back", verdict_payload("cam_back", part))
-        h.send("front", verdict_payload("cam_front", 41))
-        h.send("front", verdict_payload("cam_front", 42, "scratch", 0.93))
+            h.send("cls_back", verdict_payload("cam_back", part))
+        h.send("cls_front", verdict_payload("cam_front", 41))
+        h.send("cls_front", verdict_payload("cam_front", 42, "scratch", 0.93))
         yield h.agent.server.port
 
 

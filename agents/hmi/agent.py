@@ -51,19 +51,13 @@ class HmiAgent(Agent):
             server.stop()
 
     def handle(self, msg: Message) -> None:
+        # Frames and verdicts meet by the camera name they carry: port names are the graph's to choose.
         camera = str(msg.get("camera") or msg.port)
-        if self._is_frame(msg):
+        if msg.port in self.frames:
             self.live.add_frame(camera, msg.port, msg.payload, msg.created)
         else:
             self.live.add_verdict(camera, msg.payload, msg.created)
             self.status["parts"], self.status["rejects"] = self.live.parts, self.live.rejects
-
-    def _is_frame(self, msg: Message) -> bool:
-        """Whether ``msg`` came on a frames port (the payload decides if both groups use the name)."""
-        in_frames, in_verdicts = msg.port in self.frames, msg.port in self.verdicts
-        if in_frames == in_verdicts:
-            return "image" in msg.payload
-        return in_frames
 
     # --- what the web server calls, from its own threads ----------------------------------
 
