@@ -116,6 +116,14 @@ def test_the_state_shows_each_cameras_latest_frame_and_verdict_and_the_parts(hmi
     assert hmi.status["parts"] == 2 and hmi.status["rejects"] == 1
 
 
+def test_cameras_are_listed_in_the_order_of_the_graphs_frame_ports(hmi: AgentHarness) -> None:
+    hmi.send("cls_back", verdict_payload("cam_back", 1))
+    hmi.send("back", frame_payload("cam_back", 1, np.zeros((8, 8), np.uint8)))
+    hmi.send("front", frame_payload("cam_front", 1, np.zeros((8, 8), np.uint8)))
+
+    assert [c["name"] for c in state(port_of(hmi))["cameras"]] == ["cam_front", "cam_back"]
+
+
 def test_frames_without_verdicts_show_the_image_with_no_verdict(hmi: AgentHarness) -> None:
     hmi.send("front", frame_payload("cam_front", 5))
 

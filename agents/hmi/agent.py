@@ -37,7 +37,8 @@ class HmiAgent(Agent):
         if not self.frames and not self.verdicts:
             raise AgentConfigError(f"hmi agent {self.name!r} has no inputs: connect frames, verdicts or both")
         p = self.params
-        self.live = LiveState(views=len(self.verdicts), history=p.history, incomplete_after=p.incomplete_after)
+        self.live = LiveState(views=len(self.verdicts), history=p.history, incomplete_after=p.incomplete_after,
+                              ports=self.frames)
         self.previews = PreviewCache(p.preview_width, p.jpeg_quality)
         page = PAGE.read_bytes()
         self.server = HmiServer(Site(page, self._state, self._jpeg), host=p.host, port=p.port, log=self.log)

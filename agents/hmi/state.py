@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +74,9 @@ class LiveState:
     seconds after its first verdict.
     """
 
-    def __init__(self, *, views: int, history: int, incomplete_after: float):
+    def __init__(self, *, views: int, history: int, incomplete_after: float, ports: Sequence[str] = ()):
         self.views = max(1, views)
+        self.ports = tuple(ports)  # frames ports in the graph's order: the order of the tiles
         self.history = history
         self.incomplete_after = incomplete_after
         self._lock = threading.Lock()
@@ -164,7 +165,7 @@ class LiveState:
         """Everything the page shows, as JSON-ready values; newest parts first."""
         now = time.time() if now is None else now
         with self._lock:
-            cameras = [self._camera_view(cam, now) for cam in self._cameras.values()]
+            cameras = [self._camera_view(cam, now) for cam in sorted(self._cameras.values(), key=self._rank)]
             parts = [self._part_view(p, now) for p in reversed(self._parts.values())]
             latencies = [c["verdict_latency_ms"] for c in cameras if c["verdict_latency_ms"] is not None]
             return {
@@ -181,6 +182,10 @@ class LiveState:
                     "latency_ms": max(latencies) if latencies else None,
                 },
             }
+
+    def _rank(self, cam: _Camera) -> int:
+        """Tiles in the order of the graph's frames ports, whichever camera spoke first."""
+        return self.ports.index(cam.port) if cam.port in self.ports else len(self.ports)
 
     def _camera_view(self, cam: _Camera, now: float) -> dict[str, Any]:
         frame = None
