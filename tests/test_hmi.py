@@ -20,7 +20,7 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import wait_until, write_messages
-from graphrun import AgentStartError
+from graphrun import AgentStartError, DeadLetter
 from graphrun.graph import parse_graph
 from graphrun.runner import AgentRunner
 from graphrun.testing import AgentHarness
@@ -235,6 +235,33 @@ def test_only_the_latest_frame_is_served(hmi: AgentHarness) -> None:
 
     assert abs(float(jpeg(port, "cam_front").mean()) - 128) < 3
     assert camera(state(port), "cam_front")["frame"]["part_id"] == 3
+
+
+def test_a_tile_shows_the_newest_frame_its_verdict_is_about(hmi: AgentHarness) -> None:
+    port = port_of(hmi)
+    for part, level in ((1, 40), (2, 120), (3, 200)):
+        hmi.send("front", frame_payload("cam_front", part, np.full((60, 80), level, np.uint8)))
+    hmi.send("cls_front", verdict_payload("cam_front", 2, "crack", 0.8))
+
+    front = camera(state(port), "cam_front")
+
+    assert (front["frame"]["part_id"], front["latest_part_id"], front["status"]) == (2, 3, "reject")
+    assert abs(float(jpeg(port, "cam_front").mean()) - 120) < 3
+
+
+def test_a_classifier_far_behind_leaves_the_newest_frame_without_a_verdict(hmi: AgentHarness) -> None:
+    hmi.send("cls_front", verdict_payload("cam_front", 1, "crack", 0.8))
+    for part in range(1, 9):  # more frames than are kept: part 1's is gone
+        hmi.send("front", frame_payload("cam_front", part, np.full((60, 80), 10 * part, np.uint8)))
+
+    front = camera(state(port_of(hmi)), "cam_front")
+
+    assert (front["frame"]["part_id"], front["status"], front["verdict"]["part_id"]) == (8, "none", 1)
+
+
+def test_a_frame_without_an_image_array_goes_to_the_dead_letters(hmi: AgentHarness) -> None:
+    with pytest.raises(DeadLetter, match="cam_front"):
+        hmi.send("front", dict(frame_payload("cam_front", 1, np.zeros((4, 4), np.uint8)), image=[1, 2, 3]))
 
 
 def test_a_frame_is_encoded_once_however_many_times_it_is_asked_for(hmi: AgentHarness) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graphrun import Agent, Inputs, Message
+from graphrun import Agent, DeadLetter, Inputs, Message
 
-from ..errors import AgentConfigError
+from ..errors import AgentConfigError, PreviewError
 from ..messages import Frame, Verdict
 from .params import HmiParams
 from .preview import PreviewCache
@@ -55,7 +55,10 @@ class HmiAgent(Agent):
         # Frames and verdicts meet by the camera name they carry: port names are the graph's to choose.
         camera = str(msg.get("camera") or msg.port)
         if msg.port in self.frames:
-            self.live.add_frame(camera, msg.port, msg.payload, msg.created)
+            try:
+                self.live.add_frame(camera, msg.port, msg.payload, msg.created)
+            except PreviewError as exc:
+                raise DeadLetter(str(exc)) from exc  # no retry makes it an image
         else:
             self.live.add_verdict(camera, msg.payload, msg.created)
             self.status["parts"], self.status["rejects"] = self.live.parts, self.live.rejects
@@ -69,5 +72,5 @@ class HmiAgent(Agent):
         return state
 
     def _jpeg(self, camera: str) -> bytes | None:
-        frame = self.live.latest_frame(camera)
+        frame = self.live.shown_frame(camera)
         return None if frame is None else self.previews.jpeg(frame)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..errors import PreviewError
-from .state import LatestFrame
+from .state import Shot
 
 _BITS = re.compile(r"(\d+)$")
 
@@ -78,7 +78,7 @@ class PreviewCache:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def jpeg(self, frame: LatestFrame) -> bytes:
+    def jpeg(self, frame: Shot) -> bytes:
         with self._guard:
             lock = self._locks.setdefault(frame.camera, threading.Lock())
         with lock:  # a second browser waits for the first one's JPEG rather than making its own

@@ -2,8 +2,12 @@
 
 Writers (the agent's handle) and readers (HTTP threads) meet under one lock. Writes
 are O(1) and copy nothing: a frame is kept by reference (the received, read-only
-array) until the next one of its camera replaces it. Everything costly (JPEG
-encoding, rates, the JSON snapshot) happens on the reader's side, on demand.
+array), and only a camera's last few. Everything costly (JPEG encoding, rates, the
+JSON snapshot) happens on the reader's side, on demand.
+
+A tile shows the newest frame whose verdict has arrived, so image and verdict always
+belong to the same part; the newest frame, unjudged, when none of those kept has one
+(no classifier, or one far behind).
 """
 
 from __future__ import annotations
@@ -17,31 +21,47 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PreviewError
+
 #: Frame arrivals kept per camera to measure its rate; enough for a 2 s window at 30 fps.
 RATE_SAMPLES = 64
 #: The rate is measured over arrivals this recent; a camera silent longer shows 0 fps.
 RATE_WINDOW = 2.0
 #: Latencies averaged per camera.
 LATENCY_SAMPLES = 32
+#: Frames kept per camera while their verdicts are on the way (a few hundred ms of a line).
+RECENT_FRAMES = 4
 
 
 @dataclass(frozen=True, slots=True)
-class LatestFrame:
-    """One camera's newest frame; ``seq`` changes with every new frame (the preview cache key)."""
+class Shot:
+    """One received frame; ``seq`` numbers a camera's frames (the preview cache key)."""
 
     camera: str
     seq: int
     image: np.ndarray
     pixel_format: str
+    part_id: int | None
+    frame: int | None
+    at: float  # when it arrived
+
+    def info(self, now: float) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "part_id": self.part_id,
+            "frame": self.frame,
+            "width": int(self.image.shape[1]),
+            "height": int(self.image.shape[0]),
+            "pixel_format": self.pixel_format,
+            "age_s": round(now - self.at, 3),
+        }
 
 
 @dataclass(slots=True)
 class _Camera:
     name: str
     port: str | None = None  # the frames port its frames came on
-    frame: LatestFrame | None = None
-    frame_info: dict[str, Any] = field(default_factory=dict)
-    frame_at: float = 0.0
+    recent: deque[Shot] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
     frames: int = 0
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=RATE_SAMPLES))
     frame_latency: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
@@ -95,19 +115,16 @@ class LiveState:
                   now: float | None = None) -> None:
         now = time.time() if now is None else now
         image = payload["image"]
+        if not isinstance(image, np.ndarray) or image.ndim < 2:
+            raise PreviewError(f"frame 'image' of camera {camera!r} is not an image array: {type(image).__name__} "
+                               f"of shape {getattr(image, 'shape', None)}")
+        part_id = payload.get("part_id")
         with self._lock:
             cam = self._camera(camera)
             cam.port = cam.port or port
             cam.frames += 1
-            cam.frame = LatestFrame(camera, cam.frames, image, str(payload.get("pixel_format") or ""))
-            cam.frame_info = {
-                "part_id": payload.get("part_id"),
-                "frame": payload.get("frame"),
-                "width": int(image.shape[1]) if image.ndim >= 2 else None,
-                "height": int(image.shape[0]) if image.ndim >= 2 else None,
-                "pixel_format": cam.frame.pixel_format,
-            }
-            cam.frame_at = now
+            cam.recent.append(Shot(camera, cam.frames, image, str(payload.get("pixel_format") or ""),
+                                   None if part_id is None else int(part_id), payload.get("frame"), now))
             cam.arrivals.append(now)
             cam.frame_latency.append(now - created)
 
@@ -156,10 +173,20 @@ class LiveState:
 
     # --- readers (the web server) ---------------------------------------------------
 
-    def latest_frame(self, camera: str) -> LatestFrame | None:
+    def shown_frame(self, camera: str) -> Shot | None:
+        """The frame a camera's tile shows, None before its first frame."""
         with self._lock:
             cam = self._cameras.get(camera)
-            return None if cam is None else cam.frame
+            return None if cam is None else self._shown(cam)[0]
+
+    @staticmethod
+    def _shown(cam: _Camera) -> tuple[Shot | None, bool]:
+        """(the frame to show, whether the camera's latest verdict is about it)."""
+        if cam.verdict is not None:
+            for shot in reversed(cam.recent):
+                if shot.part_id is not None and shot.part_id == cam.verdict["part_id"]:
+                    return shot, True
+        return (cam.recent[-1] if cam.recent else None), False
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """Everything the page shows, as JSON-ready values; newest parts first."""
@@ -188,18 +215,19 @@ class LiveState:
         return self.ports.index(cam.port) if cam.port in self.ports else len(self.ports)
 
     def _camera_view(self, cam: _Camera, now: float) -> dict[str, Any]:
-        frame = None
-        if cam.frame is not None:
-            frame = dict(cam.frame_info, seq=cam.frame.seq, age_s=round(now - cam.frame_at, 3))
+        shot, judged = self._shown(cam)
         verdict = None
         if cam.verdict is not None:
             verdict = dict(cam.verdict, age_s=round(now - cam.verdict_at, 3))
-        status = "none" if verdict is None else ("reject" if verdict["defective"] else "ok")
+        status = "none"
+        if verdict is not None and (judged or shot is None):  # a verdict only counts for the image it judged
+            status = "reject" if verdict["defective"] else "ok"
         return {
             "name": cam.name,
             "port": cam.port,
             "status": status,
-            "frame": frame,
+            "frame": None if shot is None else shot.info(now),
+            "latest_part_id": cam.recent[-1].part_id if cam.recent else None,
             "verdict": verdict,
             "frames": cam.frames,
             "verdicts": cam.verdicts,
