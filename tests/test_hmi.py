@@ -167,6 +167,15 @@ def test_a_redelivered_verdict_counts_once_and_the_first_verdict_of_a_view_stand
     assert snapshot["parts"][0]["views"]["cam_front"]["label"] == "pitting"
 
 
+def test_a_score_that_is_not_a_number_is_shown_as_none_and_the_state_stays_valid_json(hmi: AgentHarness) -> None:
+    hmi.send("cls_front", verdict_payload("cam_front", 1, "crack", float("nan")))
+
+    snapshot = state(port_of(hmi))  # the page's JSON.parse accepts no NaN
+
+    assert camera(snapshot, "cam_front")["verdict"]["score"] is None
+    assert snapshot["parts"][0]["outcome"] == "REJECT" and snapshot["parts"][0]["score"] is None
+
+
 def test_the_history_keeps_only_the_most_recent_parts_but_counts_them_all() -> None:
     with AgentHarness(HmiAgent, params={"port": 0, "history": 3}, groups={"verdicts": ["cls_front"]}) as h:
         for part in range(1, 8):

@@ -12,6 +12,7 @@ belong to the same part; the newest frame, unjudged, when none of those kept has
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -134,8 +135,8 @@ class LiveState:
         verdict = {
             "part_id": payload.get("part_id"),
             "label": str(payload.get("label", "")),
-            "score": float(payload.get("score", 0.0)),
-            "threshold": payload.get("threshold"),
+            "score": _finite(payload.get("score")),
+            "threshold": _finite(payload.get("threshold")),
             "defective": bool(payload.get("defective")),
             "model": payload.get("model"),
             "model_version": payload.get("model_version"),
@@ -244,12 +245,21 @@ class LiveState:
             "time": part.first,
             "outcome": outcome,
             "label": defective[0]["label"] if defective else ("ok" if outcome == "OK" else ""),
-            "score": max((v["score"] for v in part.views.values()), default=None),
+            "score": max((v["score"] for v in part.views.values() if v["score"] is not None), default=None),
             "views": {
                 cam: {"label": v["label"], "score": v["score"], "defective": v["defective"]}
                 for cam, v in part.views.items()
             },
         }
+
+
+def _finite(value: Any) -> float | None:
+    """A score as JSON can carry it: a model's NaN or infinity, or a missing score, is None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _rate(arrivals: deque[float], now: float) -> float:
