@@ -324,6 +324,33 @@ def test_an_image_the_hmi_cannot_show_is_refused_with_its_dtype(hmi: AgentHarnes
 # --- the web server -------------------------------------------------------------------------
 
 
+def read_part(stream: Any) -> np.ndarray:
+    """The next image of a multipart MJPEG stream."""
+    assert stream.readline() == b"--graphrun-frame\r\n"
+    headers = {}
+    while (line := stream.readline()) != b"\r\n":
+        name, _, value = line.decode().partition(":")
+        headers[name.strip()] = value.strip()
+    assert headers["Content-Type"] == "image/jpeg"
+    body = stream.read(int(headers["Content-Length"]))
+    assert stream.read(2) == b"\r\n"
+    return cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def test_an_mjpeg_stream_sends_each_new_frame_and_ends_when_the_agent_stops() -> None:
+    with AgentHarness(HmiAgent, params={"port": 0, "stream_fps": 60}, groups=TWO_CAMERAS) as h:
+        stream = urllib.request.urlopen(f"http://127.0.0.1:{port_of(h)}/stream/cam_front.mjpg", timeout=10)
+        assert stream.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=graphrun-frame"
+        h.send("front", frame_payload("cam_front", 1, np.full((60, 80), 30, np.uint8)))
+        assert abs(float(read_part(stream).mean()) - 30) < 3
+        h.send("front", frame_payload("cam_front", 2, np.full((60, 80), 220, np.uint8)))
+        assert abs(float(read_part(stream).mean()) - 220) < 3
+
+    assert stream.read() == b""  # the server closed it: no viewer keeps a stopped HMI's thread
+
+
+
+
 def test_every_answer_has_its_content_type_and_is_not_cached(hmi: AgentHarness) -> None:
     hmi.send("front", frame_payload("cam_front", 1))
     port = port_of(hmi)

@@ -41,7 +41,8 @@ class HmiAgent(Agent):
                               ports=self.frames)
         self.previews = PreviewCache(p.preview_width, p.jpeg_quality)
         page = PAGE.read_bytes()
-        self.server = HmiServer(Site(page, self._state, self._jpeg), host=p.host, port=p.port, log=self.log)
+        site = Site(page, self._state, self._jpeg, self._next_jpeg, stream_interval=1.0 / p.stream_fps)
+        self.server = HmiServer(site, host=p.host, port=p.port, log=self.log)
         self.server.start()
         self.status["url"] = self.server.url
         self.log.info("HMI for %s at %s", ", ".join(self.frames) or "no cameras", self.server.url)
@@ -74,3 +75,7 @@ class HmiAgent(Agent):
     def _jpeg(self, camera: str) -> bytes | None:
         frame = self.live.shown_frame(camera)
         return None if frame is None else self.previews.jpeg(frame)
+
+    def _next_jpeg(self, camera: str, after: int, timeout: float) -> tuple[int, bytes] | None:
+        frame = self.live.next_shown_frame(camera, after, timeout)
+        return None if frame is None else (frame.seq, self.previews.jpeg(frame))

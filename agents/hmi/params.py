@@ -21,3 +21,4 @@ class HmiParams(BaseModel):
         5.0, gt=0, description="seconds a part may wait for its missing views before it shows as incomplete"
     )
     refresh_ms: int = Field(250, ge=50, le=10_000, description="how often the page polls for news")
+    stream_fps: float = Field(10.0, gt=0, le=60, description="most images per second of an MJPEG stream")

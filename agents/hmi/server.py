@@ -26,17 +26,25 @@ from ..errors import HmiServerError, PreviewError
 
 @dataclass(frozen=True)
 class Site:
-    """What the server serves; ``frame`` returns None for a camera with no frame yet."""
+    """What the server serves.
+
+    ``frame(camera)`` is the JPEG of the camera's tile, None before its first frame;
+    ``next_frame(camera, after, timeout)`` is (seq, JPEG) of the tile's frame once it is
+    another than frame ``after``, None if none came within ``timeout`` seconds.
+    """
 
     page: bytes
     state: Callable[[], dict[str, Any]]
     frame: Callable[[str], bytes | None]
+    next_frame: Callable[[str, int, float], tuple[int, bytes] | None]
+    stream_interval: float = 0.1  # seconds between the images of an MJPEG stream, at least
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     site: Site
     log: logging.Logger
+    stopping: threading.Event
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,6 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(HTTPStatus.OK, "application/json", body)
         elif path.startswith("/frame/") and path.endswith(".jpg"):
             self._frame(path[len("/frame/") : -len(".jpg")])
+        elif path.startswith("/stream/") and path.endswith(".mjpg"):
+            self._stream(path[len("/stream/") : -len(".mjpg")])
         else:
             self._answer(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", f"no such page: {path}\n".encode())
 
@@ -70,6 +80,31 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._answer(HTTPStatus.OK, "image/jpeg", jpeg)
 
+    def _stream(self, camera: str) -> None:
+        """Multipart MJPEG: one part per new frame of the tile, until the client or the server leaves."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        site, stopping, seq = self.server.site, self.server.stopping, -1
+        try:
+            while not stopping.is_set():
+                try:
+                    news = site.next_frame(camera, seq, 0.5)
+                except PreviewError as exc:
+                    self.server.log.warning("preview of %s: %s", camera, exc)
+                    return
+                if news is None:
+                    continue
+                seq, jpeg = news
+                self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+                                 % (BOUNDARY.encode(), len(jpeg), jpeg))
+                self.wfile.flush()
+                if stopping.wait(site.stream_interval):
+                    return
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the viewer went away
+
     def _answer(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -81,6 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the standard library's name)
         self.server.log.debug("%s " + format, self.address_string(), *args)
+
+
+BOUNDARY = "graphrun-frame"
 
 
 class HmiServer:
@@ -104,7 +142,7 @@ class HmiServer:
                 ) from exc
             # No restart fixes an address this machine does not have, or a port it may not open.
             raise AgentStartError(f"the HMI cannot listen on {where}: {exc.strerror or exc}") from exc
-        server.site, server.log = self._site, self._log
+        server.site, server.log, server.stopping = self._site, self._log, threading.Event()
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="hmi-http", daemon=True)
@@ -129,6 +167,7 @@ class HmiServer:
     def stop(self) -> None:
         if self._server is None:
             return
+        self._server.stopping.set()  # ends the MJPEG streams
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:

@@ -101,6 +101,7 @@ class LiveState:
         self.history = history
         self.incomplete_after = incomplete_after
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # wakes MJPEG streams when a tile's frame may change
         self._cameras: dict[str, _Camera] = {}
         self._parts: OrderedDict[int, _Part] = OrderedDict()
         # Part ids already counted, and whether as a reject: verdicts are delivered at
@@ -127,6 +128,7 @@ class LiveState:
             cam.recent.append(Shot(camera, cam.frames, image, str(payload.get("pixel_format") or ""),
                                    None if part_id is None else int(part_id), payload.get("frame"), now))
             cam.arrivals.append(now)
+            self._changed.notify_all()
             cam.frame_latency.append(now - created)
 
     def add_verdict(self, camera: str, payload: Mapping[str, Any], created: float,
@@ -146,6 +148,7 @@ class LiveState:
             cam.verdict, cam.verdict_at = verdict, now
             cam.verdicts += 1
             cam.verdict_latency.append(now - created)
+            self._changed.notify_all()
             if verdict["part_id"] is not None:
                 self._add_to_part(int(verdict["part_id"]), camera, verdict, now)
 
@@ -179,6 +182,17 @@ class LiveState:
         with self._lock:
             cam = self._cameras.get(camera)
             return None if cam is None else self._shown(cam)[0]
+
+    def next_shown_frame(self, camera: str, after: int, timeout: float) -> Shot | None:
+        """The frame a camera's tile shows once it is another than frame ``after``; None on timeout."""
+
+        def changed() -> Shot | None:
+            cam = self._cameras.get(camera)
+            shot = None if cam is None else self._shown(cam)[0]
+            return shot if shot is not None and shot.seq != after else None
+
+        with self._changed:
+            return self._changed.wait_for(changed, timeout)
 
     @staticmethod
     def _shown(cam: _Camera) -> tuple[Shot | None, bool]:
