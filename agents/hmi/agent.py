@@ -1,10 +1,9 @@
 """The HMI agent: a browser page with each camera's live image and verdict, and the parts.
 
 It reads the same frame streams as the classifiers (through its own consumer group)
-and their verdict streams. It only ever keeps the latest frame of each camera, by
-reference: handle() is O(1) and copies nothing, so a preview never slows the line.
-Images are scaled and JPEG-encoded when a browser asks for them, in the web server's
-threads.
+and their verdict streams. It keeps only a camera's last few frames, by reference:
+handle() is O(1) and copies nothing, so a preview never slows the line. Images are
+scaled and JPEG-encoded when a browser asks for them, in the web server's threads.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 class HmiAgent(Agent):
     """Serves the operator's page; see agents/hmi/README.md."""
 
-    frames = Inputs(Frame, doc="one port per camera; the latest frame of each is previewed")
+    frames = Inputs(Frame, doc="one port per camera; each tile shows the camera's newest judged frame")
     verdicts = Inputs(Verdict, doc="one port per camera view; a part is complete when every one has answered")
 
     Params = HmiParams

@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,11 +41,25 @@ class Site:
     stream_interval: float = 0.1  # seconds between the images of an MJPEG stream, at least
 
 
+BOUNDARY = "graphrun-frame"  # between the images of an MJPEG stream
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     site: Site
     log: logging.Logger
     stopping: threading.Event
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """To the agent's log rather than stderr; a browser closing a connection is no error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            self.log.debug("client %s went away", client_address)
+        else:
+            self.log.exception("request from %s failed", client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -118,9 +133,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.log.debug("%s " + format, self.address_string(), *args)
 
 
-BOUNDARY = "graphrun-frame"
-
-
 class HmiServer:
     """Serves a ``Site`` from a background thread; ``stop`` frees the port again."""
 
@@ -130,7 +142,7 @@ class HmiServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in self._host else _Server
+        server_class = _Server6 if ":" in self._host else _Server
         try:
             server = server_class((self._host, self._port), _Handler)
         except OSError as exc:

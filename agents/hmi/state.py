@@ -116,7 +116,7 @@ class LiveState:
     def add_frame(self, camera: str, port: str | None, payload: Mapping[str, Any], created: float,
                   now: float | None = None) -> None:
         now = time.time() if now is None else now
-        image = payload["image"]
+        image = payload.get("image")
         if not isinstance(image, np.ndarray) or image.ndim < 2:
             raise PreviewError(f"frame 'image' of camera {camera!r} is not an image array: {type(image).__name__} "
                                f"of shape {getattr(image, 'shape', None)}")
