@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -104,6 +105,8 @@ class AgentRunner:
         self._trimmed: dict[str, int] = {}
         self._stop_seen = 0.0
         self._entry_bytes: dict[str, float] = {}  # instance -> running mean size of an entry
+        self._inbox: queue.Queue[tuple[str, list[Entry]]] | None = None  # from reader threads
+        self._readers: list[threading.Thread] = []
         try:
             self.agent: Agent = self.node.agent_class(
                 name=agent_name,
@@ -178,6 +181,7 @@ class AgentRunner:
         try:
             if self.node.inputs:
                 self._with_redis(self._drain_own_pending)
+                self._start_readers()
             next_tick = time.monotonic() + (self.agent.tick_interval or 0)
             next_claim = time.monotonic() + self._claim_interval()
             next_health = 0.0
@@ -211,6 +215,8 @@ class AgentRunner:
             try:
                 self._with_redis(self._flush)
             finally:
+                for thread in self._readers:
+                    thread.join(BLOCK_MS / 1000 + 5)
                 self.agent.stop()
                 self._with_redis(self._publish_health, give_up_on_stop=True, final=True)
                 for client in self._clients.values():
@@ -241,33 +247,82 @@ class AgentRunner:
         return out
 
     def _read_and_handle(self, block_ms: int) -> None:
-        by_instance = self._inputs_by_instance()
-        # With inputs on several instances, no single read may block for long.
-        per_read_block = block_ms if len(by_instance) == 1 else max(1, block_ms // (2 * len(by_instance)))
         now = time.monotonic()
-        for instance, bindings in by_instance.items():
+        for instance in self._inputs_by_instance():
             if self._retry_at.get(instance, float("inf")) <= now:
                 self._retry_at.pop(instance, None)
                 self._drain_own_pending(only=instance)
-            client = self._clients[instance]
-            batch = self._read_count(instance, max(b.spec.batch for b in bindings))
-            entries = transport.read_group(client, self.group, self.consumer, {b.key: ">" for b in bindings},
-                                           count=batch, block_ms=per_read_block)
-            wait_ms = max(b.spec.batch_wait_ms for b in bindings)
-            if entries and wait_ms > 0 and len(entries) < batch:
-                end = time.monotonic() + wait_ms / 1000
-                while len(entries) < batch and (left := end - time.monotonic()) > 0:
-                    more = transport.read_group(client, self.group, self.consumer, {b.key: ">" for b in bindings},
-                                                count=batch - len(entries), block_ms=max(1, int(left * 1000)))
-                    if not more:
-                        break
-                    entries += more
+        if self._inbox is None:  # all inputs on one instance: read it here
+            [(instance, bindings)] = self._inputs_by_instance().items()
+            entries = self._read_new(instance, bindings, block_ms)
             if entries:
-                size = sum(len(v) for e in entries if e.fields for v in e.fields.values()) / len(entries)
-                self._entry_bytes[instance] = 0.8 * self._entry_bytes.get(instance, size) + 0.2 * size
-                for entry in entries:
-                    self._delivered[(instance, entry.stream)] += 1
-                self._process(instance, entries, counts=None)
+                self._handle_new(instance, entries)
+            return
+        try:
+            instance, entries = self._inbox.get(timeout=block_ms / 1000)
+        except queue.Empty:
+            return
+        self._handle_new(instance, entries)
+
+    def _read_new(self, instance: str, bindings: list[InputBinding], block_ms: int) -> list[Entry]:
+        """One read of new entries from one instance, filled for up to ``batch_wait_ms``."""
+        client = self._clients[instance]
+        streams = {b.key: ">" for b in bindings}
+        batch = self._read_count(instance, max(b.spec.batch for b in bindings))
+        entries = transport.read_group(client, self.group, self.consumer, streams, count=batch, block_ms=block_ms)
+        wait_ms = max(b.spec.batch_wait_ms for b in bindings)
+        if entries and wait_ms > 0 and len(entries) < batch:
+            end = time.monotonic() + wait_ms / 1000
+            while len(entries) < batch and (left := end - time.monotonic()) > 0:
+                more = transport.read_group(client, self.group, self.consumer, streams,
+                                            count=batch - len(entries), block_ms=max(1, int(left * 1000)))
+                if not more:
+                    break
+                entries += more
+        if entries:
+            size = sum(len(v) for e in entries if e.fields for v in e.fields.values()) / len(entries)
+            self._entry_bytes[instance] = 0.8 * self._entry_bytes.get(instance, size) + 0.2 * size
+        return entries
+
+    def _handle_new(self, instance: str, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._delivered[(instance, entry.stream)] += 1
+        self._process(instance, entries, counts=None)
+
+    def _start_readers(self) -> None:
+        """With inputs on several instances, one thread per instance blocks on its reads,
+        so a message on any of them is handled at once; handling stays on this thread."""
+        by_instance = self._inputs_by_instance()
+        if len(by_instance) < 2:
+            return
+        # One batch read ahead per instance at most: the rest waits in Redis, not here.
+        self._inbox = queue.Queue(maxsize=len(by_instance))
+        for instance, bindings in by_instance.items():
+            thread = threading.Thread(target=self._reader, args=(instance, bindings), daemon=True,
+                                      name=f"{self.consumer}-read-{instance}")
+            thread.start()
+            self._readers.append(thread)
+
+    def _reader(self, instance: str, bindings: list[InputBinding]) -> None:
+        delay = 0.05
+        while not self.stopping.is_set():
+            try:
+                entries = self._read_new(instance, bindings, BLOCK_MS)
+                delay = 0.05
+            except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+                # The handling thread reconnects and recreates groups; this one waits.
+                log.warning("reading %s failed (%s); again in %.2f s", instance, exc, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+                if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                    self._retry_at[instance] = 0.0
+                continue
+            while entries and not self.stopping.is_set():
+                try:
+                    self._inbox.put((instance, entries), timeout=0.5)  # type: ignore[union-attr]
+                    break
+                except queue.Full:
+                    continue
 
     def _read_count(self, instance: str, batch: int) -> int:
         """Entries to ask for: up to ``batch``, but about READ_BUDGET bytes at most.

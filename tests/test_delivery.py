@@ -194,3 +194,36 @@ def test_health_is_published_per_consumer(redis_client, graph_file, start_agent)
 
     wait_until(lambda: record().get("handled") == 5, what="a health record with the count")
     assert record()["state"] == "running" and record()["dead_lettered"] == 0
+
+
+def test_inputs_on_two_redis_instances_are_both_read_and_acknowledged_where_they_live(
+        redis_server, redis_client, graph_file) -> None:
+    from graphrun.redis_server import RedisServer
+    from graphrun.runner import AgentRunner
+    import threading
+
+    with RedisServer(name="second") as second:
+        other = redis.Redis.from_url(second.url)
+        graph = graph_file("""\
+name: t
+redis: {main: {}, cell: {}}
+agents:
+  join:
+    type: sample_agents:Joiner
+    inputs: {parts: {front: "main:front", back: "cell:back"}}
+    outputs: {joined: main:joined}
+""")
+        runner = AgentRunner(graph, "join", replica=0, redis_urls={"main": redis_server.url, "cell": second.url})
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        try:
+            write_messages(redis_client, "front", [{"seq": i} for i in range(30)])
+            write_messages(other, "back", [{"seq": i} for i in range(30)])
+            wait_until(lambda: redis_client.xlen("joined") == 30, what="30 joins across two instances")
+            wait_until(lambda: pending(redis_client, "front", "join") == 0 and pending(other, "back", "join") == 0,
+                       what="acknowledgements on both instances")
+        finally:
+            runner.request_stop()
+            thread.join(15)
+        assert sorted(m["seq"] for m in read_messages(redis_client, "joined")) == list(range(30))
+        assert not other.exists("joined")
