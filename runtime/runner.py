@@ -107,6 +107,7 @@ class AgentRunner:
         self._entry_bytes: dict[str, float] = {}  # instance -> running mean size of an entry
         self._inbox: queue.Queue[tuple[str, list[Entry]]] | None = None  # from reader threads
         self._readers: list[threading.Thread] = []
+        self._inflight: set[tuple[str, str]] = set()  # (stream, id) read ahead by a reader thread
         try:
             self.agent: Agent = self.node.agent_class(
                 name=agent_name,
@@ -287,7 +288,10 @@ class AgentRunner:
     def _handle_new(self, instance: str, entries: list[Entry]) -> None:
         for entry in entries:
             self._delivered[(instance, entry.stream)] += 1
-        self._process(instance, entries, counts=None)
+        try:
+            self._process(instance, entries, counts=None)
+        finally:
+            self._inflight.difference_update((e.stream, e.id) for e in entries)
 
     def _start_readers(self) -> None:
         """With inputs on several instances, one thread per instance blocks on its reads,
@@ -317,6 +321,7 @@ class AgentRunner:
                 if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
                     self._retry_at[instance] = 0.0
                 continue
+            self._inflight.update((e.stream, e.id) for e in entries)
             while entries and not self.stopping.is_set():
                 try:
                     self._inbox.put((instance, entries), timeout=0.5)  # type: ignore[union-attr]
@@ -346,10 +351,14 @@ class AgentRunner:
                 while not self.stopping.is_set():
                     entries = transport.read_group(client, self.group, self.consumer, {binding.key: after},
                                                    count=binding.spec.batch, block_ms=None)
-                    entries = [e for e in entries if (binding.key, e.id) not in self._held]
                     if not entries:
                         break
                     after = entries[-1].id
+                    # Held entries wait for their release; read-ahead ones are in the inbox.
+                    entries = [e for e in entries if (binding.key, e.id) not in self._held
+                               and (binding.key, e.id) not in self._inflight]
+                    if not entries:
+                        continue
                     counts = transport.delivery_counts(client, binding.key, self.group, [e.id for e in entries])
                     self._process(instance, entries, counts=counts)
 
@@ -409,48 +418,42 @@ class AgentRunner:
 
     def _handle(self, messages: list[Message], acks: dict[InputBinding, list[str]],
                 dead: list[tuple[InputBinding, Entry, str]]) -> None:
-        batched = type(self.agent).handle_batch is not Agent.handle_batch
-        groups = [messages] if batched else [[m] for m in messages]
-        for group in groups:
-            writes_before = len(self._writes)
-            try:
-                if batched:
-                    self.agent.handle_batch(group)
-                else:
-                    self.current = group[0]
-                    self.agent.handle(group[0])
-            except Exception as exc:  # noqa: BLE001 - every failure is accounted for
-                del self._writes[writes_before:]  # outputs of a failed attempt are not written
-                if len(group) > 1 and not isinstance(exc, Retry):
-                    # Find the culprit one message at a time, so good messages are not held back.
-                    for message in group:
-                        self._handle_alone(message, acks, dead)
-                    continue
-                self._failed(group[0] if len(group) == 1 else None, group, exc, dead)
-                continue
-            finally:
-                self.current = None
-            self.counters.handled += len(group)
-            for message in group:
-                binding = self._binding_of(message)
-                if (binding.key, message.entry_id) not in self._held:
-                    acks[binding].append(message.entry_id or "")
+        if type(self.agent).handle_batch is Agent.handle_batch:
+            for message in messages:  # one outcome per message
+                self.current = message
+                exc = self._attempt([message], lambda m=message: self.agent.handle(m), acks)
+                if exc is not None:
+                    self._failed(message, [message], exc, dead)
+            return
+        exc = self._attempt(messages, lambda: self.agent.handle_batch(messages), acks)
+        if exc is None:
+            return
+        if len(messages) == 1 or isinstance(exc, Retry):
+            self._failed(messages[0] if len(messages) == 1 else None, messages, exc, dead)
+            return
+        # Find the culprit one message at a time, so good messages are not held back.
+        for message in messages:
+            exc = self._attempt([message], lambda m=message: self.agent.handle_batch([m]), acks)
+            if exc is not None:
+                self._failed(message, [message], exc, dead)
 
-    def _handle_alone(self, message: Message, acks: dict[InputBinding, list[str]],
-                      dead: list[tuple[InputBinding, Entry, str]]) -> None:
+    def _attempt(self, messages: list[Message], call: Any, acks: dict[InputBinding, list[str]]) -> Exception | None:
+        """Run agent code on ``messages``: on success queue their acks (unless held), on
+        failure drop the outputs the attempt made and return the exception."""
         writes_before = len(self._writes)
         try:
-            self.agent.handle_batch([message])
-        except Exception as exc:  # noqa: BLE001
+            call()
+        except Exception as exc:  # noqa: BLE001 - every failure is accounted for by the caller
             del self._writes[writes_before:]
-            self._failed(message, [message], exc, dead)
-            return
+            return exc
         finally:
             self.current = None
-        self.counters.handled += 1
-        binding = self._binding_of(message)
-        if (binding.key, message.entry_id) not in self._held:
-            acks[binding].append(message.entry_id or "")
+        self.counters.handled += len(messages)
+        for message in messages:
+            binding = self._binding_of(message)
+            if (binding.key, message.entry_id) not in self._held:
+                acks[binding].append(message.entry_id or "")
+        return None
 
     def _failed(self, single: Message | None, messages: list[Message], exc: BaseException,
                 dead: list[tuple[InputBinding, Entry, str]]) -> None:
