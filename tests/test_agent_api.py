@@ -1,0 +1,95 @@
+"""Writing an agent: typed ports and params, the test harness, and registration by entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graphrun import Agent, MessageFormatError, PortError, registry
+from graphrun.graph import parse_graph
+from graphrun.testing import AgentHarness
+from graphrun_agents.examples import Counter, Doubler, Printer
+
+
+def test_the_harness_runs_an_agent_without_redis() -> None:
+    with AgentHarness(Doubler, params={"factor": 3}) as h:
+        h.send("numbers", {"value": 2, "seq": 0})
+        h.send("numbers", {"value": 5, "seq": 1})
+        assert h.take("doubled") == [{"value": 6, "seq": 0}, {"value": 15, "seq": 1}]
+        assert h.take("doubled") == []
+
+
+def test_outputs_carry_the_trace_of_the_message_they_were_made_from() -> None:
+    with AgentHarness(Doubler, name="doubler") as h:
+        received = h.send("numbers", {"value": 1, "seq": 0}, created=100.0)
+        [out] = h.outputs["doubled"]
+    assert out.created == 100.0 and [hop.agent for hop in out.hops] == ["doubler"]
+    assert out.id != received.id
+
+
+def test_a_source_produces_when_asked() -> None:
+    with AgentHarness(Counter, params={"rate": 1000, "start": 10}) as h:
+        h.produce(3)
+        assert [p["value"] for p in h.take("numbers")] == [10, 11, 12]
+
+
+def test_the_harness_refuses_unknown_ports_and_payloads_that_cannot_travel() -> None:
+    with AgentHarness(Printer) as h:
+        with pytest.raises(PortError, match="no input 'numbers'"):
+            h.send("numbers", {"value": 1})
+        with pytest.raises(MessageFormatError):
+            h.send("values", {"thing": object()})
+
+
+def test_the_printer_shows_arrays_by_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    with AgentHarness(Printer) as h:
+        h.send("values", {"image": np.zeros((1024, 1280), np.uint8)})
+    assert "{'image': '<uint8 1024x1280>'}" in capsys.readouterr().out
+
+
+def test_params_are_validated_with_the_agents_own_model() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        AgentHarness(Counter, params={"rate": 0})
+
+
+def test_ports_are_found_on_the_class_and_its_bases() -> None:
+    class Tripler(Doubler):
+        pass
+
+    assert set(Tripler.ports()) == {"numbers", "doubled"}
+    assert not Tripler.is_source() and Counter.is_source()
+
+
+def test_an_installed_package_registers_agent_types_by_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real distribution on sys.path, found through importlib.metadata as pip would install it."""
+    (tmp_path / "mycompany_sorter.py").write_text(textwrap.dedent("""\
+        from graphrun import Agent, Input
+
+        class Sorter(Agent):
+            verdicts = Input()
+
+            def handle(self, msg):
+                pass
+        """))
+    dist = tmp_path / "mycompany_sorter-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mycompany-sorter\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[graphrun.agents]\nmycompany.sorter = mycompany_sorter:Sorter\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.registered.cache_clear()
+    try:
+        cls = registry.resolve("mycompany.sorter")
+        assert issubclass(cls, Agent) and cls.__name__ == "Sorter"
+        graph = parse_graph("name: g\nagents:\n  s: {type: mycompany.sorter, inputs: {verdicts: 'main:v'}}\n")
+        assert graph.agents["s"].agent_class is cls
+    finally:
+        registry.registered.cache_clear()
+    done = subprocess.run([sys.executable, "-m", "graphrun", "validate", "/dev/stdin"], capture_output=True, text=True,
+                          input="name: g\nagents:\n  s: {type: mycompany.sorter, inputs: {verdicts: 'main:v'}}\n",
+                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
