@@ -72,21 +72,36 @@ def cell_targets(defects: list[dict], full_w: int, full_h: int) -> np.ndarray:
     return target
 
 
-def _render(job: tuple[int, int, float, float, str]) -> tuple[np.ndarray, int, str, np.ndarray]:
+def distractor_cells(distractors: list[dict], full_w: int, full_h: int) -> np.ndarray:
+    """Cells holding the centre of dust or a particle: where the hard negatives are."""
+    grid = np.zeros((INPUT_H // CELL, INPUT_W // CELL), bool)
+    for d in distractors:
+        row = min(max(int(d["y"] * INPUT_H / full_h) // CELL, 0), grid.shape[0] - 1)
+        col = min(max(int(d["x"] * INPUT_W / full_w) // CELL, 0), grid.shape[1] - 1)
+        grid[row, col] = True
+    return grid
+
+
+def _render(job: tuple[int, int, float, float, str]) -> tuple[np.ndarray, int, str, np.ndarray, np.ndarray]:
     index, seed, defect_rate, distractor_rate, view = job
     config = SyntheticConfig(view=view, seed=seed, defect_rate=defect_rate, distractor_rate=distractor_rate)
     image, truth = render_part(index, config)
     small = cv2.resize(image, (INPUT_W, INPUT_H), interpolation=cv2.INTER_AREA)
-    return small, int(truth["defective"]), truth["label"], cell_targets(truth["defects"], config.width, config.height)
+    w, h = config.width, config.height
+    return (small, int(truth["defective"]), truth["label"], cell_targets(truth["defects"], w, h),
+            distractor_cells(truth["distractors"], w, h))
 
 
-def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(images N x H x W uint8, defective N, labels N, cell targets N x h x w) for a split, rendered once, cached."""
+def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.ndarray, ...]:
+    """(images N x H x W uint8, defective N, labels N, cell targets N x h x w, distractor cells N x h x w)
+
+    for a split, rendered once and cached.
+    """
     seed, defect_rate, distractor_rate = SPLITS[name]
-    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}-targets.npz"
+    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}-cells.npz"
     if path.exists():
         data = np.load(path)
-        return data["x"], data["y"], data["labels"], data["cells"]
+        return data["x"], data["y"], data["labels"], data["cells"], data["distractors"]
     # Alternate views so both are equally represented; index i//2 keeps parts distinct per view.
     jobs = [(i // 2, seed, defect_rate, distractor_rate, ("front", "back")[i % 2]) for i in range(count)]
     started = time.monotonic()
@@ -96,10 +111,11 @@ def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.nda
     y = np.array([r[1] for r in rows], np.int64)
     labels = np.array([r[2] for r in rows])
     cells = np.stack([r[3] for r in rows])
+    distractors = np.stack([r[4] for r in rows])
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x=x, y=y, labels=labels, cells=cells)
+    np.savez(path, x=x, y=y, labels=labels, cells=cells, distractors=distractors)
     print(f"rendered {name}: {count} frames in {time.monotonic() - started:.0f} s ({y.mean():.0%} defective)")
-    return x, y, labels, cells
+    return x, y, labels, cells, distractors
 
 
 # --- model ------------------------------------------------------------------------------
@@ -141,18 +157,23 @@ def build_model():  # -> torch.nn.Module; torch is imported lazily (optional ext
     return DefectNet()
 
 
-def crops(images: np.ndarray, targets: np.ndarray, cells: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Cell-aligned square crops, ``cells`` cells wide; half of them hold a defect's centre when there is one.
+def crops(
+    images: np.ndarray, targets: np.ndarray, distractors: np.ndarray, cells: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell-aligned square crops, ``cells`` cells wide.
 
-    Crops cost a fraction of whole frames, and the network is fully convolutional, so
-    it learns from crops and judges whole frames.
+    A third are placed over a defect, a third over dust or a particle (the look-alikes
+    the model must learn to let pass), the rest anywhere. Crops cost a fraction of
+    whole frames, and the network is fully convolutional: it learns from crops and
+    judges whole frames.
     """
     n, gh, gw = targets.shape
     out_x = np.empty((n, cells * CELL, cells * CELL), images.dtype)
     out_t = np.empty((n, cells, cells), targets.dtype)
     for k in range(n):
-        centres = np.argwhere(targets[k] == 1)
-        if len(centres) and rng.random() < 0.5:
+        pick = rng.random()
+        centres = np.argwhere(targets[k] == 1) if pick < 1 / 3 else np.argwhere(distractors[k]) if pick < 2 / 3 else ()
+        if len(centres):
             r, c = centres[rng.integers(len(centres))]
             r0 = int(np.clip(r - rng.integers(cells), 0, gh - cells))
             c0 = int(np.clip(c - rng.integers(cells), 0, gw - cells))
@@ -203,7 +224,7 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, min_recall: float) -> fl
     """
     defect_scores = np.sort(scores[y == 1])
     allowed_misses = int(np.floor((1 - min_recall) * len(defect_scores)))
-    return float(min(0.5, defect_scores[allowed_misses] * 0.9))
+    return float(defect_scores[allowed_misses] * 0.9)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -217,8 +238,8 @@ def train(args: argparse.Namespace) -> dict:
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
-    x_train, y_train, _, cells_train = load_split("train", args.train, cache, args.workers)
-    x_val, y_val, _, _ = load_split("val", args.val, cache, args.workers)
+    x_train, y_train, _, cells_train, distractors_train = load_split("train", args.train, cache, args.workers)
+    x_val, y_val = load_split("val", args.val, cache, args.workers)[:2]
 
     model = build_model()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -234,10 +255,10 @@ def train(args: argparse.Namespace) -> dict:
         model.train()
         started = time.monotonic()
         order = rng.permutation(len(x_train))
-        total = 0.0
+        total = total_part = 0.0
         for i in range(0, len(order), args.batch):
             idx = order[i : i + args.batch]
-            images, cell_target = crops(x_train[idx], cells_train[idx], args.crop // CELL, rng)
+            images, cell_target = crops(x_train[idx], cells_train[idx], distractors_train[idx], args.crop // CELL, rng)
             # Flips keep the defect/distractor distinction and double the pose variety.
             if rng.random() < 0.5:
                 images, cell_target = images[:, :, ::-1], cell_target[:, :, ::-1]
@@ -260,7 +281,8 @@ def train(args: argparse.Namespace) -> dict:
             optimiser.step()
             schedule.step()
             total += float(loss.detach()) * len(idx)
-        line = f"epoch {epoch + 1}/{args.epochs}: loss {total / len(x_train):.4f}"
+            total_part += float(part_loss.detach()) * len(idx)
+        line = f"epoch {epoch + 1}/{args.epochs}: loss {total / len(x_train):.4f} (crops {total_part / len(x_train):.4f})"
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs:
             scores = predict(model, x_val)
             threshold = choose_threshold(scores, y_val, args.min_recall)
@@ -270,6 +292,7 @@ def train(args: argparse.Namespace) -> dict:
                      f" {at_half['accuracy']:.4f} at 0.5 (recall {at_half['recall']:.4f})")
             if best is None or m["accuracy"] >= best[0]:
                 best = (m["accuracy"], {k: v.clone() for k, v in model.state_dict().items()})
+                torch.save(best[1], cache / "best.pt")  # lets --resume re-export without retraining
         print(f"{line} ({time.monotonic() - started:.0f} s)", flush=True)
     assert best is not None
     model.load_state_dict(best[1])
@@ -317,7 +340,7 @@ def evaluate(path: Path, args: argparse.Namespace) -> dict:
     """Held-out figures, computed with ONNX Runtime on the exported file: what ships is what is measured."""
     import onnxruntime as ort
 
-    x_test, y_test, labels, _ = load_split("test", args.test, Path(args.cache), args.workers)
+    x_test, y_test, labels = load_split("test", args.test, Path(args.cache), args.workers)[:3]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     threshold = float(meta["graphrun.threshold"])
@@ -349,8 +372,8 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128, help="training crop size in input pixels (multiple of 16)")
     parser.add_argument("--val-every", type=int, default=5, help="validate every this many epochs")
     parser.add_argument("--cell-weight", type=float, default=1.0, help="weight of the per-cell loss")
-    parser.add_argument("--cell-defect-weight", type=float, default=30.0, help="weight of a defect cell vs a clean one")
-    parser.add_argument("--min-recall", type=float, default=1.0, help="validation recall the threshold must keep")
+    parser.add_argument("--cell-defect-weight", type=float, default=5.0, help="weight of a defect cell vs a clean one")
+    parser.add_argument("--min-recall", type=float, default=0.995, help="validation recall the threshold must keep")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering frames")
