@@ -98,7 +98,7 @@ def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.nda
     for a split, rendered once and cached.
     """
     seed, defect_rate, distractor_rate = SPLITS[name]
-    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}-cells.npz"
+    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}-v3.npz"
     if path.exists():
         data = np.load(path)
         return data["x"], data["y"], data["labels"], data["cells"], data["distractors"]
@@ -362,18 +362,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("models/finger_follower_defects.onnx"))
     parser.add_argument("--cache", default="/tmp/graphrun-defects-cache", help="rendered frames (.npz), outside the repo")
-    parser.add_argument("--train", type=int, default=2400)
+    parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--val", type=int, default=600)
     parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--defect-weight", type=float, default=2.0)
+    parser.add_argument("--defect-weight", type=float, default=3.0)
     parser.add_argument("--crop", type=int, default=128, help="training crop size in input pixels (multiple of 16)")
     parser.add_argument("--val-every", type=int, default=5, help="validate every this many epochs")
     parser.add_argument("--cell-weight", type=float, default=1.0, help="weight of the per-cell loss")
-    parser.add_argument("--cell-defect-weight", type=float, default=5.0, help="weight of a defect cell vs a clean one")
-    parser.add_argument("--min-recall", type=float, default=0.995, help="validation recall the threshold must keep")
+    parser.add_argument("--cell-defect-weight", type=float, default=6.0, help="weight of a defect cell vs a clean one")
+    parser.add_argument("--min-recall", type=float, default=0.99, help="validation recall the threshold must keep")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering frames")

@@ -1,0 +1,1 @@
+"""The classification agent: pre-processing, inference on ONNX Runtime or RedisAI, model versions."""
