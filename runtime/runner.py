@@ -35,7 +35,7 @@ log = logging.getLogger("graphrun.runner")
 BLOCK_MS = 500  # how long an idle read waits; bounds how fast a stop request is seen
 HEALTH_INTERVAL = 2.0
 HEALTH_PREFIX = "graphrun:health:"
-READ_BUDGET = 4 << 20  # bytes one read should return at most (see _read_count)
+READ_BUDGET = 2 << 20  # bytes one read should return at most (see _read_count)
 STOP_FLUSH_GRACE = 8.0  # seconds a stopping agent keeps trying to write what it made
 
 
@@ -45,6 +45,10 @@ class _Write:
     key: str
     maxlen: int
     fields: dict[bytes, Any]
+
+
+def _flat(fields: Mapping[bytes, Any]) -> list[Any]:
+    return [part for pair in fields.items() for part in pair]
 
 
 @dataclass
@@ -108,6 +112,7 @@ class AgentRunner:
         self._inbox: queue.Queue[tuple[str, list[Entry]]] | None = None  # from reader threads
         self._readers: list[threading.Thread] = []
         self._inflight: set[tuple[str, str]] = set()  # (stream, id) read ahead by a reader thread
+        self._count_due = 0.0  # when delivery counts are next written
         try:
             self.agent: Agent = self.node.agent_class(
                 name=agent_name,
@@ -214,6 +219,7 @@ class AgentRunner:
                 self._with_redis(lambda: self._read_and_handle(block))
         finally:
             try:
+                self._count_due = 0.0
                 self._with_redis(self._flush)
             finally:
                 for thread in self._readers:
@@ -504,32 +510,45 @@ class AgentRunner:
         Both lists are cleared only after Redis answered, so a retry after a reconnect
         sends them again: an output may be written twice, never lost.
         """
-        all_acks = self._pending_acks
-        writes = self._writes
+        writes, all_acks = self._writes, self._pending_acks
         if not writes and not any(all_acks.values()):
             return
-        instances = {w.instance for w in writes} | {b.instance for b, ids in all_acks.items() if ids}
-        pipes = {i: self._clients[i].pipeline(transaction=False) for i in instances}
+        outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for w in writes:
-            pipes[w.instance].xadd(w.key, w.fields, maxlen=w.maxlen, approximate=True)
-        if len(instances) > 1:
-            for pipe in pipes.values():
-                pipe.execute()
-            pipes = {i: self._clients[i].pipeline(transaction=False) for i in instances}
+            outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.maxlen, "*", *_flat(w.fields)))
+        acks: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for binding, ids in all_acks.items():
             if ids:
-                pipes[binding.instance].xack(binding.key, self.group, *ids)
-        delivered = dict(self._delivered)
+                acks[binding.instance].append(("XACK", binding.key, self.group, *ids))
+        # Delivery counts (for trim accounting) ride along at most once a second.
+        delivered = dict(self._delivered) if time.monotonic() >= self._count_due else {}
         for (instance, key), n in delivered.items():
-            pipe = pipes.get(instance) or pipes.setdefault(instance, self._clients[instance].pipeline(transaction=False))
-            pipe.hincrby(transport.STATS_PREFIX + key, f"{self.group}:delivered", n)
-        for pipe in pipes.values():
-            pipe.execute()
-        for stream in delivered:
-            self._delivered.pop(stream, None)
+            acks[instance].append(("HINCRBY", transport.STATS_PREFIX + key, f"{self.group}:delivered", n))
+        if len(set(outputs) | set(acks)) > 1:
+            # Several instances: every output is written before any acknowledgement.
+            for instance, commands in outputs.items():
+                self._send(instance, commands)
+            outputs = defaultdict(list)
+        for instance in set(outputs) | set(acks):
+            self._send(instance, outputs[instance] + acks[instance])
+        if delivered:
+            self._count_due = time.monotonic() + 1.0
+            for stream in delivered:
+                self._delivered.pop(stream, None)
         self.counters.sent += len(writes)
         self._writes = []
         self._pending_acks = defaultdict(list)
+
+    def _send(self, instance: str, commands: list[tuple[Any, ...]]) -> None:
+        """Commands in order, in one round trip; a lone command skips the pipeline's overhead."""
+        client = self._clients[instance]
+        if len(commands) == 1:
+            client.execute_command(*commands[0])
+            return
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        pipe.execute()
 
     # --- health -------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """Redis Streams as graphrun uses them: tuned clients and consumer-group operations.
 
-The client is tuned for megabyte payloads: redis-py's pure-Python command packer
-hands large arguments (our memoryviews of arrays) to the socket without joining them
-into one big bytes object, as the hiredis packer would; reads use a 1 MiB buffer.
+The client is tuned for megabyte payloads: a command with a large argument (our
+memoryviews of arrays) is packed by redis-py's pure-Python packer, which hands the
+argument to the socket as it is instead of copying it into one big bytes object as
+the hiredis packer would; every other command is packed by hiredis, which is faster
+for many small arguments. Reads use a 1 MiB buffer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from urllib.parse import urlparse
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import Connection, PythonRespSerializer, UnixDomainSocketConnection, parse_url
+from redis.connection import (
+    HIREDIS_AVAILABLE,
+    Connection,
+    HiredisRespSerializer,
+    PythonRespSerializer,
+    UnixDomainSocketConnection,
+    parse_url,
+)
 from redis.retry import Retry as RedisRetry
 
 READ_BUFFER = 1 << 20
@@ -32,9 +41,29 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class HybridPacker:
+    """hiredis packs small commands fast; the Python packer sends big arguments uncopied.
+
+    Each command goes to the packer that suits it: one with a memoryview or a long
+    argument (a frame) to the Python packer, every other one to hiredis.
+    """
+
+    def __init__(self, buffer_cutoff: int, encode: Any):
+        self._python = PythonRespSerializer(buffer_cutoff, encode)
+        self._hiredis = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+        self._cutoff = buffer_cutoff
+
+    def pack(self, *args: Any) -> list[Any]:
+        if self._hiredis is None or any(
+            isinstance(a, memoryview) or (isinstance(a, (bytes, bytearray, str)) and len(a) > self._cutoff) for a in args
+        ):
+            return self._python.pack(*args)
+        return self._hiredis.pack(*args)
+
+
 class _ZeroCopyPacker:
     def _construct_command_packer(self, packer: Any) -> Any:
-        return packer or PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)  # type: ignore[attr-defined]
+        return packer or HybridPacker(self._buffer_cutoff, self.encoder.encode)  # type: ignore[attr-defined]
 
 
 class TunedConnection(_ZeroCopyPacker, Connection):
