@@ -44,8 +44,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 class HybridPacker:
     """hiredis packs small commands fast; the Python packer sends big arguments uncopied.
 
-    Each command goes to the packer that suits it: one with a memoryview or a long
-    argument (a frame) to the Python packer, every other one to hiredis.
+    Each command goes to the packer that suits it: one with a long argument (a frame,
+    usually as a memoryview) to the Python packer, every other one to hiredis.
     """
 
     def __init__(self, buffer_cutoff: int, encode: Any):
@@ -54,10 +54,11 @@ class HybridPacker:
         self._cutoff = buffer_cutoff
 
     def pack(self, *args: Any) -> list[Any]:
-        if self._hiredis is None or any(
-            isinstance(a, memoryview) or (isinstance(a, (bytes, bytearray, str)) and len(a) > self._cutoff) for a in args
-        ):
+        if self._hiredis is None:
             return self._python.pack(*args)
+        for arg in args:  # a plain loop: this runs for every command sent
+            if (type(arg) is memoryview or type(arg) is bytes) and len(arg) > self._cutoff:
+                return self._python.pack(*args)
         return self._hiredis.pack(*args)
 
 
