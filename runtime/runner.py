@@ -343,7 +343,7 @@ class AgentRunner:
         """
         size = self._entry_bytes.get(instance)
         if not size:
-            return batch
+            return 1  # the first read learns the entry size
         return max(1, min(batch, int(READ_BUDGET // size)))
 
     def _drain_own_pending(self, only: str | None = None) -> None:
