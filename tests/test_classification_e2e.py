@@ -73,6 +73,7 @@ def test_verdicts_of_both_views_match_the_ground_truth_at_the_models_accuracy(tm
         for t in threads:
             t.join(timeout=30)
 
+    agree = 0
     for stream, camera in zip(streams, ("cam_front", "cam_back")):
         verdicts = read_verdicts(client, stream)
         assert sorted(v["part_id"] for v in verdicts) == list(range(PARTS))
@@ -80,8 +81,10 @@ def test_verdicts_of_both_views_match_the_ground_truth_at_the_models_accuracy(tm
         assert {(v["model"], v["model_version"], v["backend"]) for v in verdicts} == {
             ("finger-follower-defects", "1", "onnxruntime")
         }
-        agree = sum(v["defective"] == v["truth"]["defective"] for v in verdicts)
+        assert sum(v["truth"]["defective"] for v in verdicts) > 0
         missed = [v["part_id"] for v in verdicts if v["truth"]["defective"] and not v["defective"]]
-        defects = sum(v["truth"]["defective"] for v in verdicts)
-        assert defects > 0 and agree >= PARTS - 2, f"{camera}: {agree}/{PARTS} agree with the truth"
         assert missed == [], f"{camera}: defective parts judged good: {missed}"
+        agree += sum(v["defective"] == v["truth"]["defective"] for v in verdicts)
+    # models/MODEL_CARD.md: held-out recall 100%, accuracy 67.5% at the shipped threshold,
+    # which favours recall; 80 parts leave room for sampling noise around that accuracy.
+    assert agree >= 0.5 * 2 * PARTS, f"{agree}/{2 * PARTS} verdicts agree with the truth"

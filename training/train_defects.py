@@ -191,15 +191,39 @@ def to_tensor(images: np.ndarray):
     return (x / 255.0 - MEAN) / STD
 
 
-def predict(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+def predict(model, images: np.ndarray, batch: int = 64, flips: bool = True) -> np.ndarray:
+    """P(defective) per frame; with ``flips``, the geometric mean over the four flips, as exported."""
     import torch
 
     model.eval()
+    wrapped = FlipAveraged(model) if flips else None
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            out.append(torch.sigmoid(model(to_tensor(images[i : i + batch]))).squeeze(1).numpy())
+            x = to_tensor(images[i : i + batch])
+            out.append((wrapped(x) if wrapped else torch.sigmoid(model(x))).squeeze(1).numpy())
     return np.concatenate(out)
+
+
+def FlipAveraged(model):  # -> torch.nn.Module; a factory so torch stays an optional import
+    """The model's P(defective) as the geometric mean over the frame and its three flips.
+
+    A defect looks like a defect in any flip, while the borderline cells of a clean
+    part rarely fire in all four: averaging the log-probabilities steadies the scores.
+    """
+    import torch
+
+    class _FlipAveraged(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            views = [x, torch.flip(x, dims=[3]), torch.flip(x, dims=[2]), torch.flip(x, dims=[2, 3])]
+            logp = [torch.nn.functional.logsigmoid(self.inner(v)) for v in views]
+            return torch.exp(torch.stack(logp).mean(dim=0))
+
+    return _FlipAveraged(model)
 
 
 def metrics(scores: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
@@ -284,7 +308,7 @@ def train(args: argparse.Namespace) -> dict:
             total_part += float(part_loss.detach()) * len(idx)
         line = f"epoch {epoch + 1}/{args.epochs}: loss {total / len(x_train):.4f} (crops {total_part / len(x_train):.4f})"
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs:
-            scores = predict(model, x_val)
+            scores = predict(model, x_val, flips=False)  # picks the epoch; flips only for the export
             threshold = choose_threshold(scores, y_val, args.min_recall)
             m = metrics(scores, y_val, threshold)
             at_half = metrics(scores, y_val, 0.5)
@@ -301,22 +325,70 @@ def train(args: argparse.Namespace) -> dict:
     return {"model": model, "threshold": threshold, "val": metrics(val_scores, y_val, threshold)}
 
 
+def finetune(model, args: argparse.Namespace) -> None:
+    """A few epochs on whole frames at a low rate: crops teach the cells, whole frames calibrate the part score.
+
+    A clean part has some 300 cells that could fire; only whole frames show the
+    model that its part score is the highest of them all.
+    """
+    import torch
+    from torch import nn
+
+    x_train, y_train, _, cells_train = load_split("train", args.train, Path(args.cache), args.workers)[:4]
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.finetune_lr, weight_decay=1e-4)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([args.defect_weight]))
+    cell_loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([args.cell_defect_weight]))
+    rng = np.random.default_rng(args.seed + 1)
+    batch = max(8, args.batch // 4)
+    for epoch in range(args.finetune_epochs):
+        model.train()
+        started = time.monotonic()
+        total = 0.0
+        order = rng.permutation(len(x_train))
+        for i in range(0, len(x_train), batch):
+            idx = order[i : i + batch]
+            images, cell_target = x_train[idx], cells_train[idx]
+            if rng.random() < 0.5:
+                images, cell_target = images[:, :, ::-1], cell_target[:, :, ::-1]
+            if rng.random() < 0.5:
+                images, cell_target = images[:, ::-1, :], cell_target[:, ::-1, :]
+            x = to_tensor(np.ascontiguousarray(images))
+            cell_target = torch.from_numpy(np.ascontiguousarray(cell_target)).unsqueeze(1)
+            cells = model.cells(x)
+            part_loss = loss_fn(torch.amax(cells, dim=(2, 3)), torch.from_numpy(y_train[idx]).float().unsqueeze(1))
+            trained = cell_target >= 0
+            loss = part_loss + args.cell_weight * cell_loss_fn(cells[trained], cell_target[trained].float())
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+        print(f"whole-frame epoch {epoch + 1}/{args.finetune_epochs}: loss {total / len(x_train):.4f} "
+              f"({time.monotonic() - started:.0f} s)", flush=True)
+
+
+def from_checkpoint(args: argparse.Namespace) -> dict:
+    """Weights saved by an earlier run (fine-tuned on whole frames if asked), threshold chosen again."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model = build_model()
+    model.load_state_dict(torch.load(args.checkpoint))
+    if args.finetune_epochs:
+        finetune(model, args)
+    x_val, y_val = load_split("val", args.val, Path(args.cache), args.workers)[:2]
+    scores = predict(model, x_val)
+    threshold = choose_threshold(scores, y_val, args.min_recall)
+    return {"model": model, "threshold": threshold, "val": metrics(scores, y_val, threshold)}
+
+
 def export(model, path: Path, threshold: float, version: str, opset: int) -> None:
     import onnx
     import torch
 
-    class WithSigmoid(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.inner(x))
-
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        WithSigmoid(model), torch.zeros(1, 1, INPUT_H, INPUT_W), str(path),
+        FlipAveraged(model), torch.zeros(1, 1, INPUT_H, INPUT_W), str(path),
         input_names=["image"], output_names=["defect_probability"],
         dynamic_axes={"image": {0: "batch"}, "defect_probability": {0: "batch"}},
         opset_version=opset, dynamo=False,
@@ -379,9 +451,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes rendering frames")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--version", default="1")
+    parser.add_argument("--finetune-epochs", type=int, default=0, help="whole-frame epochs after the crops")
+    parser.add_argument("--finetune-lr", type=float, default=3e-4)
+    parser.add_argument("--checkpoint", type=Path, help="skip training: export these weights (a best.pt of an earlier run)")
     parser.add_argument("--evaluate-only", action="store_true", help="report held-out figures for --out")
     args = parser.parse_args()
-    if not args.evaluate_only:
+    if args.checkpoint:
+        result = from_checkpoint(args)
+        export(result["model"], args.out, result["threshold"], args.version, args.opset)
+        print(f"validation at threshold {result['threshold']:.4f}: {json.dumps(result['val'])}")
+    elif not args.evaluate_only:
         result = train(args)
         export(result["model"], args.out, result["threshold"], args.version, args.opset)
         print(f"validation at threshold {result['threshold']:.4f}: {json.dumps(result['val'])}")
