@@ -522,8 +522,8 @@ class AgentRunner:
                 acks[binding.instance].append(("XACK", binding.key, self.group, *ids))
         # Delivery counts (for trim accounting) ride along at most once a second.
         delivered = dict(self._delivered) if time.monotonic() >= self._count_due else {}
-        for (instance, key), n in delivered.items():
-            acks[instance].append(("HINCRBY", transport.STATS_PREFIX + key, f"{self.group}:delivered", n))
+        for instance, command in self._count_commands(delivered):
+            acks[instance].append(command)
         if len(set(outputs) | set(acks)) > 1:
             # Several instances: every output is written before any acknowledgement.
             for instance, commands in outputs.items():
@@ -531,13 +531,20 @@ class AgentRunner:
             outputs = defaultdict(list)
         for instance in set(outputs) | set(acks):
             self._send(instance, outputs[instance] + acks[instance])
+        self._counted(delivered)
+        self.counters.sent += len(writes)
+        self._writes = []
+        self._pending_acks = defaultdict(list)
+
+    def _count_commands(self, delivered: dict[tuple[str, str], int]) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(instance, ("HINCRBY", transport.STATS_PREFIX + key, f"{self.group}:delivered", n))
+                for (instance, key), n in delivered.items()]
+
+    def _counted(self, delivered: dict[tuple[str, str], int]) -> None:
         if delivered:
             self._count_due = time.monotonic() + 1.0
             for stream in delivered:
                 self._delivered.pop(stream, None)
-        self.counters.sent += len(writes)
-        self._writes = []
-        self._pending_acks = defaultdict(list)
 
     def _send(self, instance: str, commands: list[tuple[Any, ...]]) -> None:
         """Commands in order, in one round trip; a lone command skips the pipeline's overhead."""
@@ -561,6 +568,11 @@ class AgentRunner:
             "retried": c.retried, "dead_lettered": c.dead_lettered, "reclaimed": c.reclaimed,
             "redis_errors": c.redis_errors, "held": len(self._held),
         }
+        # Counts an idle reader has not written with its acknowledgements yet.
+        delivered = dict(self._delivered)
+        for instance, command in self._count_commands(delivered):
+            self._clients[instance].execute_command(*command)
+        self._counted(delivered)
         # Counting trims reads the stream's ends; every fifth report is often enough.
         if self._health_count % 5 == 0 or final:
             self._trimmed = {
