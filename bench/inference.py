@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -198,18 +199,17 @@ def bench_fraud(args: argparse.Namespace) -> list[dict]:
         if args.redisai:
             setups.append(("redisai-dag", redisai_call(model, args.redisai)))
         server_process = None
-        try:
-            import uvicorn  # noqa: F401
-
+        if importlib.util.find_spec("uvicorn") is None:
+            print("http-model-server: skipped, uvicorn is not installed (pip install uvicorn)", file=sys.stderr)
+        else:
             port = free_port()
-            ready = multiprocessing.get_context("spawn").Event()
-            server_process = multiprocessing.get_context("spawn").Process(target=_serve_http, args=(model, port, ready), daemon=True)
+            spawn = multiprocessing.get_context("spawn")
+            ready = spawn.Event()
+            server_process = spawn.Process(target=_serve_http, args=(model, port, ready), daemon=True)
             server_process.start()
             if not ready.wait(30):
                 raise RuntimeError("the HTTP model server did not start")
             setups.append(("http-model-server", http_call(url, port)))
-        except ImportError:
-            print("http-model-server: skipped, uvicorn is not installed (pip install uvicorn)", file=sys.stderr)
         try:
             for name, make in setups:
                 for clients in (1, 16):
