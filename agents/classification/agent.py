@@ -160,7 +160,8 @@ class ClassificationAgent(Agent):
             self.log.error("inference of %d frame(s) failed, trying again in 1 s: %s", len(batch), exc)
             return False
         del self._queue[:count]
-        for q, (score, inference_ms) in zip(batch, results):
+        for q, (score, normalise_ms, inference_ms) in zip(batch, results):
+            q.preprocess_ms += normalise_ms
             self.verdicts.send(self._verdict(judge, q, score, inference_ms), parent=q.msg)
         held = [q.msg for q in batch if q.held]
         if held:
@@ -170,9 +171,9 @@ class ClassificationAgent(Agent):
         self.status.update(verdicts=self._judged, rejected=self._rejected)
         return True
 
-    def _infer(self, judge: Judge, images: list[np.ndarray]) -> list[tuple[float, float]]:
-        """(score, inference ms) per image, batched by size and by the model's fixed batch."""
-        results: list[tuple[float, float] | None] = [None] * len(images)
+    def _infer(self, judge: Judge, images: list[np.ndarray]) -> list[tuple[float, float, float]]:
+        """(score, normalisation ms, inference ms) per image, batched by size and by the model's fixed batch."""
+        results: list[tuple[float, float, float] | None] = [None] * len(images)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
             by_shape.setdefault(image.shape, []).append(i)
@@ -181,14 +182,16 @@ class ClassificationAgent(Agent):
         for indices in by_shape.values():
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
+                began = time.perf_counter()
                 tensor = judge.preprocessor.normalise([images[i] for i in chunk])
+                normalise_ms = (time.perf_counter() - began) * 1000 / len(chunk)
                 if fixed and len(chunk) < fixed:  # a frozen batch axis: pad with copies of the first
                     tensor = np.concatenate([tensor, np.repeat(tensor[:1], fixed - len(chunk), axis=0)])
                 began = time.perf_counter()
                 scores = defect_scores(judge.model.run(tensor))
                 elapsed = (time.perf_counter() - began) * 1000
                 for i, score in zip(chunk, scores):
-                    results[i] = (float(score), elapsed)
+                    results[i] = (float(score), normalise_ms, elapsed)
         return results  # type: ignore[return-value]
 
     def _verdict(self, judge: Judge, q: _Queued, score: float, inference_ms: float) -> Verdict:
