@@ -61,6 +61,7 @@ class _Counters:
     dead_lettered: int = 0
     reclaimed: int = 0
     redis_errors: int = 0
+    redis_restarts: int = 0
 
 
 class AgentRunner:
@@ -113,6 +114,7 @@ class AgentRunner:
         self._readers: list[threading.Thread] = []
         self._inflight: set[tuple[str, str]] = set()  # (stream, id) read ahead by a reader thread
         self._count_due = 0.0  # when delivery counts are next written
+        self._run_ids: dict[str, str | None] = {}  # instance -> the server's run_id, to notice restarts
         try:
             self.agent: Agent = self.node.agent_class(
                 name=agent_name,
@@ -559,14 +561,30 @@ class AgentRunner:
 
     # --- health -------------------------------------------------------------------------
 
+    def _notice_restarts(self) -> None:
+        """A Redis that restarted may have replayed an older state of its streams (a few
+        acknowledgements lost with the last second of its append-only file): our own
+        pending entries are handled again, and groups recreated if they are gone."""
+        for instance, client in self._clients.items():
+            run_id = client.info("server").get("run_id")
+            known = self._run_ids.setdefault(instance, run_id)
+            if run_id != known:
+                self._run_ids[instance] = run_id
+                self.counters.redis_restarts += 1
+                log.warning("Redis %s restarted; handling this consumer's pending entries again", instance)
+                self._ensure_groups()
+                self._retry_at[instance] = 0.0
+
     def _publish_health(self, final: bool = False) -> None:
+        if not final:
+            self._notice_restarts()
         c = self.counters
         record = {
             "agent": self.node.name, "consumer": self.consumer, "pid": os.getpid(), "time": time.time(),
             "state": "stopped" if final else "running",
             "received": c.received, "handled": c.handled, "sent": c.sent, "failed": c.failed,
             "retried": c.retried, "dead_lettered": c.dead_lettered, "reclaimed": c.reclaimed,
-            "redis_errors": c.redis_errors, "held": len(self._held),
+            "redis_errors": c.redis_errors, "redis_restarts": c.redis_restarts, "held": len(self._held),
         }
         # Counts an idle reader has not written with its acknowledgements yet.
         delivered = dict(self._delivered)
@@ -609,7 +627,10 @@ class AgentRunner:
         while True:
             try:
                 return action(**kwargs)
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+                if isinstance(exc, redis.ResponseError) and "NOGROUP" not in str(exc):
+                    raise
+                # NOGROUP: a Redis that restarted empty; the group is made again below.
                 self.counters.redis_errors += 1
                 self.status["redis"] = f"unreachable: {exc}"
                 unsent = len(self._writes) + sum(len(v) for v in self._pending_acks.values())

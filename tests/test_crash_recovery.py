@@ -74,8 +74,32 @@ def test_a_redis_crash_loses_nothing_it_acknowledged(redis_server: RedisServer, 
     finally:
         runner.request_stop()
         thread.join(15)
-    assert runner.counters.redis_errors >= 1
+    assert runner.counters.redis_errors + runner.counters.redis_restarts >= 1  # it noticed the crash
     assert {m["seq"] for m in read_messages(client, "out")} == set(range(1_500))
+
+
+def test_a_redis_that_restarts_empty_gets_its_groups_back(redis_server: RedisServer, graph_file, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    graph = graph_file(GRAPH.format(delay=0))
+    runner = AgentRunner(graph, "relay", replica=0, redis_urls={"main": redis_server.url})
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        write_messages(client, "in", [{"seq": i} for i in range(10)])
+        wait_until(lambda: client.xlen("out") == 10, what="the first ten")
+        redis_server.kill()
+        for path in redis_server.data_dir.rglob("*"):  # its data is gone too
+            if path.is_file():
+                path.unlink()
+        redis_server.start()
+        client = redis.Redis.from_url(redis_server.url)
+        wait_until(lambda: client.exists("in") and client.xinfo_groups("in"), what="the group made again")
+        write_messages(client, "in", [{"seq": i} for i in range(10, 20)])
+        wait_until(lambda: client.xlen("out") == 10, what="the next ten, in the new server")
+    finally:
+        runner.request_stop()
+        thread.join(15)
+    assert [m["seq"] for m in read_messages(client, "out")] == list(range(10, 20))
 
 
 def test_a_source_keeps_what_it_made_while_redis_was_down(redis_server: RedisServer, graph_file) -> None:
