@@ -214,10 +214,8 @@ class Placement:
 def instances_used(graph: Graph, agent: AgentNode) -> list[str]:
     """The instances an agent connects to: its ports', its node's own, and any a top-level
     param names (an agent opens those itself, e.g. the one that runs RedisAI)."""
-    node = graph.nodes.get(agent.node)
-    home = node.redis if node and node.redis else next(iter(graph.redis))
     named = {v for v in agent.params.values() if isinstance(v, str) and v in graph.redis}
-    used = agent.instances | {home} | named
+    used = agent.instances | {graph.home_redis(agent.name)} | named
     return [i for i in graph.redis if i in used]
 
 

@@ -168,6 +168,16 @@ class Graph:
     def agents_on(self, node: str | None) -> list[AgentNode]:
         return [a for a in self.agents.values() if node is None or a.node == node]
 
+    def home_redis(self, agent: str) -> str:
+        """Where an agent keeps state of its own (model versions, say): its node's instance
+        when the agent uses it or uses none, else the first instance it uses."""
+        node = self.agents[agent]
+        used = node.instances
+        own = self.nodes.get(node.node)
+        if own is not None and own.redis and (own.redis in used or not used):
+            return own.redis
+        return min(used) if used else next(iter(self.redis))
+
     def readers_of(self, stream: StreamRef) -> list[tuple[str, str]]:
         return [(a.name, b.port) for a in self.agents.values() for b in a.inputs.values() if b.stream == stream]
 

@@ -130,10 +130,7 @@ class AgentRunner:
 
     def _instances(self) -> set[str]:
         """The instances this agent talks to; one without ports still needs one for its health."""
-        if self.node.instances:
-            return self.node.instances
-        node = self.graph.nodes.get(self.node.node)
-        return {node.redis if node and node.redis else next(iter(self.graph.redis))}
+        return self.node.instances | {self.graph.home_redis(self.node.name)}
 
     # --- Context (called by agent code) ----------------------------------------------
 
@@ -608,11 +605,7 @@ class AgentRunner:
         pipe.execute()
 
     def _home(self) -> str:
-        """The node's instance when the agent talks to it, else the first it talks to."""
-        node = self.graph.nodes.get(self.node.node)
-        if node and node.redis in self._clients:
-            return node.redis  # type: ignore[return-value]
-        return next(iter(self._clients))
+        return self.graph.home_redis(self.node.name)
 
     # --- Redis outages ------------------------------------------------------------------
 

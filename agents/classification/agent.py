@@ -219,7 +219,7 @@ class ClassificationAgent(Agent):
     def _open_versions(self) -> ModelVersions | None:
         if not self.params.model_updates:
             return None
-        instance = self.params.registry_instance
+        instance = self.params.registry_instance(self.home_redis)
         try:
             client = self.redis(instance)
         except (GraphrunError, KeyError) as exc:

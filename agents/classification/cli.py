@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 
 from graphrun import ConfigError
+from graphrun.cli import add_redis_option
 from graphrun.graph import AgentNode, Graph, load_graph, redis_url
 from graphrun.transport import connect
 
@@ -26,21 +27,13 @@ from .redisai import store_model
 from .versions import ModelVersions
 
 
-def _redis_option(text: str) -> tuple[str, str]:
-    name, sep, url = text.partition("=")
-    if not sep or not name or not url:
-        raise argparse.ArgumentTypeError(f"expected NAME=URL, got {text!r}")
-    return name, url
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     model = subparsers.add_parser("model", help="deploy, roll back and list model versions of classification agents")
     sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("graph", type=Path)
-        parser.add_argument("--redis", type=_redis_option, action="append", default=[], metavar="NAME=URL",
-                            help="use this URL for a Redis instance of the graph (repeatable)")
+        add_redis_option(parser)
 
     deploy = sub.add_parser("deploy", help="store a model version and make the agent's replicas switch to it")
     common(deploy)
@@ -107,7 +100,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     info = inspect(blob, fallback_name=args.model.stem)
     version = args.version or info.version
     spec_for(info, params.preprocess, version)  # refuse a model the agent could not use
-    store = ModelVersions(clients(params.registry_instance), node.name)
+    store = ModelVersions(clients(params.registry_instance(graph.home_redis(node.name))), node.name)
     if store.active() == version:
         print(f"{node.name}: version {version} is already active")
         return 0
@@ -128,7 +121,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     graph = load_graph(args.graph)
     node, params = _classifier(graph, args.agent)
-    store = ModelVersions(_Clients(graph, dict(args.redis))(params.registry_instance), node.name)
+    store = ModelVersions(_Clients(graph, dict(args.redis))(params.registry_instance(graph.home_redis(node.name))), node.name)
     previous = store.active()
     version = store.rollback()
     print(f"{node.name}: rolled back from version {previous} to {version}")
@@ -142,7 +135,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("AGENT", "VERSION", "ACTIVE", "MODEL", "BYTES", "DEPLOYED", "RUN BY")]
     for name, node in _classifiers(graph).items():
         params: ClassificationParams = node.settings  # type: ignore[assignment]
-        store = ModelVersions(clients(params.registry_instance), name)
+        store = ModelVersions(clients(params.registry_instance(graph.home_redis(name))), name)
         running: dict[str, list[str]] = {}
         for instance, record in store.running().items():
             running.setdefault(record["version"], []).append(instance)

@@ -43,7 +43,7 @@ class ClassificationParams(BaseModel):
     preprocess: dict[str, Any] = Field(default_factory=dict, description="overrides the model's pre-processing spec")
     batch: BatchParams = Field(default_factory=BatchParams)
     registry: str | None = Field(
-        None, description="Redis instance with the model versions; default: the redisai instance, else 'main'"
+        None, description="Redis instance with the model versions; default: the redisai instance, else the node's"
     )
     model_updates: bool = Field(True, description="follow versions deployed with `graphrun model deploy`")
     check_interval_ms: float = Field(200.0, gt=0, description="how often the active model version is polled")
@@ -66,6 +66,7 @@ class ClassificationParams(BaseModel):
             raise ValueError("backend 'redisai' needs params.redisai: the name of the graph's Redis instance with RedisAI")
         return self
 
-    @property
-    def registry_instance(self) -> str:
-        return self.registry or self.redisai or "main"
+    def registry_instance(self, home: str) -> str:
+        """Where model versions live: ``registry``, else the RedisAI instance, else ``home``
+        (the Redis of the agent's node, as the runtime reports it)."""
+        return self.registry or self.redisai or home
