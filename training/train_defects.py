@@ -98,7 +98,7 @@ def load_split(name: str, count: int, cache: Path, workers: int) -> tuple[np.nda
     for a split, rendered once and cached.
     """
     seed, defect_rate, distractor_rate = SPLITS[name]
-    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}-v3.npz"
+    path = cache / f"{name}-{seed}-{count}-{INPUT_W}x{INPUT_H}-v4.npz"
     if path.exists():
         data = np.load(path)
         return data["x"], data["y"], data["labels"], data["cells"], data["distractors"]
@@ -450,7 +450,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering frames")
     parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--version", default="1")
+    parser.add_argument("--version", default="2")
     parser.add_argument("--finetune-epochs", type=int, default=0, help="whole-frame epochs after the crops")
     parser.add_argument("--finetune-lr", type=float, default=3e-4)
     parser.add_argument("--checkpoint", type=Path, help="skip training: export these weights (a best.pt of an earlier run)")

@@ -263,21 +263,58 @@ def _polyline(patch: np.ndarray, points: np.ndarray, offset: np.ndarray, value: 
 
 # --- defects ----------------------------------------------------------------------------
 
+# Minimum severities, in thousandths of a lever (about a pixel at 1280x1024, a quarter pixel at
+# the model's 320x256): a labelled defect is one the spec counts as a defect, so the faintest one
+# must still show after the model's area resize (a line at least 3 px wide and about 0.75 of its
+# contrast, a chip biting at least 0.6 of its radius into the edge). Fainter marks than these are
+# not defects by the spec, and the renderer draws none.
+_MIN_SCRATCH_LENGTH = 150.0
+_MIN_CRACK_LENGTH = 120.0
+_MIN_PITS = 14
+_MIN_CHIP_RADIUS = 34.0
+# A surface defect lies on lit metal: at least this share of its line (or of its pits) falls
+# on the part and off the dark features (bore, roller gap and window, where a dark mark cannot
+# show); a placement that fails is drawn again, up to _PLACEMENT_TRIES times.
+_MIN_VISIBLE = 0.85
+_VISIBLE_LEVEL = 100.0
+_PLACEMENT_TRIES = 30
+
+
+def _densify(points: np.ndarray, per_segment: int = 6) -> np.ndarray:
+    """Points along a polyline, ``per_segment`` per segment."""
+    t = np.linspace(0.0, 1.0, per_segment, endpoint=False)[None, :, None]
+    seg = points[:-1, None, :] + (points[1:, None, :] - points[:-1, None, :]) * t
+    return np.concatenate([seg.reshape(-1, 2), points[-1:]])
+
+
+def _visible_fraction(points: np.ndarray, image: np.ndarray, mask: np.ndarray) -> float:
+    """Share of ``points`` that fall on lit metal of the (unlit) ``image``."""
+    h, w = mask.shape
+    xs = np.round(points[:, 0]).astype(np.int64)
+    ys = np.round(points[:, 1]).astype(np.int64)
+    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    xs, ys = xs[inside], ys[inside]
+    ok = (mask[ys, xs] == 255) & (image[ys, xs] >= _VISIBLE_LEVEL)
+    return float(ok.sum()) / max(1, len(points))
+
 
 def _scratch(rng: np.random.Generator, part: _Part, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     """A long, smooth, thin line, slightly curved, sometimes interrupted; dark or bright."""
     k = part.k
-    x, y = part.point_on_metal(rng, mask)
-    length = rng.uniform(120, 300) * k
-    heading = rng.uniform(0, math.pi)
-    bend = rng.uniform(-0.25, 0.25)
     t = np.linspace(-0.5, 0.5, 9)
-    angles = heading + bend * t
-    points = np.stack([x + length * t * np.cos(angles), y + length * t * np.sin(angles)], axis=-1)
+    for _ in range(_PLACEMENT_TRIES):
+        x, y = part.point_on_metal(rng, mask)
+        length = rng.uniform(_MIN_SCRATCH_LENGTH, 300) * k
+        heading = rng.uniform(0, math.pi)
+        bend = rng.uniform(-0.25, 0.25)
+        angles = heading + bend * t
+        points = np.stack([x + length * t * np.cos(angles), y + length * t * np.sin(angles)], axis=-1)
+        if _visible_fraction(_densify(points), image, mask) >= _MIN_VISIBLE:
+            break
     sign = -1.0 if rng.random() < 0.65 else 1.0
-    contrast = sign * rng.uniform(45, 80)
-    thickness = max(2, int(round(rng.uniform(2.6, 4.6) * k)))
-    strengths = rng.uniform(0.55, 1.0, len(points) - 1)
+    contrast = sign * rng.uniform(55, 80)
+    thickness = max(3, int(round(rng.uniform(3.2, 4.8) * k)))
+    strengths = rng.uniform(0.8, 1.0, len(points) - 1)
     gap = int(rng.integers(len(points) - 1)) if rng.random() < 0.4 else -1
 
     def draw(patch: np.ndarray, offset: np.ndarray) -> None:
@@ -292,23 +329,26 @@ def _scratch(rng: np.random.Generator, part: _Part, image: np.ndarray, mask: np.
 def _crack(rng: np.random.Generator, part: _Part, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     """A jagged dark line that wanders and branches."""
     k = part.k
-    x, y = part.point_on_metal(rng, mask)
-    length = rng.uniform(90, 220) * k
     steps = 14
-    heading = rng.uniform(0, 2 * math.pi)
-    trunk = _walk(rng, np.array([x, y]), heading, length / steps, steps, 0.45)
-    branches = [trunk]
-    for _ in range(int(rng.integers(1, 4))):
-        start = trunk[int(rng.integers(2, steps - 2))]
-        turn = heading + rng.choice([-1.0, 1.0]) * rng.uniform(0.4, 1.1)
-        branches.append(_walk(rng, start, turn, length / steps * 0.8, int(rng.integers(3, 8)), 0.5))
-    contrast = -rng.uniform(55, 95)
-    thickness = max(2, int(round(rng.uniform(2.0, 3.3) * k)))
+    for _ in range(_PLACEMENT_TRIES):
+        x, y = part.point_on_metal(rng, mask)
+        length = rng.uniform(_MIN_CRACK_LENGTH, 220) * k
+        heading = rng.uniform(0, 2 * math.pi)
+        trunk = _walk(rng, np.array([x, y]), heading, length / steps, steps, 0.45)
+        branches = [trunk]
+        for _ in range(int(rng.integers(1, 4))):
+            start = trunk[int(rng.integers(2, steps - 2))]
+            turn = heading + rng.choice([-1.0, 1.0]) * rng.uniform(0.4, 1.1)
+            branches.append(_walk(rng, start, turn, length / steps * 0.8, int(rng.integers(3, 8)), 0.5))
+        if _visible_fraction(_densify(trunk), image, mask) >= _MIN_VISIBLE:
+            break
+    contrast = -rng.uniform(65, 95)
+    thickness = max(3, int(round(rng.uniform(3.0, 3.8) * k)))
     allpoints = np.concatenate(branches)
 
     def draw(patch: np.ndarray, offset: np.ndarray) -> None:
         for i, branch in enumerate(branches):
-            _polyline(patch, branch, offset, contrast * (1.0 if i == 0 else 0.8), thickness if i == 0 else max(1, thickness - 1))
+            _polyline(patch, branch, offset, contrast * (1.0 if i == 0 else 0.85), thickness if i == 0 else max(2, thickness - 1))
 
     _stamp(image, mask, allpoints, 4 * thickness, draw, max(0.7, 0.6 * k))
     return _record("crack", allpoints, length, branches=len(branches) - 1)
@@ -323,13 +363,16 @@ def _walk(rng: np.random.Generator, start: np.ndarray, heading: float, step: flo
 def _pitting(rng: np.random.Generator, part: _Part, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     """A cluster of small, sharp-edged pits."""
     k = part.k
-    x, y = part.point_on_metal(rng, mask)
-    spread = rng.uniform(20, 45) * k
-    count = int(rng.integers(10, 28))
-    offsets = rng.normal(0.0, spread / 2, (count, 2))
-    centres = np.array([x, y]) + offsets
-    radii = rng.uniform(2.5, 5.0, count) * k
-    depths = -rng.uniform(40, 95, count)
+    for _ in range(_PLACEMENT_TRIES):
+        x, y = part.point_on_metal(rng, mask)
+        spread = rng.uniform(20, 40) * k
+        count = int(rng.integers(_MIN_PITS, 28))
+        offsets = rng.normal(0.0, spread / 2, (count, 2))
+        centres = np.array([x, y]) + offsets
+        if _visible_fraction(centres, image, mask) >= _MIN_VISIBLE:
+            break
+    radii = rng.uniform(3.6, 5.5, count) * k
+    depths = -rng.uniform(55, 95, count)
 
     def draw(patch: np.ndarray, offset: np.ndarray) -> None:
         for (cx, cy), r, d in zip(centres - offset, radii, depths):
@@ -343,16 +386,16 @@ def _pitting(rng: np.random.Generator, part: _Part, image: np.ndarray, mask: np.
 def _chip(rng: np.random.Generator, part: _Part, base: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     """A bite out of the outer edge, with the bright rim of a fresh fracture; edits base and mask."""
     lx, ly, normal = part.edge_point(rng)
-    radius = rng.uniform(26, 55) * part.k
+    radius = rng.uniform(_MIN_CHIP_RADIUS, 58) * part.k
     centre = part.px(lx, ly)
     outward = part.px(lx + 0.01 * math.cos(normal), ly + 0.01 * math.sin(normal)) - centre
     # The bite's centre sits a little outside the edge, so the missing piece is a bite, not a hole.
-    centre = centre + 0.35 * radius * outward / np.linalg.norm(outward)
+    centre = centre + 0.25 * radius * outward / np.linalg.norm(outward)
     corners = int(rng.integers(6, 10))
     angles = np.sort(rng.uniform(0, 2 * math.pi, corners))
-    radii = radius * rng.uniform(0.65, 1.15, corners)
+    radii = radius * rng.uniform(0.85, 1.15, corners)
     poly = np.round(centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=-1)).astype(np.int32)
-    rim = max(1, int(round(2.2 * part.k)))
+    rim = max(2, int(round(3.0 * part.k)))
     h, w = base.shape
     x0, y0 = max(0, int(poly[:, 0].min()) - 2 * rim), max(0, int(poly[:, 1].min()) - 2 * rim)
     x1, y1 = min(w, int(poly[:, 0].max()) + 2 * rim + 1), min(h, int(poly[:, 1].max()) + 2 * rim + 1)
