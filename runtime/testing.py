@@ -1,4 +1,5 @@
-"""Test an agent without a graph, a launcher or (unless it asks for one) Redis.
+"""Testing agents: alone without Redis (``AgentHarness``), or a graph's agents together
+against a real Redis in this process (``running``).
 
     with AgentHarness(Doubler, params={"factor": 3}) as h:
         h.send("numbers", {"value": 2})
@@ -12,14 +13,19 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .agent import Agent
 from .errors import ConfigError, PortError
 from .message import Message
 from .ports import declared_ports
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .runner import AgentRunner
 
 
 class AgentHarness:
@@ -124,3 +130,23 @@ class AgentHarness:
 def _round_trip(message: Message) -> Message:
     fields = codec.encode(message)
     return codec.decode({k: bytes(v) for k, v in fields.items()})
+
+
+@contextmanager
+def running(graph: Graph, agents: Sequence[str] | None = None, *,
+            redis_urls: Mapping[str, str]) -> Iterator[dict[str, AgentRunner]]:
+    """Run agents of ``graph`` (all by default) in threads of this process, each as the
+    launcher would run it; on exit each finishes the message in hand and stops."""
+    from .runner import AgentRunner
+
+    runners = {name: AgentRunner(graph, name, replica=0, redis_urls=redis_urls) for name in (agents or graph.agents)}
+    threads = [threading.Thread(target=r.run, name=name, daemon=True) for name, r in runners.items()]
+    for thread in threads:
+        thread.start()
+    try:
+        yield runners
+    finally:
+        for runner in runners.values():
+            runner.request_stop()
+        for thread in threads:
+            thread.join(30)

@@ -93,3 +93,22 @@ def test_an_installed_package_registers_agent_types_by_entry_point(tmp_path: Pat
                           input="name: g\nagents:\n  s: {type: mycompany.sorter, inputs: {verdicts: 'main:v'}}\n",
                           env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
+
+
+def test_running_runs_a_graphs_agents_together_against_a_real_redis(redis_server, graph_file) -> None:
+    import redis as redis_py
+
+    from conftest import read_messages, wait_until
+    from graphrun.testing import running
+
+    graph = graph_file("""\
+name: pair
+agents:
+  counter: {type: examples.counter, params: {rate: 500, count: 20}, outputs: {numbers: main:numbers}}
+  doubler: {type: examples.doubler, inputs: {numbers: counter.numbers}, outputs: {doubled: main:doubled}}
+""")
+    client = redis_py.Redis.from_url(redis_server.url)
+    with running(graph, redis_urls={"main": redis_server.url}) as runners:
+        wait_until(lambda: client.exists("doubled") and client.xlen("doubled") == 20, what="20 doubled numbers")
+    assert [m["value"] for m in read_messages(client, "doubled")] == [2 * i for i in range(20)]
+    assert runners["doubler"].counters.handled == 20
