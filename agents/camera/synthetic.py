@@ -392,7 +392,8 @@ def _chip(rng: np.random.Generator, part: _Part, base: np.ndarray, mask: np.ndar
     # The bite's centre sits a little outside the edge, so the missing piece is a bite, not a hole.
     centre = centre + 0.25 * radius * outward / np.linalg.norm(outward)
     corners = int(rng.integers(6, 10))
-    angles = np.sort(rng.uniform(0, 2 * math.pi, corners))
+    # Corners spread all round (jittered, not bunched), so no long chord cuts the bite shallow.
+    angles = 2 * math.pi * (np.arange(corners) + rng.uniform(-0.3, 0.3, corners)) / corners + rng.uniform(0, 2 * math.pi)
     radii = radius * rng.uniform(0.85, 1.15, corners)
     poly = np.round(centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=-1)).astype(np.int32)
     rim = max(2, int(round(3.0 * part.k)))
