@@ -7,16 +7,16 @@ so the frames, and the verdicts, are the same on every run.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from conftest import wait_until
 from graphrun import codec
 from graphrun.graph import load_graph
-from graphrun.runner import AgentRunner
+
+from graphrun.testing import running
 from graphrun_agents.classification.model import DEFAULT_MODEL
 
 PARTS = 40  # per view
@@ -56,22 +56,10 @@ def test_verdicts_of_both_views_match_the_ground_truth_at_the_models_accuracy(tm
     path = tmp_path / "graph.yaml"
     path.write_text(GRAPH)
     graph = load_graph(path)
-    runners = [AgentRunner(graph, name, redis_urls={"main": redis_server.url}) for name in graph.agents]
-    threads = [threading.Thread(target=r.run, daemon=True) for r in runners]
-    for t in threads:
-        t.start()
     client = redis.Redis.from_url(redis_server.url)
     streams = ("cls.front.verdicts", "cls.back.verdicts")
-    try:
-        end = time.monotonic() + 120  # guards against a hang only
-        while not all(client.exists(s) and client.xlen(s) >= PARTS for s in streams):
-            assert time.monotonic() < end, "gave up waiting for the verdicts"
-            time.sleep(0.05)
-    finally:
-        for r in runners:
-            r.request_stop()
-        for t in threads:
-            t.join(timeout=30)
+    with running(graph, redis_urls={"main": redis_server.url}):
+        wait_until(lambda: all(client.exists(s) and client.xlen(s) >= PARTS for s in streams), timeout=120, what="the verdicts")
 
     agree = 0
     for stream, camera in zip(streams, ("cam_front", "cam_back")):

@@ -9,17 +9,17 @@ ONNX Runtime; their scores must agree to within 1e-5.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
 
+from conftest import wait_until
 from graphrun import codec
 from graphrun.graph import load_graph
-from graphrun.runner import AgentRunner
+
+from graphrun.testing import running
 from graphrun_agents.classification.model import DEFAULT_MODEL, inspect
 from graphrun_agents.classification.redisai import RedisAIModel, has_ai_module
 from graphrun_agents.classification.toy_models import brightest_pixel_model
@@ -78,21 +78,9 @@ def test_the_camera_to_verdict_path_on_redisai_matches_onnx_runtime(tmp_path: Pa
     path.write_text(GRAPH)
     graph = load_graph(path)
     urls = {"main": redis_server.url, "inference": URL}
-    runners = [AgentRunner(graph, name, redis_urls=urls) for name in graph.agents]
-    threads = [threading.Thread(target=r.run, daemon=True) for r in runners]
-    for t in threads:
-        t.start()
     client = redis.Redis.from_url(redis_server.url)
-    try:
-        end = time.monotonic() + 120  # guards against a hang only
-        while not all(client.exists(s) and client.xlen(s) >= PARTS for s in ("verdicts.redisai", "verdicts.onnxruntime")):
-            assert time.monotonic() < end, "gave up waiting for the verdicts"
-            time.sleep(0.05)
-    finally:
-        for r in runners:
-            r.request_stop()
-        for t in threads:
-            t.join(timeout=30)
+    with running(graph, redis_urls=urls):
+        wait_until(lambda: all(client.exists(s) and client.xlen(s) >= PARTS for s in ("verdicts.redisai", "verdicts.onnxruntime")), timeout=120, what="the verdicts")
     on_ai = {v["part_id"]: v for v in (codec.decode(f).payload for _, f in client.xrange("verdicts.redisai"))}
     on_ort = {v["part_id"]: v for v in (codec.decode(f).payload for _, f in client.xrange("verdicts.onnxruntime"))}
     assert set(on_ai) == set(on_ort) == set(range(PARTS))
