@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import time
+from typing import Any
 from pathlib import Path
 
 import cv2
@@ -191,6 +192,19 @@ def to_tensor(images: np.ndarray):
     return (x / 255.0 - MEAN) / STD
 
 
+def flipped_batch(images: np.ndarray, cell_target: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+    """The batch as tensors, flipped at random: flips keep the defect/distractor
+    distinction and double the pose variety."""
+    import torch
+
+    if rng.random() < 0.5:
+        images, cell_target = images[:, :, ::-1], cell_target[:, :, ::-1]
+    if rng.random() < 0.5:
+        images, cell_target = images[:, ::-1, :], cell_target[:, ::-1, :]
+    x = to_tensor(np.ascontiguousarray(images))
+    return x, torch.from_numpy(np.ascontiguousarray(cell_target)).unsqueeze(1)
+
+
 def predict(model, images: np.ndarray, batch: int = 64, flips: bool = True) -> np.ndarray:
     """P(defective) per frame; with ``flips``, the geometric mean over the four flips, as exported."""
     import torch
@@ -283,13 +297,7 @@ def train(args: argparse.Namespace) -> dict:
         for i in range(0, len(order), args.batch):
             idx = order[i : i + args.batch]
             images, cell_target = crops(x_train[idx], cells_train[idx], distractors_train[idx], args.crop // CELL, rng)
-            # Flips keep the defect/distractor distinction and double the pose variety.
-            if rng.random() < 0.5:
-                images, cell_target = images[:, :, ::-1], cell_target[:, :, ::-1]
-            if rng.random() < 0.5:
-                images, cell_target = images[:, ::-1, :], cell_target[:, ::-1, :]
-            x = to_tensor(np.ascontiguousarray(images))
-            cell_target = torch.from_numpy(np.ascontiguousarray(cell_target)).unsqueeze(1)
+            x, cell_target = flipped_batch(images, cell_target, rng)
             optimiser.zero_grad()
             cells = model.cells(x)
             # A crop is defective if it holds a defect's centre, clean if every cell is
@@ -347,13 +355,7 @@ def finetune(model, args: argparse.Namespace) -> None:
         order = rng.permutation(len(x_train))
         for i in range(0, len(x_train), batch):
             idx = order[i : i + batch]
-            images, cell_target = x_train[idx], cells_train[idx]
-            if rng.random() < 0.5:
-                images, cell_target = images[:, :, ::-1], cell_target[:, :, ::-1]
-            if rng.random() < 0.5:
-                images, cell_target = images[:, ::-1, :], cell_target[:, ::-1, :]
-            x = to_tensor(np.ascontiguousarray(images))
-            cell_target = torch.from_numpy(np.ascontiguousarray(cell_target)).unsqueeze(1)
+            x, cell_target = flipped_batch(x_train[idx], cells_train[idx], rng)
             cells = model.cells(x)
             part_loss = loss_fn(torch.amax(cells, dim=(2, 3)), torch.from_numpy(y_train[idx]).float().unsqueeze(1))
             trained = cell_target >= 0
