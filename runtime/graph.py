@@ -178,9 +178,6 @@ class Graph:
             return own.redis
         return min(used) if used else next(iter(self.redis))
 
-    def readers_of(self, stream: StreamRef) -> list[tuple[str, str]]:
-        return [(a.name, b.port) for a in self.agents.values() for b in a.inputs.values() if b.stream == stream]
-
 
 # --- loading ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ when the output's payload has every key the input requires.
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .errors import PortError
@@ -166,7 +166,3 @@ def declared_ports(agent_class: type) -> dict[str, _Port]:
             if isinstance(value, _Port):
                 ports[name] = value
     return ports
-
-
-def iter_group(agent_class: type, direction: str) -> Iterator[_Port]:
-    return (p for p in declared_ports(agent_class).values() if p.dynamic and p.direction == direction)

@@ -153,11 +153,11 @@ def parse_read(reply: Any) -> list[Entry]:
         return out
     items = reply.items() if isinstance(reply, dict) else reply
     for stream, entries in items:
-        name = stream.decode() if isinstance(stream, bytes) else stream
+        name = _text(stream)
         if isinstance(entries, list) and entries and isinstance(entries[0], list) and not isinstance(entries[0][0], bytes):
             entries = entries[0]  # RESP3 nests one more level
         for entry_id, fields in entries:
-            out.append(Entry(name, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields or None))
+            out.append(Entry(name, _text(entry_id), fields or None))
     return out
 
 
@@ -176,7 +176,7 @@ def delivery_counts(client: redis.Redis, stream: str, group: str, ids: Sequence[
     wanted = set(ids)
     counts = {}
     for row in rows:
-        entry_id = row["message_id"].decode() if isinstance(row["message_id"], bytes) else row["message_id"]
+        entry_id = _text(row["message_id"])
         if entry_id in wanted:
             counts[entry_id] = int(row["times_delivered"])
     return counts
