@@ -192,7 +192,7 @@ def free_port() -> int:
 def bench_fraud(args: argparse.Namespace) -> list[dict]:
     model = fraud_model()
     rows = []
-    with RedisServer(name="bench", appendonly=False) as server:
+    with RedisServer(name="bench", persistence="none") as server:
         url = server.unix_url if args.unix else server.url
         redis.Redis.from_url(url).set(REFERENCE_KEY, np.random.default_rng(1).random((1, 256), dtype=np.float32).tobytes())
         setups: list[tuple[str, Callable[[], Callable[[], object]]]] = [("onnxruntime+redis", onnx_call(model, url))]

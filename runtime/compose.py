@@ -33,11 +33,13 @@ import yaml
 from . import __version__, registry
 from .errors import ConfigError
 from .graph import AgentNode, Graph, env_name, load_graph
+from .redis_server import persistence_args
 
 DEFAULT_IMAGE = f"graphrun:{__version__}"
 REDIS_IMAGE = "redis:7.2"
 # RedisAI is not in the plain Redis image; these are the module's published images (amd64).
 REDISAI_IMAGES = {"CPU": "redislabs/redisai:1.2.7-cpu-bionic", "GPU": "redislabs/redisai:1.2.7-gpu-bionic"}
+REDISAI_MODULE = "/usr/lib/redis/modules/redisai.so"  # where those images keep the module
 REDIS_PORT = 6379
 GRAPH_DIR = "/graph"
 STOP_GRACE = "20s"  # agents finish the message in hand on SIGTERM, then flush
@@ -361,9 +363,12 @@ def _redis_service(graph: Graph, instance: str, port: int, platform: str | None)
     service: dict[str, Any] = {"image": REDISAI_IMAGES[device] if device else REDIS_IMAGE}
     if platform and not device:  # the RedisAI images are amd64 only
         service["platform"] = platform
-    maxmemory = graph.redis[instance].maxmemory
-    if device is None:  # the RedisAI images' own command loads the module: keep it
-        service["command"] = ["redis-server", "--appendonly", "yes", *(["--maxmemory", maxmemory] if maxmemory else [])]
+    spec = graph.redis[instance]
+    # A RedisAI image's own command only loads the module: the persistence the graph
+    # declares must be given beside it, or the image's defaults would silently apply.
+    module = ["--loadmodule", REDISAI_MODULE] if device else []
+    service["command"] = ["redis-server", *module, *persistence_args(spec.persistence),
+                          *(["--maxmemory", spec.maxmemory] if spec.maxmemory else [])]
     service.update(restart="unless-stopped", ports=[f"{port}:{REDIS_PORT}"], volumes=[f"redis-{instance}:/data"])
     service["healthcheck"] = {"test": ["CMD", "redis-cli", "ping"], "interval": "5s", "timeout": "3s", "retries": 12}
     if device == "GPU":

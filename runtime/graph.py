@@ -34,11 +34,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Persistence = Literal["aof", "rdb", "none"]
+
+
 class RedisSpec(_Strict):
-    """A named Redis instance. Without a url, ``graphrun run`` starts a local redis-server."""
+    """A named Redis instance. Without a url, ``graphrun run`` starts a local redis-server.
+
+    ``persistence`` is declared per instance because what a Redis crash may lose differs by
+    stream: verdicts bound for a PLC must survive (``aof``), while frames a few seconds old
+    are worth less than the disk wear of writing every one of them (``none``).
+    """
 
     url: str | None = None
     maxmemory: str | None = Field(None, description="for a server graphrun starts, e.g. '2gb'")
+    persistence: Persistence = Field(
+        "aof", description="aof: append-only file fsynced each second; rdb: snapshots only; none: memory only")
 
 
 class NodeSpec(_Strict):

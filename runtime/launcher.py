@@ -81,11 +81,13 @@ class Launcher:
                 self.urls[name] = url
                 self.say(f"graphrun: redis {name}: {describe(url)}")
                 continue
-            server = RedisServer(name=name, data_dir=self.state / f"redis-{name}", maxmemory=spec.maxmemory)
+            server = RedisServer(name=name, data_dir=self.state / f"redis-{name}", maxmemory=spec.maxmemory,
+                                 persistence=spec.persistence)
             server.start()
             self.servers[name] = server
             self.urls[name] = server.unix_url  # agents on this machine take the faster unix socket
-            self.say(f"graphrun: redis {name}: started {server.url} (unix socket {server.unix_socket}, data in {server.data_dir})")
+            self.say(f"graphrun: redis {name}: started {server.url} (unix socket {server.unix_socket}, "
+                     f"data in {server.data_dir}, persistence {spec.persistence})")
         if self.servers:
             self.state.mkdir(parents=True, exist_ok=True)
             (self.state / "redis.json").write_text(json.dumps(self.urls, indent=2))

@@ -1,9 +1,10 @@
 """A local redis-server owned by this process: for the launcher and for tests.
 
 The launcher starts one for each Redis instance of a graph that has no URL. It listens
-on loopback TCP and on a unix socket (faster for agents on the same machine), keeps
-an append-only file so a restarted server still has every stream and pending entry,
-and can be restarted on the same address after a crash.
+on loopback TCP and on a unix socket (faster for agents on the same machine), persists
+its data as the graph declares (by default an append-only file, so a restarted server
+still has every stream and pending entry), and can be restarted on the same address
+after a crash.
 """
 
 from __future__ import annotations
@@ -16,8 +17,29 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 from .errors import ConfigError, RedisUnavailable
+from .graph import Persistence
+
+# Redis's own default schedule, spelled out so a container and a local server agree:
+# a snapshot after an hour with 1 change, 5 minutes with 100, or a minute with 10000.
+RDB_SAVE = "3600 1 300 100 60 10000"
+
+
+def persistence_args(persistence: Persistence) -> list[str]:
+    """redis-server arguments for a graph's ``persistence`` setting.
+
+    Every setting is spelled out in full (never left to the server's config file or
+    image), so that ``graphrun run`` and ``graphrun compose`` give the same guarantees.
+    """
+    if persistence == "aof":  # at most ~1 s of writes lost; no snapshots on top of it
+        return ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+    if persistence == "rdb":
+        return ["--appendonly", "no", "--save", RDB_SAVE]
+    if persistence == "none":
+        return ["--appendonly", "no", "--save", ""]
+    raise ConfigError(f"unknown Redis persistence {persistence!r} (known: {', '.join(get_args(Persistence))})")
 
 
 def find_redis_server() -> str:
@@ -53,7 +75,7 @@ class RedisServer:
     """
 
     def __init__(self, *, data_dir: str | Path | None = None, port: int | None = None, name: str = "redis",
-                 appendonly: bool = True, maxmemory: str | None = None):
+                 persistence: Persistence = "aof", maxmemory: str | None = None):
         self.name = name
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix=f"graphrun-{name}-")
         self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
@@ -62,7 +84,7 @@ class RedisServer:
         # Unix socket paths are limited to ~100 bytes; keep it short and private.
         self._sock_dir = tempfile.mkdtemp(prefix="gr-")
         self.unix_socket = os.path.join(self._sock_dir, f"{name[:20]}.sock")
-        self.appendonly = appendonly
+        self.persistence = persistence
         self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -82,9 +104,7 @@ class RedisServer:
             "--unixsocket", self.unix_socket,
             "--unixsocketperm", "700",
             "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            *persistence_args(self.persistence),
             "--protected-mode", "yes",
             "--daemonize", "no",
             "--loglevel", "warning",

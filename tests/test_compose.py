@@ -108,7 +108,8 @@ def test_a_hosted_redis_keeps_its_data_reports_its_health_and_publishes_its_port
     gen = compose(tmp_path, LINE)
     redis_edge = gen.service("infer", "redis-edge")
     assert redis_edge["image"] == "redis:7.2"
-    assert redis_edge["command"] == ["redis-server", "--appendonly", "yes", "--maxmemory", "1gb"]
+    assert redis_edge["command"] == ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                                     "--maxmemory", "1gb"]
     assert redis_edge["volumes"] == ["redis-edge:/data"]
     assert gen.docs["infer"]["volumes"] == {"redis-edge": {}}
     assert redis_edge["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
@@ -202,7 +203,9 @@ agents:
 """)
     ai = gen.service("gpu", "redis-inference")
     assert ai["image"] == "redislabs/redisai:1.2.7-gpu-bionic"
-    assert "command" not in ai  # the image's own command loads the module
+    # The module is loaded as the image's own command does, beside the graph's persistence (aof).
+    assert ai["command"] == ["redis-server", "--loadmodule", "/usr/lib/redis/modules/redisai.so",
+                             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
     assert "deploy" in ai
     # The agent opens the RedisAI instance itself (named in its params), on the other node.
     assert gen.service("box", "cls")["environment"]["GRAPHRUN_REDIS_INFERENCE"] == "redis://gpu.plant:6379/0"

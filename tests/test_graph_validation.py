@@ -108,6 +108,18 @@ def test_unknown_redis_instances_and_nodes_are_reported() -> None:
     assert (line, path) == (10, "agents.relay.node") and "unknown node 'edge-9'" in message
 
 
+def test_a_redis_instance_s_persistence_is_one_of_the_known_settings() -> None:
+    assert parse_graph(GOOD, "g.yaml").redis["main"].persistence == "aof"  # the safe default
+    text = GOOD.replace("  main: {}", "  main: {persistence: rdb}\n  frames: {persistence: none}")
+    assert {n: r.persistence for n, r in parse_graph(text, "g.yaml").redis.items()} == {"main": "rdb", "frames": "none"}
+    with pytest.raises(GraphError) as caught:
+        parse_graph(GOOD.replace("  main: {}", "  main: {maxmemory: 1gb, persistence: always}"), "g.yaml")
+    [problem] = caught.value.problems
+    assert str(problem).startswith("g.yaml:3:39: ")  # at the value
+    assert "'aof', 'rdb' or 'none'" in problem.message and "'always'" in problem.message
+    assert problem.path == "redis.main.persistence"
+
+
 def test_params_are_checked_against_the_agents_typed_parameters() -> None:
     text = GOOD.replace("    type: sample_agents:Relay\n", "    type: sample_agents:Relay\n    params:\n      delay_ms: -1\n      speed: 3\n")
     found = problems(text)
