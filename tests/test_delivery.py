@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
-
 import numpy as np
 import redis
 
-from conftest import read_messages, wait_until, write_messages
+from conftest import caught_up, read_messages, wait_until, write_messages
 from graphrun import codec
 from graphrun.message import Message
 from graphrun.transport import trimmed_before_read
@@ -38,6 +36,20 @@ def pending(client: redis.Redis, stream: str, group: str) -> int:
         return -1
 
 
+def consumers(client: redis.Redis, stream: str, group: str) -> list[str]:
+    """Names of the consumers ``group`` has on ``stream`` (none before the group exists)."""
+    try:
+        return sorted(c["name"].decode() for c in client.xinfo_consumers(stream, group))
+    except redis.ResponseError:
+        return []
+
+
+def health(client: redis.Redis, consumer: str = "relay-0") -> dict:
+    """The health record a relay consumer of graph ``t`` last published ({} before the first)."""
+    raw = client.hget("graphrun:health:t:relay", consumer)
+    return json.loads(raw) if raw else {}
+
+
 def dead_letters(client: redis.Redis, stream: str = "in:dead") -> list[dict[bytes, bytes]]:
     return [fields for _, fields in client.xrange(stream)]
 
@@ -59,17 +71,18 @@ agents:
 
 def test_replicas_share_the_work_and_each_message_is_handled_once(redis_client, graph_file, start_agent) -> None:
     graph = graph_file(RELAY.format(params="{delay_ms: 1}"))
+    for replica in (0, 1):
+        start_agent(graph, "relay", replica=replica, health_interval=0.1)
+    # Both replicas are reading before the work arrives.
+    wait_until(lambda: len(consumers(redis_client, "in", "relay")) == 2, what="both replicas in the group")
     write_messages(redis_client, "in", [{"seq": i} for i in range(400)])
-    start_agent(graph, "relay", replica=0)
-    start_agent(graph, "relay", replica=1)
-    wait_until(lambda: redis_client.xlen("out") >= 400, what="400 copies")
-    copies = read_messages(redis_client, "out")
-    assert sorted(m["seq"] for m in copies) == list(range(400))
-    by_process = Counter(m["by"] for m in copies)
-    assert len(by_process) == 1  # threads in one process: tell the replicas apart by consumer instead
-    consumers = redis_client.xinfo_consumers("in", "relay")
-    assert sorted(c["name"].decode() for c in consumers) == ["relay-0", "relay-1"]
-    assert all(c["pending"] == 0 for c in consumers)
+    wait_until(lambda: caught_up(redis_client, "in", "relay"), what="all 400 read and acknowledged")
+    assert sorted(seqs(redis_client, "out")) == list(range(400))
+    assert sorted(consumers(redis_client, "in", "relay")) == ["relay-0", "relay-1"]
+    wait_until(lambda: sum(health(redis_client, c).get("handled", 0) for c in ("relay-0", "relay-1")) == 400,
+               what="health records counting all 400")
+    handled = {c: health(redis_client, c)["handled"] for c in ("relay-0", "relay-1")}
+    assert all(n > 0 for n in handled.values()), handled
 
 
 def test_a_message_is_acknowledged_only_after_its_outputs_are_written(redis_client, graph_file, start_agent) -> None:
@@ -170,16 +183,22 @@ def test_entries_trimmed_before_a_group_that_never_read_are_counted(redis_client
     assert trimmed_before_read(redis_client, "s", "idle") == 15
 
 
-def test_streams_are_bounded_and_trimmed_entries_are_counted(redis_client, graph_file) -> None:
-    from graphrun.transport import ensure_group
-
-    ensure_group(redis_client, "s", "late")
+def test_entries_trimmed_while_the_agent_was_stopped_are_counted_by_the_agent(redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(params="{}"))
+    first = start_agent(graph, "relay", health_interval=1.0)
+    wait_until(lambda: consumers(redis_client, "in", "relay") == ["relay-0"], what="the agent reading its input")
+    first.request_stop()
+    wait_until(lambda: health(redis_client).get("state") == "stopped", what="the agent to stop")
+    # While it is away, 50 entries arrive on a stream bounded to 10.
     for i in range(50):
-        redis_client.xadd("s", {"i": i}, maxlen=10, approximate=False)
-    assert redis_client.xlen("s") == 10
-    entries = redis_client.xreadgroup("late", "c", {"s": ">"})[0][1]
-    redis_client.hincrby("graphrun:stats:s", "late:delivered", len(entries))
-    assert trimmed_before_read(redis_client, "s", "late") == 40
+        redis_client.xadd("in", codec.encode(Message({"seq": i})), maxlen=10, approximate=False)
+    assert redis_client.xlen("in") == 10
+    start_agent(graph, "relay", health_interval=0.1)
+    wait_until(lambda: caught_up(redis_client, "in", "relay"), what="the ten left to be handled")
+    assert seqs(redis_client, "out") == list(range(40, 50))
+    wait_until(lambda: trimmed_before_read(redis_client, "in", "relay") == 40, what="the runner's delivery count")
+    wait_until(lambda: health(redis_client).get("trimmed_before_read") == {"items": 40},
+               what="the agent to report the trimmed entries")
 
 
 def test_health_is_published_per_consumer(redis_client, graph_file, start_agent) -> None:
@@ -187,13 +206,8 @@ def test_health_is_published_per_consumer(redis_client, graph_file, start_agent)
     write_messages(redis_client, "in", [{"seq": i} for i in range(5)])
     start_agent(graph, "relay")
     wait_until(lambda: redis_client.xlen("out") == 5)
-
-    def record() -> dict:
-        raw = redis_client.hget("graphrun:health:t:relay", "relay-0")
-        return json.loads(raw) if raw else {}
-
-    wait_until(lambda: record().get("handled") == 5, what="a health record with the count")
-    assert record()["state"] == "running" and record()["dead_lettered"] == 0
+    wait_until(lambda: health(redis_client).get("handled") == 5, what="a health record with the count")
+    assert health(redis_client)["state"] == "running" and health(redis_client)["dead_lettered"] == 0
 
 
 def test_inputs_on_two_redis_instances_are_both_read_and_acknowledged_where_they_live(

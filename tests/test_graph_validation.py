@@ -145,24 +145,56 @@ def test_environment_references_must_resolve() -> None:
     assert parse_graph(defaulted, "g.yaml", environ={}).redis["main"].url == "redis://localhost:6379"
 
 
+# Three problems planted in one file: an unknown Redis instance, agent type and top-level key.
+THREE_PROBLEMS = GOOD.replace("sample_agents:Relay", "nope.nope").replace("main:t.items", "plant:t.items") + "bogus: 1\n"
+
+
 def test_every_problem_is_listed_not_just_the_first() -> None:
-    text = GOOD.replace("sample_agents:Relay", "nope.nope").replace("main:t.items", "plant:t.items") + "bogus: 1\n"
-    assert len(problems(text)) >= 2
+    found = sorted(problems(THREE_PROBLEMS))
+    assert [(line, path) for line, _, path in found] == [
+        (7, "agents.source.outputs.items"), (9, "agents.relay.type"), (11, "bogus")]
+    redis_instance, agent_type, key = (message for _, message, _ in found)
+    assert redis_instance.startswith("unknown Redis instance 'plant' in 'plant:t.items' (known: main)")
+    assert agent_type.startswith("unknown agent type 'nope.nope'")
+    assert key == "unknown key 'bogus'"
+
+
+def validate(path: Path) -> subprocess.CompletedProcess[str]:
+    """``graphrun validate PATH`` as a user runs it (the test agents importable, no other environment)."""
+    return subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"}, timeout=120)
 
 
 def test_the_validate_command_prints_file_line_column_and_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(GOOD.replace("source.items", "source.itemz"))
-    done = subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"})
+    done = validate(path)
     assert done.returncode == 1
     assert f"{path}:10:21: agent 'source' has no output port 'itemz'" in done.stderr
     assert "(agents.relay.inputs.items)" in done.stderr
 
 
+def test_the_validate_command_lists_every_problem_and_fails(tmp_path: Path) -> None:
+    path = tmp_path / "three.yaml"
+    path.write_text(THREE_PROBLEMS)
+    done = validate(path)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert [line.split(": ")[0] for line in lines[:3]] == [f"{path}:7:22", f"{path}:9:11", f"{path}:11:1"]
+    assert lines[0].endswith("(agents.source.outputs.items)") and "unknown Redis instance 'plant'" in lines[0]
+    assert lines[1].endswith("(agents.relay.type)") and "unknown agent type 'nope.nope'" in lines[1]
+    assert lines[2] == f"{path}:11:1: unknown key 'bogus' (bogus)"
+    assert lines[3:] == ["3 problem(s) found"]
+
+
 def test_the_validate_command_accepts_the_shipped_graphs() -> None:
-    for graph in sorted((TESTS.parent / "graphs").glob("*.yaml")):
-        load_graph(graph)  # raises GraphError with every problem if not
+    shipped = sorted((TESTS.parent / "graphs").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        done = validate(path)
+        assert done.returncode == 0, done.stderr
+        graph = load_graph(path)
+        assert done.stdout.startswith(f"{path}: ok: graph {graph.name!r}, {len(graph.agents)} agents"), done.stdout
 
 
 TWO_SETS = GOOD + """\
