@@ -54,10 +54,16 @@ class Pacer:
         return True
 
     def take(self) -> None:
-        """Take the current slot; the next one is one period later (not earlier than
-        ``catch_up`` seconds ago)."""
+        """Take the current slot; the next one is one period later.
+
+        A slot taken late by less than a period keeps the schedule (wake-ups are always a
+        little late; moving the schedule by each would drift). After a longer stall the
+        schedule restarts so that only the slots of the last ``catch_up`` seconds are due.
+        """
         if self.rate:
-            self._due = max(self._due + self.period, self._clock() - self.catch_up)
+            floor = self._clock() - self.catch_up
+            following = self._due + self.period
+            self._due = following if following > floor else floor + self.period
 
     def reset(self) -> None:
         """The next slot is due now (after a pause, say)."""
