@@ -11,7 +11,9 @@ could not travel on a stream fails here too.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .agent import Agent
-from .errors import ConfigError, PortError
+from .errors import AgentStartError, ConfigError, PortError
 from .message import Message
 from .ports import declared_ports
+
+log = logging.getLogger("graphrun.testing")
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -133,20 +137,47 @@ def _round_trip(message: Message) -> Message:
 
 
 @contextmanager
-def running(graph: Graph, agents: Sequence[str] | None = None, *,
-            redis_urls: Mapping[str, str]) -> Iterator[dict[str, AgentRunner]]:
+def running(graph: Graph, agents: Sequence[str] | None = None, *, redis_urls: Mapping[str, str],
+            start_timeout: float = 60.0) -> Iterator[dict[str, AgentRunner]]:
     """Run agents of ``graph`` (all by default) in threads of this process, each as the
-    launcher would run it; on exit each finishes the message in hand and stops."""
+    launcher would run it; on exit each finishes the message in hand and stops.
+
+    The ``with`` block is entered once every agent's ``start()`` returned. An agent that
+    fails to start fails the ``with`` statement at once with its exception; one that dies
+    later is logged at once and raised when the block ends.
+    """
     from .runner import AgentRunner
 
     runners = {name: AgentRunner(graph, name, replica=0, redis_urls=redis_urls) for name in (agents or graph.agents)}
-    threads = [threading.Thread(target=r.run, name=name, daemon=True) for name, r in runners.items()]
-    for thread in threads:
+    # Each thread writes its own key once, before it ends; the caller reads after
+    # seeing the thread end (is_alive/join), so no lock is needed.
+    failures: dict[str, BaseException] = {}
+
+    def run(name: str, runner: AgentRunner) -> None:
+        try:
+            runner.run()
+        except BaseException as exc:
+            log.exception("agent %s died", name)
+            failures[name] = exc
+
+    threads = {name: threading.Thread(target=run, args=(name, r), name=name, daemon=True) for name, r in runners.items()}
+    for thread in threads.values():
         thread.start()
     try:
+        end = time.monotonic() + start_timeout
+        while not all(r.started.is_set() for r in runners.values()):
+            dead = [n for n, t in threads.items() if not t.is_alive() and not runners[n].started.is_set()]
+            if dead:
+                raise failures.get(dead[0]) or AgentStartError(f"agent {dead[0]!r} ended before it started")
+            if time.monotonic() > end:
+                late = [n for n, r in runners.items() if not r.started.is_set()]
+                raise AgentStartError(f"agents {late} did not start within {start_timeout:.0f} s")
+            time.sleep(0.01)
         yield runners
     finally:
         for runner in runners.values():
             runner.request_stop()
-        for thread in threads:
+        for thread in threads.values():
             thread.join(30)
+    if failures:
+        raise next(iter(failures.values()))

@@ -199,6 +199,15 @@ def claim_abandoned(client: redis.Redis, stream: str, group: str, consumer: str,
     return [Entry(stream, _text(entry_id), fields or None) for entry_id, fields in claimed]
 
 
+def claim_own(client: redis.Redis, stream: str, group: str, consumer: str, ids: Sequence[str]) -> list[Entry]:
+    """Deliver own pending entries again (a retry): XCLAIM counts the delivery and returns
+    the fields. Entries acknowledged or deleted meanwhile are not returned."""
+    if not ids:
+        return []
+    claimed = client.xclaim(stream, group, consumer, 0, list(ids))
+    return [Entry(stream, _text(entry_id), fields or None) for entry_id, fields in claimed if entry_id]
+
+
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
     ms, _, seq = _text(entry_id).partition("-")
     return int(ms), int(seq or 0)

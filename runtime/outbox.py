@@ -1,0 +1,115 @@
+"""Writing: the outputs and acknowledgements an agent made, on their way to Redis.
+
+The order of a flush is the delivery guarantee's second half: every output of a
+batch is written before any acknowledgement of the messages it came from. When one
+Redis instance is involved, outputs and acknowledgements go in one round trip (Redis
+runs a pipeline's commands in order); when several are, all outputs are sent first.
+
+Lists are cleared only after Redis answered, so a flush repeated after a reconnect
+sends them again: an output may be written twice, never lost.
+
+Owner: the runner's handling thread. Nothing here is touched by another thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from . import transport
+from .graph import InputBinding
+from .health import Counters
+
+COUNT_INTERVAL = 1.0  # seconds between writes of delivery counts (trim accounting)
+
+
+@dataclass
+class Write:
+    """One stream entry to append."""
+
+    instance: str
+    key: str
+    maxlen: int
+    fields: Mapping[bytes, Any]
+
+
+def _flat(fields: Mapping[bytes, Any]) -> list[Any]:
+    return [part for pair in fields.items() for part in pair]
+
+
+class Outbox:
+    """Outputs and acknowledgements committed by successful attempts, not yet in Redis."""
+
+    def __init__(self, clients: Mapping[str, redis.Redis], group: str, counters: Counters):
+        self._clients = clients
+        self._group = group
+        self._counters = counters
+        self.writes: list[Write] = []
+        self.acks: dict[InputBinding, list[str]] = defaultdict(list)
+        self._delivered: dict[tuple[str, str], int] = defaultdict(int)  # (instance, stream) -> entries read
+        self._count_due = 0.0
+
+    # --- filling ----------------------------------------------------------------------
+
+    def commit(self, writes: list[Write], acks: Mapping[InputBinding, list[str]]) -> None:
+        """Take what one successful attempt made; written at the next flush, outputs first."""
+        self.writes.extend(writes)
+        for binding, ids in acks.items():
+            if ids:
+                self.acks[binding].extend(ids)
+
+    def delivered(self, instance: str, stream: str, count: int) -> None:
+        """Count entries read from a stream, for the trim accounting of the health record."""
+        self._delivered[(instance, stream)] += count
+
+    @property
+    def unsent(self) -> int:
+        return len(self.writes) + sum(len(ids) for ids in self.acks.values())
+
+    # --- flushing ---------------------------------------------------------------------
+
+    def flush(self, *, counts: bool = False) -> None:
+        """Write pending outputs, then acknowledge; delivery counts ride along at most once
+        a second (``counts=True``: now, when there is anything to count)."""
+        counted = dict(self._delivered) if counts or time.monotonic() >= self._count_due else {}
+        if not self.writes and not any(self.acks.values()) and not counted:
+            return
+        outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for w in self.writes:
+            outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.maxlen, "*", *_flat(w.fields)))
+        after: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for binding, ids in self.acks.items():
+            if ids:
+                after[binding.instance].append(("XACK", binding.key, self._group, *ids))
+        for (instance, key), n in counted.items():
+            after[instance].append(("HINCRBY", transport.STATS_PREFIX + key, f"{self._group}:delivered", n))
+        if len(set(outputs) | set(after)) > 1:
+            # Several instances: every output is written before any acknowledgement.
+            for instance, commands in outputs.items():
+                self._send(instance, commands)
+            outputs = defaultdict(list)
+        for instance in set(outputs) | set(after):
+            self._send(instance, outputs[instance] + after[instance])
+        self._counters.sent += len(self.writes)
+        self.writes = []
+        self.acks = defaultdict(list)
+        if counted:
+            self._count_due = time.monotonic() + COUNT_INTERVAL
+            for stream in counted:
+                self._delivered.pop(stream, None)
+
+    def _send(self, instance: str, commands: list[tuple[Any, ...]]) -> None:
+        """Commands in order, in one round trip; a lone command skips the pipeline's overhead."""
+        client = self._clients[instance]
+        if len(commands) == 1:
+            client.execute_command(*commands[0])
+            return
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        pipe.execute()
