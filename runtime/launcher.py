@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .backoff import Backoff
 from .graph import AgentNode, Graph, env_name, state_dir
 from .redis_server import RedisServer
 from .transport import describe
@@ -35,11 +36,15 @@ class _Replica:
     label: str
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    restarts: int = 0
-    next_start: float = 0.0
     done: bool = False
     failed_to_start: bool = False
     readers: list[threading.Thread] = field(default_factory=list)
+    restart: Backoff = field(init=False)  # the delay before the next start; ready() when it may start
+
+    def __post_init__(self) -> None:
+        policy = self.node.spec.restart
+        # A cap below the first delay makes every restart wait the cap.
+        self.restart = Backoff(initial=min(policy.backoff_initial, policy.backoff_max), maximum=policy.backoff_max)
 
 
 class Launcher:
@@ -126,7 +131,7 @@ class Launcher:
     def _supervise(self, replica: _Replica) -> None:
         proc = replica.process
         if proc is None or replica.done:
-            if not replica.done and time.monotonic() >= replica.next_start and not self._stop.is_set():
+            if not replica.done and replica.restart.ready() and not self._stop.is_set():
                 self._spawn(replica)
             return
         code = proc.poll()
@@ -143,13 +148,9 @@ class Launcher:
             replica.done = replica.failed_to_start = True
             self.say(f"graphrun: {replica.label.strip()} could not start (see its messages above); not restarting it")
         else:
-            ran = time.monotonic() - replica.started
-            if ran > STABLE_AFTER:
-                replica.restarts = 0
-            policy = replica.node.spec.restart
-            delay = min(policy.backoff_max, policy.backoff_initial * 2 ** replica.restarts)
-            replica.restarts += 1
-            replica.next_start = time.monotonic() + delay
+            if time.monotonic() - replica.started > STABLE_AFTER:
+                replica.restart.reset()  # a stable run ends a run of crashes
+            delay = replica.restart.next()
             self.say(f"graphrun: {replica.label.strip()} crashed (exit code {code}); restarting in {delay:.1f} s")
 
     def run(self, duration: float | None = None) -> int:
