@@ -61,9 +61,12 @@ class StreamReader:
         count = self._count(self.batch)
         entries = transport.read_group(self.client, self.group, self.consumer, self._streams,
                                        count=count, block_ms=block_ms)
-        if 1 < count < self.batch and len(entries) >= count:  # large entries and a backlog
-            entries += self._singles(self.batch - len(entries))
-        if entries and self.wait_ms > 0 and len(entries) < self.batch:
+        if not entries:
+            return entries
+        self._learn(entries)
+        if len(entries) >= count and len(entries) < self.batch:  # a full reply: there may be a backlog
+            entries += self._more(self.batch - len(entries))
+        if self.wait_ms > 0 and len(entries) < self.batch:
             end = time.monotonic() + self.wait_ms / 1000
             while len(entries) < self.batch and (left := end - time.monotonic()) > 0:
                 more = transport.read_group(self.client, self.group, self.consumer, self._streams,
@@ -72,10 +75,19 @@ class StreamReader:
                 if not more:
                     break
                 entries += more
-        if entries:
-            size = sum(len(v) for e in entries if e.fields for v in e.fields.values()) / len(entries)
-            self.entry_bytes = size if self.entry_bytes is None else 0.8 * self.entry_bytes + 0.2 * size
         return entries
+
+    def _learn(self, entries: list[Entry]) -> None:
+        size = sum(len(v) for e in entries if e.fields for v in e.fields.values()) / len(entries)
+        self.entry_bytes = size if self.entry_bytes is None else 0.8 * self.entry_bytes + 0.2 * size
+
+    def _more(self, n: int) -> list[Entry]:
+        """Up to ``n`` more entries without waiting: one read for small entries, single-entry
+        reads pipelined in one round trip for large ones."""
+        count = self._count(n)
+        if count >= n:
+            return transport.read_group(self.client, self.group, self.consumer, self._streams, count=n, block_ms=None)
+        return self._singles(n)
 
     def _singles(self, n: int) -> list[Entry]:
         """Up to ``n`` more entries as single-entry reads, pipelined in one round trip."""
