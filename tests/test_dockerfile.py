@@ -1,6 +1,6 @@
 """The Dockerfile and .dockerignore, checked without a Docker engine.
 
-The Dockerfile is parsed into its instructions; the build context the .dockerignore lets
+The Dockerfile is read with dockerfile-parse; the build context the .dockerignore lets
 through is computed with Docker's matching rules and used to build the graphrun wheel,
 as the image's first stage does. hadolint runs when it is installed.
 """
@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dockerfile_parse import DockerfileParser
 
 import graphrun
 import graphrun_agents
@@ -29,47 +30,39 @@ BASE = "python:3.11-slim-bookworm"
 COMPILERS = ("build-essential", "gcc", "g++", "clang", "make")
 
 
-@dataclass
-class Instruction:
-    keyword: str
-    args: str
-    stage: int  # index of the FROM it belongs to
-    line: int
-
-    def exec_form(self) -> list[str]:
-        return json.loads(self.args)
-
-    def flags(self) -> dict[str, str]:
-        return dict(re.findall(r"--([a-z-]+)=(\S+)", self.args))
-
-    def words(self) -> list[str]:
-        return [w for w in shlex.split(self.args) if not w.startswith("--")]
+Instruction = dict[str, Any]  # an entry of DockerfileParser.structure: instruction, value, startline...
 
 
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Instructions with their continuation lines joined, comments and directives dropped."""
-    instructions: list[Instruction] = []
-    stage = -1
-    pending, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if pending and line.startswith("#"):
-            continue  # a comment inside a continued instruction
-        if not pending:
-            start = number
-        if line.endswith("\\"):
-            pending += line[:-1].rstrip() + " "
-            continue
-        full = (pending + line).strip()
-        pending = ""
-        keyword, _, args = full.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "FROM":
-            stage += 1
-        instructions.append(Instruction(keyword, args.strip(), stage, start))
-    return instructions
+def stages(dockerfile: DockerfileParser) -> list[list[Instruction]]:
+    """The instructions of each build stage, its FROM first, comments left out."""
+    found: list[list[Instruction]] = []
+    for item in dockerfile.structure:
+        if item["instruction"] == "FROM":
+            found.append([])
+        if found and item["instruction"] != "COMMENT":
+            found[-1].append(item)
+    return found
+
+
+def final(dockerfile: DockerfileParser) -> list[Instruction]:
+    return stages(dockerfile)[-1]
+
+
+def named(instructions: list[Instruction], keyword: str) -> list[Instruction]:
+    return [i for i in instructions if i["instruction"] == keyword]
+
+
+def words(instruction: Instruction) -> list[str]:
+    """The instruction's arguments, its --flags left out."""
+    return [w for w in shlex.split(instruction["value"]) if not w.startswith("--")]
+
+
+def flags(instruction: Instruction) -> dict[str, str]:
+    return dict(w[2:].split("=", 1) for w in shlex.split(instruction["value"]) if w.startswith("--") and "=" in w)
+
+
+def line(instruction: Instruction) -> int:
+    return instruction["startline"] + 1
 
 
 def dockerignore_patterns(text: str) -> list[tuple[str, bool]]:
@@ -116,18 +109,13 @@ def excluded(path: str, patterns: list[tuple[str, bool]]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def instructions() -> list[Instruction]:
-    return parse_dockerfile((REPO / "Dockerfile").read_text())
+def dockerfile() -> DockerfileParser:
+    return DockerfileParser(path=str(REPO / "Dockerfile"))
 
 
 @pytest.fixture(scope="module")
 def ignore() -> list[tuple[str, bool]]:
     return dockerignore_patterns((REPO / ".dockerignore").read_text())
-
-
-def final(instructions: list[Instruction]) -> list[Instruction]:
-    last = max(i.stage for i in instructions)
-    return [i for i in instructions if i.stage == last]
 
 
 def context_files(ignore: list[tuple[str, bool]]) -> list[Path]:
@@ -136,71 +124,64 @@ def context_files(ignore: list[tuple[str, bool]]) -> list[Path]:
     return [REPO / f for f in tracked if (REPO / f).is_file() and not excluded(f, ignore)]
 
 
-def test_the_parser_reads_continuations_stages_and_negations() -> None:
-    """The helpers below decide the other tests: check them on a known file first."""
-    parsed = parse_dockerfile("# c\nFROM a AS b\nRUN x \\\n  # inside\n  && y\nFROM c\nUSER 1\n")
-    assert [(i.keyword, i.args, i.stage) for i in parsed] == [("FROM", "a AS b", 0), ("RUN", "x && y", 0), ("FROM", "c", 1), ("USER", "1", 1)]
+def test_the_dockerignore_matcher_follows_dockers_rules() -> None:
+    """The matcher decides the build-context tests below: check it on a known file first."""
     patterns = dockerignore_patterns("*\n!src/\n**/__pycache__\n")
     assert excluded(".git/config", patterns) and excluded("src/__pycache__/a.pyc", patterns)
     assert not excluded("src/pkg/a.py", patterns)
 
 
-def test_the_image_is_built_in_stages_on_python_slim_bookworm(instructions: list[Instruction]) -> None:
-    args = {i.words()[0].split("=")[0]: i.words()[0].split("=", 1)[1] for i in instructions if i.keyword == "ARG" and i.stage == -1}
-    froms = [i.words()[0] for i in instructions if i.keyword == "FROM"]
-    assert len(froms) >= 2, "a wheel stage and a final stage"
-    resolved = {re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], f) for f in froms}
-    assert resolved == {BASE}, "every stage on the same multi-arch base"
+def test_the_image_is_built_in_stages_on_python_slim_bookworm(dockerfile: DockerfileParser) -> None:
+    assert len(stages(dockerfile)) >= 2, "a wheel stage and a final stage"
+    assert set(dockerfile.parent_images) == {BASE}, "every stage on the same multi-arch base"
 
 
-def test_no_compiler_is_installed_in_the_final_stage(instructions: list[Instruction]) -> None:
-    runs = " ".join(i.args for i in final(instructions) if i.keyword == "RUN")
+def test_no_compiler_is_installed_in_the_final_stage(dockerfile: DockerfileParser) -> None:
+    runs = " ".join(i["value"] for i in named(final(dockerfile), "RUN"))
     assert not [c for c in COMPILERS if re.search(rf"\b{re.escape(c)}\b", runs)]
-    assert all(i.flags().get("from") != "wheels" or i.keyword != "COPY" or "/wheels" not in i.args
-               for i in final(instructions)), "wheels are mounted for the install, never copied in"
+    assert all(flags(i).get("from") != "wheels" or "/wheels" not in i["value"] for i in named(final(dockerfile), "COPY")), \
+        "wheels are mounted for the install, never copied in"
 
 
-def test_the_package_is_installed_with_all_its_extras(instructions: list[Instruction]) -> None:
-    wheel = [i for i in instructions if i.keyword == "RUN" and "pip wheel" in i.args]
-    assert wheel and '".[all]"' in wheel[0].args
-    install = [i for i in final(instructions) if i.keyword == "RUN" and "pip install" in i.args]
-    assert install and '"graphrun[all]"' in install[0].args and "--no-index" in install[0].args
+def test_the_package_is_installed_with_all_its_extras(dockerfile: DockerfileParser) -> None:
+    wheel = [i for i in named(dockerfile.structure, "RUN") if "pip wheel" in i["value"]]
+    assert wheel and '".[all]"' in wheel[0]["value"]
+    install = [i for i in named(final(dockerfile), "RUN") if "pip install" in i["value"]]
+    assert install and '"graphrun[all]"' in install[0]["value"] and "--no-index" in install[0]["value"]
 
 
-def test_the_entrypoint_is_graphrun(instructions: list[Instruction]) -> None:
-    entry = [i for i in final(instructions) if i.keyword == "ENTRYPOINT"]
-    cmd = [i for i in final(instructions) if i.keyword == "CMD"]
-    assert entry[-1].exec_form() == ["graphrun"]
-    assert cmd[-1].exec_form() == ["--help"]
+def test_the_entrypoint_is_graphrun(dockerfile: DockerfileParser) -> None:
+    assert json.loads(named(final(dockerfile), "ENTRYPOINT")[-1]["value"]) == ["graphrun"]
+    assert json.loads(named(final(dockerfile), "CMD")[-1]["value"]) == ["--help"]
 
 
-def test_the_container_does_not_run_as_root(instructions: list[Instruction]) -> None:
-    users = [i.args.split(":")[0] for i in final(instructions) if i.keyword == "USER"]
+def test_the_container_does_not_run_as_root(dockerfile: DockerfileParser) -> None:
+    users = [i["value"].split(":")[0] for i in named(final(dockerfile), "USER")]
     assert users and users[-1] not in ("root", "0")
-    created = [i for i in final(instructions) if i.keyword == "RUN" and "useradd" in i.args]
-    assert created and f"--uid {users[-1]}" in created[0].args and "--groups video" in created[0].args
+    created = [i for i in named(final(dockerfile), "RUN") if "useradd" in i["value"]]
+    assert created and f"--uid {users[-1]}" in created[0]["value"] and "--groups video" in created[0]["value"]
 
 
-def test_the_image_carries_oci_labels(instructions: list[Instruction]) -> None:
-    labels = " ".join(i.args for i in final(instructions) if i.keyword == "LABEL")
+def test_the_image_carries_oci_labels(dockerfile: DockerfileParser) -> None:
+    labels = dockerfile.labels  # the final stage's, its ARG defaults substituted
     for key in ("title", "description", "version", "revision", "licenses"):
-        assert f"org.opencontainers.image.{key}=" in labels
-    version = [i.words()[0] for i in final(instructions) if i.keyword == "ARG" and i.args.startswith("VERSION=")]
-    assert version == [f"VERSION={graphrun.__version__}"], "the label's default version is the package's"
+        assert f"org.opencontainers.image.{key}" in labels
+    assert labels["org.opencontainers.image.version"] == graphrun.__version__, \
+        "the label's default version is the package's"
 
 
 def test_every_copy_source_is_in_the_repository_and_the_build_context(
-        instructions: list[Instruction], ignore: list[tuple[str, bool]]) -> None:
-    stages = {i.words()[-1] for i in instructions if i.keyword == "FROM" and " AS " in i.args.upper()}
-    for copy in (i for i in instructions if i.keyword in ("COPY", "ADD")):
-        *sources, _ = copy.words()
-        if "from" in copy.flags():
-            assert copy.flags()["from"] in stages, f"line {copy.line}: no stage {copy.flags()['from']!r}"
+        dockerfile: DockerfileParser, ignore: list[tuple[str, bool]]) -> None:
+    names = {words(i)[-1] for i in named(dockerfile.structure, "FROM") if " AS " in i["value"].upper()}
+    for copy in named(dockerfile.structure, "COPY") + named(dockerfile.structure, "ADD"):
+        *sources, _ = words(copy)
+        if "from" in flags(copy):
+            assert flags(copy)["from"] in names, f"line {line(copy)}: no stage {flags(copy)['from']!r}"
             continue
         for source in sources:
-            assert (REPO / source).exists(), f"line {copy.line}: {source} is not in the repository"
+            assert (REPO / source).exists(), f"line {line(copy)}: {source} is not in the repository"
             if source not in (".", "./"):
-                assert not excluded(source.strip("/"), ignore), f"line {copy.line}: .dockerignore leaves {source} out"
+                assert not excluded(source.strip("/"), ignore), f"line {line(copy)}: .dockerignore leaves {source} out"
 
 
 def test_the_build_context_holds_what_the_package_build_needs(ignore: list[tuple[str, bool]]) -> None:
@@ -217,13 +198,13 @@ def test_the_build_context_leaves_out_history_tests_and_state(ignore: list[tuple
         assert excluded(path, ignore), path
 
 
-def test_the_default_model_is_where_the_image_puts_models(instructions: list[Instruction]) -> None:
+def test_the_default_model_is_where_the_image_puts_models(dockerfile: DockerfileParser) -> None:
     """The classification agent looks beside its package folder; the image links models/ there."""
     site = Path(graphrun_agents.__file__).resolve().parents[1]
     assert DEFAULT_MODEL.parent == site / "models"
-    runs = " ".join(i.args for i in final(instructions) if i.keyword == "RUN")
+    runs = " ".join(i["value"] for i in named(final(dockerfile), "RUN"))
     assert 'ln -s /opt/graphrun/models "$(python -c' in runs and 'purelib' in runs
-    assert any(i.keyword == "COPY" and i.words()[-1] == "/opt/graphrun/models/" for i in final(instructions))
+    assert any(words(i)[-1] == "/opt/graphrun/models/" for i in named(final(dockerfile), "COPY"))
 
 
 def test_the_build_context_builds_the_graphrun_wheel(tmp_path: Path, ignore: list[tuple[str, bool]]) -> None:
