@@ -16,6 +16,7 @@ import pytest
 import redis
 from pydantic import BaseModel, ConfigDict
 
+from conftest import caught_up
 from graphrun import Agent, Output, codec
 from graphrun.cli import main as graphrun
 from graphrun.graph import load_graph
@@ -121,8 +122,10 @@ def test_a_deploy_during_2000_frames_switches_versions_once_and_judges_every_fra
     code = graphrun(["model", "deploy", str(graph_file), "cls", str(graph_file.parent / "v2.onnx"), "--version", "2",
                      "--redis", redis_option])
     assert code == 0
-    wait_for(lambda: redis_client.xlen("verdicts") >= FRAMES, f"{FRAMES} verdicts")
-    time.sleep(0.3)  # a duplicate, had there been one, would show up now
+    # Every frame sent, read and acknowledged: the agent writes a frame's verdict before its
+    # acknowledgement, so no verdict is still to come.
+    wait_for(lambda: redis_client.xlen("frames") == FRAMES and caught_up(redis_client, "frames", "cls"),
+             f"all {FRAMES} frames judged")
 
     got = verdicts(redis_client)
     assert sorted(v["part_id"] for v in got) == list(range(FRAMES))  # every frame once, none twice

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from conftest import caught_up
 from graphrun import Message, codec
 from graphrun.graph import parse_graph
 from graphrun.redis_server import RedisServer
@@ -49,6 +50,12 @@ def wait_for(condition: Callable[[], bool], what: str, limit: float = 30.0) -> N
         time.sleep(0.01)
 
 
+def every_verdict_handled(client: redis.Redis) -> bool:
+    """The agent has read every verdict and acknowledged it; it acknowledges a verdict only
+    once its part is written, so no write is still to come."""
+    return all(caught_up(client, f"verdicts.{view}", "plc") for view in ("front", "back"))
+
+
 @pytest.fixture
 def running() -> Iterator[tuple[PlcSimulator, AgentRunner, redis.Redis]]:
     with RedisServer(name="plc-outage") as server, PlcSimulator(RegisterMap()) as plc:
@@ -83,14 +90,11 @@ def test_a_plc_outage_in_the_middle_of_500_parts_loses_repeats_and_reorders_noth
     plc.start()
     for part_id in range(351, PARTS + 1):
         send_part(client, part_id)
-    wait_for(lambda: len(plc.results) >= PARTS, "all results after the outage")
-    time.sleep(0.2)  # room for a wrong extra write to show up
+    wait_for(lambda: every_verdict_handled(client), "every verdict to be handled and acknowledged")
 
     assert [r.values["part_id"] for r in plc.results] == list(range(1, PARTS + 1))
     assert [r.sequence for r in plc.results] == list(range(1, PARTS + 1))
     assert [r.values["outcome"] for r in plc.results] == [int(p % 7 == 0) for p in range(1, PARTS + 1)]
-    wait_for(lambda: all(client.xpending(f"verdicts.{v}", "plc")["pending"] == 0 for v in ("front", "back")),
-             "every verdict to be acknowledged")
 
 
 def test_verdicts_held_when_the_agent_stops_are_written_once_by_its_successor() -> None:
@@ -120,8 +124,7 @@ def test_verdicts_held_when_the_agent_stops_are_written_once_by_its_successor() 
         try:
             for part_id in range(21, 31):
                 send_part(client, part_id)
-            wait_for(lambda: len(plc.results) >= 30, "all 30 results")
-            time.sleep(0.2)
+            wait_for(lambda: every_verdict_handled(client), "every verdict to be handled and acknowledged")
             assert [r.values["part_id"] for r in plc.results] == list(range(1, 31))
             assert [r.sequence for r in plc.results] == list(range(1, 31))
         finally:
