@@ -346,7 +346,7 @@ class AgentRunner:
         gets ``STOP_FLUSH_GRACE`` seconds to reach Redis; what is still unwritten then
         is reported once, and its input messages stay pending, to be handled again.
         """
-        backoff = Backoff(initial=0.05, maximum=5.0)
+        backoff: Backoff | None = None  # made on the first failure: this runs for every read
         while True:
             try:
                 return action()
@@ -356,6 +356,7 @@ class AgentRunner:
                 # NOGROUP: a Redis that restarted empty; the group is made again below.
                 self.counters.redis_errors += 1
                 self.status["redis"] = f"unreachable: {exc}"
+                backoff = backoff or Backoff(initial=0.05, maximum=5.0)
                 delay = backoff.next()
                 if self.stopping.is_set():
                     self._stop_seen = self._stop_seen or time.monotonic()
