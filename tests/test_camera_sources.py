@@ -23,7 +23,7 @@ from graphrun.transport import trimmed_before_read
 from graphrun.testing import AgentHarness
 from graphrun_agents.camera.agent import CameraAgent
 from graphrun_agents.camera.synthetic import SyntheticConfig, render_part
-from graphrun_agents.errors import CameraConfigError
+from graphrun_agents.errors import CameraConfigError, DeviceLostError
 from graphrun_agents.messages import Frame
 
 
@@ -236,11 +236,12 @@ def test_count_stops_the_camera_after_that_many_frames() -> None:
 
 def test_a_trigger_while_the_device_is_lost_is_retried_later() -> None:
     with synthetic("front", trigger="software", reconnect_delay=5.0) as h:
-        h.agent._open = False  # as after a loss: the next open is five seconds away
-        h.agent._retry_at = float("inf")
-        with pytest.raises(Retry):
+        h.agent._lost(DeviceLostError("unplugged"))  # the next open is five seconds away
+        with pytest.raises(Retry) as retry:
             h.send("trigger", {"part_id": 1})
+        assert 4.0 < retry.value.delay <= 5.0  # retried once the reopen is due, not before
         assert h.take("frames") == []
+        assert h.status["lost"] == 1 and h.status["reconnects"] == 0
 
 
 # --- parameters -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired
 
 from graphrun import Agent, AgentStartError, Input, Message, Output, Retry
+from graphrun import Backoff, Pacer
 from graphrun_agents.errors import (
     CameraConfigError,
     CameraError,
@@ -155,9 +156,10 @@ class CameraAgent(Agent):
         self._camera = self.params.camera or self.name
         self._frame = 0
         self._next_part = self.params.part_id_start
-        self._due = time.monotonic()
-        self._delay = self.params.reconnect_delay
-        self._retry_at = 0.0
+        self._pace = Pacer(self.params.fps)
+        # A cap below the first delay makes every reopen wait the cap.
+        self._reconnect = Backoff(initial=min(self.params.reconnect_delay, self.params.reconnect_max_delay),
+                                  maximum=self.params.reconnect_max_delay)
         self._window = (time.monotonic(), 0)
         self.status.update(
             source=self.params.source, state="opening", frames=0, lost=0, reconnects=0, missed_triggers=0,
@@ -185,11 +187,8 @@ class CameraAgent(Agent):
             return
         if not self._ensure_open():
             return
-        if self._source.paced and self.params.fps:
-            now = time.monotonic()
-            if self._due > now and self.wait(self._due - now):
-                return
-            self._due = max(self._due + 1.0 / self.params.fps, time.monotonic())
+        if self._source.paced and not self._pace.wait(self.wait):
+            return
         grabbed, part_id = self._grab(self._next_part, counted=True)
         if grabbed is not None:
             self._send(grabbed, part_id)
@@ -200,12 +199,12 @@ class CameraAgent(Agent):
         wanted = msg.get("part_id")
         part_id = int(wanted) if wanted is not None else self._next_part
         if not self._ensure_open():
-            raise Retry("the camera is reconnecting", delay=max(0.05, self._retry_at - time.monotonic()))
+            raise Retry("the camera is reconnecting", delay=max(0.05, self._reconnect.remaining()))
         try:
             self._source.trigger()
         except DeviceLostError as exc:
             self._lost(exc)
-            raise Retry(f"the camera was lost: {exc}", delay=self._delay) from exc
+            raise Retry(f"the camera was lost: {exc}", delay=self._reconnect.remaining()) from exc
         grabbed, part_id = self._grab(part_id, counted=wanted is None)
         if grabbed is None:
             self.status["missed_triggers"] += 1
@@ -270,30 +269,28 @@ class CameraAgent(Agent):
     def _lost(self, exc: CameraError) -> None:
         self.status["lost"] += 1
         self.status.update(state="lost", last_error=str(exc))
-        self.log.warning("camera %s lost: %s; reopening in %.1f s", self._camera, exc, self._delay)
+        self.log.warning("camera %s lost: %s; reopening in %.1f s", self._camera, exc, self._reconnect.peek())
         self._source.close()
         self._open = False
-        self._retry_at = time.monotonic() + self._delay
+        self._reconnect.next()
 
     def _ensure_open(self) -> bool:
         """True when the source is open; otherwise try to reopen it once its backoff has passed."""
         if self._open:
             return True
-        wait = self._retry_at - time.monotonic()
-        if wait > 0:
-            self.wait(min(wait, 0.5))
+        if not self._reconnect.ready():
+            self.wait(min(self._reconnect.remaining(), 0.5))
             return False
         self.status["state"] = "reconnecting"
         try:
             self._source.open()
         except CameraError as exc:
-            self._delay = min(self._delay * 2, self.params.reconnect_max_delay)
-            self._retry_at = time.monotonic() + self._delay
+            delay = self._reconnect.next()
             self.status.update(state="lost", last_error=str(exc))
-            self.log.warning("camera %s still unavailable: %s; next try in %.1f s", self._camera, exc, self._delay)
+            self.log.warning("camera %s still unavailable: %s; next try in %.1f s", self._camera, exc, delay)
             return False
         self._open = True
-        self._delay = self.params.reconnect_delay
+        self._reconnect.reset()
         self.status["reconnects"] += 1
         self.status.update(state="acquiring", device=self._source.info)
         self.log.info("camera %s reconnected", self._camera)
