@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -113,17 +113,30 @@ class AgentHarness:
         return message
 
     def deliver(self, messages: Sequence[Message]) -> None:
+        """Hand ``messages`` to ``handle_batch``. As under the runner, a call that raises
+        leaves no trace: its outputs, holds and releases are undone before the exception
+        propagates."""
+        self._attempt(lambda: self.agent.handle_batch(messages))
+
+    def _attempt(self, call: Callable[[], None]) -> None:
+        outputs = {port: len(sent) for port, sent in self.outputs.items()}
+        held, released = list(self.held), list(self.released)
         try:
-            self.agent.handle_batch(messages)
+            call()
+        except Exception:
+            for port in list(self.outputs):
+                del self.outputs[port][outputs.get(port, 0):]
+            self.held, self.released = held, released
+            raise
         finally:
             self.current = None
 
     def produce(self, times: int = 1) -> None:
         for _ in range(times):
-            self.agent.produce()
+            self._attempt(self.agent.produce)
 
     def tick(self) -> None:
-        self.agent.tick()
+        self._attempt(self.agent.tick)
 
     def take(self, port: str) -> list[Mapping[str, Any]]:
         """The payloads sent on ``port`` since the last take, oldest first."""

@@ -112,3 +112,70 @@ agents:
         wait_until(lambda: client.exists("doubled") and client.xlen("doubled") == 20, what="20 doubled numbers")
     assert [m["value"] for m in read_messages(client, "doubled")] == [2 * i for i in range(20)]
     assert runners["doubler"].counters.handled == 20
+
+
+BESIDE_GRAPH = '''\
+from graphrun import Agent, Input, Message, Output
+from graphrun_agents.examples import Number
+
+
+class Tripler(Agent):
+    numbers = Input(Number)
+    tripled = Output(Number)
+
+    def handle(self, msg: Message[Number]) -> None:
+        self.tripled.send({"value": 3 * msg["value"], "seq": msg["seq"]})
+'''
+
+
+def test_an_agent_beside_its_graph_resolves_and_runs_yet_its_folder_leaves_sys_path(
+        tmp_path: Path, redis_server) -> None:
+    import redis as redis_py
+
+    from conftest import read_messages, wait_until
+    from graphrun import load_graph
+    from graphrun.testing import running
+
+    (tmp_path / "tripler_beside_graph.py").write_text(BESIDE_GRAPH)
+    (tmp_path / "triple.yaml").write_text("""\
+name: triple
+agents:
+  counter: {type: examples.counter, params: {rate: 500, count: 5}, outputs: {numbers: main:numbers}}
+  tripler: {type: "tripler_beside_graph:Tripler", inputs: {numbers: counter.numbers}, outputs: {tripled: main:tripled}}
+""")
+    before = list(sys.path)
+    try:
+        graph = load_graph(tmp_path / "triple.yaml")
+        # The folder was importable while the graph was read, and only then; what was imported stays.
+        assert sys.path == before
+        assert graph.agents["tripler"].agent_class is sys.modules["tripler_beside_graph"].Tripler
+        client = redis_py.Redis.from_url(redis_server.url)
+        with running(graph, redis_urls={"main": redis_server.url}):
+            wait_until(lambda: client.exists("tripled") and client.xlen("tripled") == 5, what="5 tripled numbers")
+        assert [m["value"] for m in read_messages(client, "tripled")] == [0, 3, 6, 9, 12]
+    finally:
+        sys.modules.pop("tripler_beside_graph", None)
+
+
+def test_a_graph_whose_agent_module_fails_to_import_leaves_sys_path_as_it_was(tmp_path: Path) -> None:
+    from graphrun import GraphError, load_graph
+
+    (tmp_path / "broken_beside_graph.py").write_text("raise ImportError('needs a vendor SDK')\n")
+    (tmp_path / "broken.yaml").write_text("name: broken\nagents:\n  a: {type: 'broken_beside_graph:Agent'}\n")
+    before = list(sys.path)
+    with pytest.raises(GraphError, match="needs a vendor SDK"):
+        load_graph(tmp_path / "broken.yaml")
+    assert sys.path == before
+    assert str(tmp_path) not in sys.path
+
+
+def test_the_harness_undoes_what_a_raising_handle_did() -> None:
+    """As under the runner: outputs sent and messages held before an exception are dropped."""
+    from runner_agents import FailingRelease
+
+    with AgentHarness(FailingRelease) as h:
+        with pytest.raises(RuntimeError, match="item 1 fails"):
+            h.deliver([h.message("items", {"seq": s}) for s in (0, 1, 2)])
+        assert h.take("copies") == [] and h.held == [] and h.released == []
+        h.send("items", {"seq": 0})
+        assert h.take("copies") == [{"seq": 0}]
