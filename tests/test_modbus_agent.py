@@ -182,7 +182,7 @@ def test_a_plc_that_restarts_with_cleared_registers_gets_the_next_counter_value(
 
 
 def test_while_the_plc_is_down_verdicts_beyond_the_queue_limit_wait_in_redis(plc: PlcSimulator) -> None:
-    with harness(plc, max_queue=2, reconnect_min=30.0) as h:
+    with harness(plc, max_queue=2, reconnect_min=30.0, reconnect_max=30.0) as h:
         plc.stop()
         both_views(h, 1)
         both_views(h, 2)

@@ -13,7 +13,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphrun import Agent, DeadLetter, Inputs, Message, Retry
+from graphrun import Agent, Backoff, DeadLetter, Inputs, Message, Retry
 
 from ..errors import AgentConfigError, EncodingError, PlcExceptionReply, PlcUnreachable
 from ..messages import Verdict
@@ -67,8 +67,8 @@ class ModbusAgent(Agent):
         self._sequence = 0  # the counter value of the last result the PLC holds
         self._awaiting: int | None = None  # a sequence the PLC has not echoed in result_read yet
         self._waiting_since: float | None = None
-        self._backoff = p.reconnect_min
-        self._retry_at = 0.0
+        # reconnect_max is the longest delay, the first included.
+        self._reconnect = Backoff(initial=min(p.reconnect_min, p.reconnect_max), maximum=p.reconnect_max)
         self._down_since: float | None = None
         try:
             self._first_sync()
@@ -85,7 +85,7 @@ class ModbusAgent(Agent):
 
     def handle(self, msg: Message) -> None:
         if len(self._join.queue) >= self.params.max_queue:
-            raise Retry(f"{len(self._join.queue)} results are waiting for the PLC", delay=self._backoff)
+            raise Retry(f"{len(self._join.queue)} results are waiting for the PLC", delay=self._reconnect.peek())
         self._check(msg)
         if self._join.offer(msg.port or "", msg.payload, msg, time.monotonic()) is Offer.HELD:
             self.hold(msg)
@@ -208,7 +208,7 @@ class ModbusAgent(Agent):
     def _link_up(self) -> bool:
         if self._link.connected:
             return True
-        if time.monotonic() < self._retry_at:
+        if not self._reconnect.ready():
             return False
         try:
             self._link.connect()
@@ -220,7 +220,7 @@ class ModbusAgent(Agent):
             self.log.warning("PLC link restored after %.1f s; %d result(s) to write",
                              time.monotonic() - self._down_since, len(self._join.queue))
         self._down_since = None
-        self._backoff = self.params.reconnect_min
+        self._reconnect.reset()
         self.status["plc"] = "connected"
         return True
 
@@ -241,7 +241,6 @@ class ModbusAgent(Agent):
         if self._down_since is None:
             self._down_since = now
             self.log.error("%s; retrying with backoff, %d result(s) queued", exc, len(self._join.queue))
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, self.params.reconnect_max)
+        self._reconnect.next()
         state = "refused" if isinstance(exc, PlcExceptionReply) else "unreachable"
         self.status["plc"] = f"{state}: {exc}"
