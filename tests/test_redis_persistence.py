@@ -55,8 +55,7 @@ def test_a_crash_loses_what_the_setting_says(persistence: str, survivors: list[s
         assert [fields["n"] for _, fields in client.xrange("s")] == survivors
 
 
-def test_graphrun_run_starts_each_instance_with_its_persistence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+def test_graphrun_run_starts_each_instance_with_its_persistence(tmp_path: Path) -> None:
     path = tmp_path / "graph.yaml"
     path.write_text("""\
 name: persisted

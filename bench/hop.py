@@ -1,0 +1,217 @@
+"""One hop between two processes, bounded: the pieces of bench/transport.py.
+
+A producer process sends numbered messages to a stream, a consumer process reads and
+acknowledges them. Both share a ``Board`` (a small memory-mapped file): the consumer
+records how many messages it has taken, which ones were missing and each one's
+latency; the producer never has more than ``WINDOW`` messages unconsumed, so Redis
+holds a bounded backlog, as on a production line where a camera's stream is capped
+and its reader keeps up. The coordinating process reads the board to time the run.
+
+Producers and consumers come in three kinds: ``plain`` and ``tuned`` redis-py (see
+``raw_client``) and ``graphrun``: a source agent and a sink agent, each run by
+graphrun's runner.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from pydantic import BaseModel
+from redis.connection import PythonRespSerializer, UnixDomainSocketConnection
+
+from graphrun import Agent, Input, Message, Output
+from graphrun.graph import Graph, parse_graph
+from graphrun.pacing import Pacer
+from graphrun.redis_server import RedisServer
+from graphrun.runner import AgentRunner
+
+WINDOW = 32  # most messages sent and not yet consumed
+MAXLEN = 50  # the stream's bound, as the shipped frame streams: above WINDOW, so nothing unread is trimmed
+POLL = 0.0002  # seconds a producer waits before looking at a full window again
+STREAM = "bench.frames"
+GROUP = "bench"
+
+
+class Board:
+    """Shared between a hop's processes: counters, a stop flag and per-message latencies.
+
+    A memory-mapped file rather than multiprocessing objects, so that agents run by
+    graphrun's runner find it by a path in their params. Each cell has one writer.
+    """
+
+    CONSUMED, LOST, STOP = 0, 1, 2
+
+    def __init__(self, path: str | os.PathLike[str], capacity: int | None = None):
+        self.path = str(path)
+        if capacity is not None:  # create
+            np.zeros(4 + capacity, np.float64).tofile(self.path)
+        cells = np.memmap(self.path, np.float64, mode="r+")
+        self._head, self.latency = cells[:4], cells[4:]
+
+    @classmethod
+    def create(cls, folder: str | os.PathLike[str], capacity: int) -> Board:
+        return cls(Path(folder) / "board", capacity)
+
+    @property
+    def consumed(self) -> int:
+        return int(self._head[self.CONSUMED])
+
+    @property
+    def lost(self) -> int:
+        return int(self._head[self.LOST])
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._head[self.STOP])
+
+    def stop(self) -> None:
+        self._head[self.STOP] = 1
+
+    def room(self, seq: int) -> bool:
+        """Whether message ``seq`` may be sent: fewer than WINDOW are unconsumed."""
+        return seq - self.consumed < WINDOW
+
+    def took(self, seq: int, latency: float) -> None:
+        """The consumer has taken message ``seq``; a jump in numbers counts as lost."""
+        n, lost = self.consumed, self.lost
+        if seq > n + lost:
+            self._head[self.LOST] = seq - n
+        if n < len(self.latency):
+            self.latency[n] = latency
+        self._head[self.CONSUMED] = n + 1
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+# --- plain and tuned redis-py ------------------------------------------------------------
+
+
+class _PythonPackedUnix(UnixDomainSocketConnection):
+    def _construct_command_packer(self, packer: Any) -> Any:
+        return PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)
+
+
+def raw_client(kind: str, server: RedisServer) -> redis.Redis:
+    """plain: redis-py's defaults over TCP; tuned: the three changes graphrun's transport
+    makes for large payloads (pure-Python packer, unix socket, 1 MiB reads), nothing else."""
+    if kind == "plain":
+        return redis.Redis(host="127.0.0.1", port=server.port)
+    pool = redis.ConnectionPool(connection_class=_PythonPackedUnix, path=server.unix_socket, socket_read_size=1 << 20)
+    return redis.Redis(connection_pool=pool)
+
+
+def raw_producer(kind: str, server: RedisServer, board_path: str, size: int, rate: float, count: int) -> None:
+    client, board = raw_client(kind, server), Board(board_path)
+    data = np.zeros(size, np.uint8)
+    payload: bytes | memoryview = data.tobytes() if kind == "plain" else memoryview(data)
+    pace = Pacer(rate or None)
+    seq = 0
+    while seq < count and not board.stopped:
+        if not board.room(seq):
+            time.sleep(POLL)
+            continue
+        pace.wait(_sleep)
+        client.xadd(STREAM, {"seq": seq, "t": repr(time.time()), "data": payload}, maxlen=MAXLEN, approximate=True)
+        seq += 1
+
+
+def raw_consumer(kind: str, server: RedisServer, board_path: str) -> None:
+    """XREADGROUP COUNT 1 and XACK per message, as a plain script does."""
+    client, board = raw_client(kind, server), Board(board_path)
+    while not board.stopped:
+        reply = client.xreadgroup(GROUP, "c1", {STREAM: ">"}, count=1, block=100)
+        for entry_id, fields in reply[0][1] if reply else []:
+            now = time.time()
+            client.xack(STREAM, GROUP, entry_id)
+            board.took(int(fields[b"seq"]), now - float(fields[b"t"]))
+
+
+# --- graphrun: two agents, each run by the runner ------------------------------------------
+
+
+class BenchSource(Agent):
+    """Sends numbered payloads of ``size`` bytes, at ``rate`` (0: as the window allows)."""
+
+    frames = Output()
+
+    class Params(BaseModel):
+        board: str
+        size: int
+        rate: float = 0.0
+        count: int = 1 << 62
+
+    def start(self) -> None:
+        self._board = Board(self.params.board)
+        self._data = np.zeros(self.params.size, np.uint8)
+        self._pace = Pacer(self.params.rate or None)
+        self._seq = 0
+
+    def produce(self) -> None:
+        if self._seq >= self.params.count or not self._board.room(self._seq):
+            self.wait(POLL)
+            return
+        if self._pace.wait(self.wait):
+            self.frames.send({"seq": self._seq, "data": self._data})
+            self._seq += 1
+
+
+class BenchSink(Agent):
+    frames = Input()
+
+    class Params(BaseModel):
+        board: str
+
+    def start(self) -> None:
+        self._board = Board(self.params.board)
+
+    def handle(self, msg: Message) -> None:
+        self._board.took(msg["seq"], msg.received - msg.created)  # type: ignore[operator]
+
+
+GRAPH = """\
+name: bench
+redis: {{main: {{persistence: {persistence}}}}}
+agents:
+  source:
+    type: hop:BenchSource
+    params: {{board: "{board}", size: {size}, rate: {rate}, count: {count}}}
+    outputs: {{frames: {{stream: {stream}, maxlen: {maxlen}}}}}
+  sink:
+    type: hop:BenchSink
+    params: {{board: "{board}"}}
+    inputs: {{frames: source.frames}}
+"""
+
+
+def graphrun_graph(persistence: str, board: Board, size: int, rate: float, count: int) -> Graph:
+    return parse_graph(GRAPH.format(persistence=persistence, board=board.path, size=size, rate=rate,
+                                    count=count, stream=STREAM, maxlen=MAXLEN))
+
+
+def run_agent(graph: Graph, name: str, url: str, board_path: str) -> None:
+    """Run one agent until the board says stop (then it stops as on SIGTERM)."""
+    runner = AgentRunner(graph, name, replica=0, redis_urls={"main": url})
+    board = Board(board_path)
+
+    def watch() -> None:
+        while not board.stopped:
+            time.sleep(0.05)
+        runner.request_stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+    runner.run()
+
+
+def scratch() -> tempfile.TemporaryDirectory[str]:
+    """A folder for a board: in memory where the system has /dev/shm."""
+    return tempfile.TemporaryDirectory(prefix="graphrun-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
