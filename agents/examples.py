@@ -11,7 +11,7 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphrun import Agent, Input, Message, Output
+from graphrun import Agent, Input, Message, Output, Pacer
 
 
 class Number(TypedDict):
@@ -33,19 +33,17 @@ class Counter(Agent):
     def start(self) -> None:
         self._next = self.params.start
         self._sent = 0
-        self._due = time.monotonic()
+        self._pace = Pacer(self.params.rate, catch_up=1.0)  # after a stall, at most a second's numbers at once
 
     def produce(self) -> None:
         if self.params.count is not None and self._sent >= self.params.count:
             self.wait(0.5)
             return
-        delay = self._due - time.monotonic()
-        if delay > 0 and self.wait(delay):
+        if not self._pace.wait(self.wait):
             return
         self.numbers.send({"value": self._next, "seq": self._sent})
         self._next += 1
         self._sent += 1
-        self._due = max(self._due + 1.0 / self.params.rate, time.monotonic() - 1.0)
 
 
 class Doubler(Agent):

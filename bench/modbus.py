@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from graphrun import Message, codec
+from graphrun import Message, Pacer, codec
 from graphrun.redis_server import RedisServer
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.agent import ModbusAgent
@@ -44,6 +44,12 @@ def verdict(part_id: int, view: str) -> dict:
     return {"part_id": part_id, "camera": view, "defective": part_id % 10 == 0, "label": "ok", "score": 0.25,
             "threshold": 0.5, "model": "bench", "model_version": "1", "backend": "onnxruntime",
             "preprocess_ms": 1.0, "inference_ms": 1.0}
+
+
+def sleep(seconds: float) -> bool:
+    """``time.sleep`` as ``Pacer.wait`` takes it: nothing interrupts a benchmark's wait."""
+    time.sleep(seconds)
+    return False
 
 
 def report(mode: str, parts: int, seconds: float, latencies_ms: list[float]) -> None:
@@ -102,14 +108,14 @@ def bench_agent(parts: int, rate: float) -> None:
                 h.deliver([message])
         seconds = time.perf_counter() - start
         latencies: list[float] = []
+        pace = Pacer(rate)
         for p in range(parts + 1, 2 * parts + 1):
-            due = time.perf_counter() + 1.0 / rate
+            pace.wait(sleep)
             h.deliver([h.message("front", verdict(p, "front"))])
             last = h.message("back", verdict(p, "back"))
             t0 = time.perf_counter()
             h.deliver([last])  # returns once the PLC has answered the write
             latencies.append((time.perf_counter() - t0) * 1000)
-            time.sleep(max(0.0, due - time.perf_counter()))
     check_order(plc.stop(), 1, 2 * parts)
     report("agent", parts, seconds, latencies)
 
@@ -158,10 +164,10 @@ def bench_graph(parts: int, rate: float) -> None:
                 send(p)
             plc.wait(parts + 1)
             seconds = time.perf_counter() - start
+            pace = Pacer(rate)
             for p in range(parts + 1, 2 * parts + 1):
-                due = time.perf_counter() + 1.0 / rate
+                pace.wait(sleep)
                 send(p)
-                time.sleep(max(0.0, due - time.perf_counter()))
             plc.wait(2 * parts + 1)
         finally:
             agent.terminate()

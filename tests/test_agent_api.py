@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,14 @@ def test_a_source_produces_when_asked() -> None:
         h.produce(3)
         assert [p["value"] for p in h.take("numbers")] == [10, 11, 12]
 
+
+def test_a_source_sends_at_its_declared_rate() -> None:
+    with AgentHarness(Counter, params={"rate": 50}) as h:
+        started = time.monotonic()
+        h.produce(11)
+        elapsed = time.monotonic() - started
+        assert [p["seq"] for p in h.take("numbers")] == list(range(11))
+    assert elapsed >= 0.19  # the eleventh number is due 10 / 50 s after the first
 
 def test_the_harness_refuses_unknown_ports_and_payloads_that_cannot_travel() -> None:
     with AgentHarness(Printer) as h:
