@@ -16,8 +16,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[all]" \
- && mkdir -p models
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[all]"
 
 # --- runtime: the wheels installed, no compiler, not root ---------------------------------
 FROM ${PYTHON_IMAGE}
@@ -37,11 +36,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels "graphrun[all]"
-
-# The classification agent looks for its default model in models/ beside its package
-# folder; graphs may also name /opt/graphrun/models/FILE.onnx directly.
-COPY --from=wheels /src/models/ /opt/graphrun/models/
-RUN ln -s /opt/graphrun/models "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/models"
 
 # Cameras on USB or CSI are reachable by the video group.
 RUN useradd --system --uid 10001 --user-group --create-home --groups video graphrun

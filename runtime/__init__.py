@@ -2,10 +2,18 @@
 
 Agents declare typed ports; a YAML process graph wires ports to Redis streams; the
 runtime runs each agent as its own process with at-least-once delivery.
+
+Everything here is the public API, for agents and for the packages that ship them
+(their command-line plugins included); the submodules are the engine's own, except
+``graphrun.testing``.
 """
+
+__version__ = "0.1.0"  # first: the command line, imported below, reads it
 
 from .agent import Agent, NoParams
 from .backoff import Backoff
+from .cli import add_redis_option
+from .deployment import Deployment, RedisModule
 from .errors import (
     AgentStartError,
     ConfigError,
@@ -18,18 +26,21 @@ from .errors import (
     RedisUnavailable,
     Retry,
 )
+from .graph import AgentNode, Graph, load_graph, redis_url
 from .message import Hop, Message
 from .pacing import Pacer
 from .ports import Input, Inputs, Output, Outputs
-
-__version__ = "0.1.0"
+from .transport import connect as connect_redis
 
 __all__ = [
     "Agent",
+    "AgentNode",
     "AgentStartError",
     "Backoff",
     "ConfigError",
     "DeadLetter",
+    "Deployment",
+    "Graph",
     "GraphError",
     "GraphrunError",
     "Hop",
@@ -43,6 +54,11 @@ __all__ = [
     "Pacer",
     "PortError",
     "Problem",
+    "RedisModule",
     "RedisUnavailable",
     "Retry",
+    "add_redis_option",
+    "connect_redis",
+    "load_graph",
+    "redis_url",
 ]

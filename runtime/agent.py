@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from .deployment import Deployment, network_address
 from .message import Message
 from .ports import Sender, _Port, declared_ports
 
@@ -162,6 +163,18 @@ class Agent:
     @classmethod
     def is_source(cls) -> bool:
         return not any(p.direction == "input" for p in declared_ports(cls).values())
+
+    @classmethod
+    def deployment(cls, params: Any) -> Deployment:
+        """What a container running this agent needs beyond the common settings (host
+        network, devices, mounts, GPU, a Redis module), for ``graphrun compose``.
+
+        ``params`` is the agent's validated ``Params``. Override it for hardware the agent
+        opens; the default only applies the ``host``/``port`` convention (see
+        ``graphrun.deployment``). To keep the default and add to it, use
+        ``dataclasses.replace(super().deployment(params), ...)``.
+        """
+        return network_address(params)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -38,7 +38,7 @@ def _redis_option(text: str) -> tuple[str, str]:
 def add_redis_option(parser: argparse.ArgumentParser) -> None:
     """``--redis NAME=URL`` (repeatable), for subcommands that reach a graph's Redis.
 
-    ``dict(args.redis)`` is the overrides mapping ``graphrun.graph.redis_url`` takes.
+    ``dict(args.redis)`` is the overrides mapping ``graphrun.redis_url`` takes.
     """
     parser.add_argument("--redis", type=_redis_option, action="append", default=[], metavar="NAME=URL",
                         help="use this URL for a Redis instance of the graph (repeatable)")

@@ -23,23 +23,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import __version__, registry
-from .errors import ConfigError
+from . import __version__
+from .deployment import Deployment, RedisModule
+from .errors import AgentTypeError, ConfigError
 from .graph import AgentNode, Graph, env_name, load_graph
 from .redis_server import persistence_args
 
 DEFAULT_IMAGE = f"graphrun:{__version__}"
 REDIS_IMAGE = "redis:7.2"
-# RedisAI is not in the plain Redis image; these are the module's published images (amd64).
-REDISAI_IMAGES = {"CPU": "redislabs/redisai:1.2.7-cpu-bionic", "GPU": "redislabs/redisai:1.2.7-gpu-bionic"}
-REDISAI_MODULE = "/usr/lib/redis/modules/redisai.so"  # where those images keep the module
 REDIS_PORT = 6379
 GRAPH_DIR = "/graph"
 STOP_GRACE = "20s"  # agents finish the message in hand on SIGTERM, then flush
@@ -57,111 +55,30 @@ def node_host_variable(node: str) -> str:
     return "GRAPHRUN_NODE_" + env_name(node).removeprefix("GRAPHRUN_REDIS_") + "_HOST"
 
 
-# --- agents that need the host's hardware ----------------------------------------------
+# --- what each agent's container needs (the agent class says: Agent.deployment) ----------
 
 
-def _is(agent: AgentNode, kind: str) -> bool:
-    """Whether an agent is of a registered type, however the graph named it."""
-    target = registry.registered().get(kind, kind)
-    cls = agent.agent_class
-    return agent.type == kind or f"{cls.__module__}:{cls.__qualname__}" == target
+def deployment_of(agent: AgentNode) -> Deployment:
+    """What the agent's class says its container needs, given the agent's params."""
+    deployment = agent.agent_class.deployment(agent.settings)
+    if not isinstance(deployment, Deployment):
+        raise AgentTypeError(f"agent {agent.name!r}: {agent.agent_class.__qualname__}.deployment() returned "
+                             f"{type(deployment).__name__}, not a graphrun Deployment")
+    return deployment
 
 
-def _setting(agent: AgentNode, name: str) -> Any:
-    """A parameter's value, its default included."""
-    return getattr(agent.settings, name, agent.params.get(name))
+def redis_module(deployments: dict[str, Deployment], instance: str) -> RedisModule | None:
+    """The module a Redis instance loads for the agents that need one there.
 
-
-@dataclass
-class Extras:
-    """Container settings an agent needs beyond the common ones."""
-
-    network_mode: str | None = None
-    environment: dict[str, str | None] = field(default_factory=dict)
-    volumes: list[str] = field(default_factory=list)
-    devices: list[str] = field(default_factory=list)
-    ports: list[str] = field(default_factory=list)
-    deploy: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def _genicam_camera(agent: AgentNode, extras: Extras) -> None:
-    """GigE Vision discovery is a broadcast, which a bridged network drops: use the host's
-    network. The GenTL producer is found through GENICAM_GENTL64_PATH or ``params.cti``;
-    an absolute cti path is the vendor's install on the host, mounted read-only."""
-    if not (_is(agent, "camera") and _setting(agent, "source") == "genicam"):
-        return
-    extras.network_mode = "host"
-    extras.environment["GENICAM_GENTL64_PATH"] = None
-    cti = _setting(agent, "cti")
-    if isinstance(cti, str) and os.path.isabs(cti):
-        folder = os.path.dirname(cti)
-        extras.volumes.append(f"{folder}:{folder}:ro")
-    extras.notes.append(f"{agent.name}: GigE Vision camera, on the host's network")
-
-
-def _local_video_device(agent: AgentNode, extras: Extras) -> None:
-    """An OpenCV camera on a device index or /dev path needs that device mapped in."""
-    if not (_is(agent, "camera") and _setting(agent, "source") == "opencv"):
-        return
-    path = _setting(agent, "path")
-    device = f"/dev/video{path}" if isinstance(path, int) else path if isinstance(path, str) and path.startswith("/dev/") else None
-    if device:
-        extras.devices.append(f"{device}:{device}")
-
-
-def _gpu_inference(agent: AgentNode, extras: Extras) -> None:
-    """ONNX Runtime with a CUDA or TensorRT execution provider runs on the GPU."""
-    if not _is(agent, "classification"):
-        return
-    providers = _setting(agent, "providers") or []
-    if any(gpu in str(p).lower() for p in providers for gpu in ("cuda", "tensorrt")):
-        extras.deploy = GPU_RESERVATION
-        extras.notes.append(f"{agent.name}: ONNX Runtime on the GPU (needs the NVIDIA container toolkit)")
-
-
-LOOPBACK = ("127.", "localhost", "::1")
-WILDCARD = ("0.0.0.0", "::", "")
-
-
-def _network_address(agent: AgentNode, extras: Extras) -> None:
-    """An agent with ``host``/``port`` settings (a server it runs, like the HMI, or one it
-    reaches, like the PLC) sees the network as under ``graphrun run``: a loopback host means
-    this machine, so the agent shares the host's network; a server on every address
-    (0.0.0.0) has its port published."""
-    host, port = _setting(agent, "host"), _setting(agent, "port")
-    if not isinstance(host, str) or not isinstance(port, int):
-        return
-    if host.startswith(LOOPBACK):
-        extras.network_mode = "host"
-        extras.notes.append(f"{agent.name}: on the host's network ({host}:{port} is this machine)")
-    elif host in WILDCARD and port > 0 and agent.replicas == 1:
-        extras.ports.append(f"{port}:{port}")
-        extras.notes.append(f"{agent.name}: serves on port {port}")
-    elif host in WILDCARD and port > 0:
-        extras.notes.append(f"{agent.name}: {agent.replicas} replicas cannot share host port {port}: not published")
-
-
-RULES: tuple[Callable[[AgentNode, Extras], None], ...] = (
-    _genicam_camera, _local_video_device, _gpu_inference, _network_address,
-)
-
-
-def extras_for(agent: AgentNode) -> Extras:
-    extras = Extras()
-    for rule in RULES:
-        rule(agent, extras)
-    return extras
-
-
-def redisai_device(graph: Graph, instance: str) -> str | None:
-    """The RedisAI device (CPU or GPU) when a classification agent runs its model on this instance."""
-    devices = [
-        str(_setting(a, "device"))
-        for a in graph.agents.values()
-        if _is(a, "classification") and _setting(a, "redisai") == instance and _setting(a, "backend") != "onnxruntime"
-    ]
-    return ("GPU" if "GPU" in devices else "CPU") if devices else None
+    A GPU build of a module serves agents computing on the CPU too, so it wins; two
+    different modules cannot share one image, so they are refused.
+    """
+    wanted = {name: d.redis_modules[instance] for name, d in deployments.items() if instance in d.redis_modules}
+    if len({m.name for m in wanted.values()}) > 1:
+        needs = ", ".join(f"{agent} needs {m.name}" for agent, m in wanted.items())
+        raise ConfigError(f"Redis instance {instance!r} cannot run one image for every agent ({needs}): "
+                          "give each module an instance of its own")
+    return next((m for m in wanted.values() if m.gpu), next(iter(wanted.values()), None))
 
 
 # --- where each Redis instance runs -------------------------------------------------------
@@ -213,11 +130,11 @@ class Placement:
         return f"redis://{host}:{self.ports[instance]}/0"
 
 
-def instances_used(graph: Graph, agent: AgentNode) -> list[str]:
-    """The instances an agent connects to: its ports', its node's own, and any a top-level
-    param names (an agent opens those itself, e.g. the one that runs RedisAI)."""
+def instances_used(graph: Graph, agent: AgentNode, deployment: Deployment) -> list[str]:
+    """The instances an agent connects to: its ports', its node's own, those whose module it
+    needs, and any a top-level param names (an agent opens those itself)."""
     named = {v for v in agent.params.values() if isinstance(v, str) and v in graph.redis}
-    used = agent.instances | {graph.home_redis(agent.name)} | named
+    used = agent.instances | {graph.home_redis(agent.name)} | named | set(deployment.redis_modules)
     return [i for i in graph.redis if i in used]
 
 
@@ -262,6 +179,7 @@ class _NodeContext:
     image: str
     passthrough: list[str]
     raw_env: dict[str, dict[str, str]]
+    deployments: dict[str, Deployment]
     settings: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
@@ -277,17 +195,22 @@ class _NodeContext:
 def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, Any]]:
     """One service per replica; the replica number names its consumer, so a replaced
     container takes back what its predecessor left unacknowledged."""
-    extras = extras_for(agent)
-    ctx.notes += extras.notes
-    used = instances_used(ctx.graph, agent)
+    deployment = ctx.deployments[agent.name]
+    ctx.notes += [f"{agent.name}: {note}" for note in deployment.notes]
+    # One host port cannot be published by several containers.
+    ports = list(deployment.ports) if agent.replicas == 1 else []
+    ctx.notes += [f"{agent.name}: serves on port {port}" if agent.replicas == 1 else
+                  f"{agent.name}: {agent.replicas} replicas cannot share host port {port}: not published"
+                  for port in deployment.ports]
+    used = instances_used(ctx.graph, agent, deployment)
     environment: dict[str, str | None] = {}
     for instance in used:
-        url = ctx.placement.url(ctx.graph, instance, ctx.node, host_network=extras.network_mode == "host")
+        url = ctx.placement.url(ctx.graph, instance, ctx.node, host_network=deployment.host_network)
         if url is not None:
             environment[env_name(instance)] = url
             ctx.settings.update(_placeholders(url))
     environment.update({name: None for name in ctx.passthrough})
-    environment.update(extras.environment)
+    environment.update(deployment.environment)
     environment.update(ctx.raw_env.get(agent.name, {}))
     graph_file = f"{GRAPH_DIR}/{ctx.graph_name}"
     platform = ctx.graph.nodes[ctx.node].platform
@@ -299,18 +222,18 @@ def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, 
             service["platform"] = platform
         service["command"] = ["agent", graph_file, agent.name, "--replica", str(index)]
         service.update(init=True, restart="unless-stopped", stop_grace_period=STOP_GRACE)
-        if extras.network_mode:
-            service["network_mode"] = extras.network_mode
+        if deployment.host_network:
+            service["network_mode"] = "host"
         service["environment"] = dict(environment)
-        service["volumes"] = [f"./{ctx.graph_name}:{graph_file}:ro", *extras.volumes]
-        if extras.devices:
-            service["devices"] = list(extras.devices)
-        if extras.ports:
-            service["ports"] = list(extras.ports)
+        service["volumes"] = [f"./{ctx.graph_name}:{graph_file}:ro", *deployment.volumes]
+        if deployment.devices:
+            service["devices"] = [f"{device}:{device}" for device in deployment.devices]
+        if ports:
+            service["ports"] = [f"{port}:{port}" for port in ports]
         if depends:
             service["depends_on"] = {f"redis-{i}": {"condition": "service_healthy"} for i in depends}
-        if extras.deploy:
-            service["deploy"] = extras.deploy
+        if deployment.gpu:
+            service["deploy"] = GPU_RESERVATION
         service["logging"] = LOGGING
         services[agent.name if agent.replicas == 1 else f"{agent.name}-{index}"] = service
     return services
@@ -321,18 +244,24 @@ def build(graph: Graph, *, image: str = DEFAULT_IMAGE, looked_up: set[str] | fro
     placement = Placement.of(graph)
     raw_env = _raw_agent_env(graph)
     passthrough = sorted(n for n in looked_up if n not in {env_name(i) for i in graph.redis})
+    deployments = {name: deployment_of(agent) for name, agent in graph.agents.items()}
+    for name, deployment in deployments.items():
+        unknown = sorted(set(deployment.redis_modules) - set(graph.redis))
+        if unknown:
+            raise ConfigError(f"agent {name!r} needs a Redis module on instance(s) {', '.join(unknown)}, "
+                              f"which graph {graph.name!r} does not have (instances: {', '.join(graph.redis)})")
     files = []
     for node in graph.nodes:
-        ctx = _NodeContext(graph, placement, node, image, passthrough, raw_env)
+        ctx = _NodeContext(graph, placement, node, image, passthrough, raw_env, deployments)
         services: dict[str, Any] = {}
         for agent in graph.agents_on(node):
             for name, service in _agent_services(ctx, agent).items():
                 _add(services, name, service)
         for instance in ctx.local:
             port = placement.ports[instance]
-            _add(services, f"redis-{instance}", _redis_service(graph, instance, port, graph.nodes[node].platform))
-            device = redisai_device(graph, instance)
-            ctx.notes.append(f"redis-{instance}: " + (f"RedisAI ({device}) " if device else "")
+            needed = redis_module(deployments, instance)
+            _add(services, f"redis-{instance}", _redis_service(graph, instance, port, graph.nodes[node].platform, needed))
+            ctx.notes.append(f"redis-{instance}: " + (f"{needed.name} ({'GPU' if needed.gpu else 'CPU'}) " if needed else "")
                              + f"published on port {port} for other nodes and local tools")
         if not services:
             continue
@@ -358,20 +287,20 @@ def _add(services: dict[str, Any], name: str, service: dict[str, Any]) -> None:
     services[name] = service
 
 
-def _redis_service(graph: Graph, instance: str, port: int, platform: str | None) -> dict[str, Any]:
-    device = redisai_device(graph, instance)
-    service: dict[str, Any] = {"image": REDISAI_IMAGES[device] if device else REDIS_IMAGE}
-    if platform and not device:  # the RedisAI images are amd64 only
+def _redis_service(graph: Graph, instance: str, port: int, platform: str | None,
+                   needed: RedisModule | None = None) -> dict[str, Any]:
+    service: dict[str, Any] = {"image": needed.image if needed else REDIS_IMAGE}
+    if platform and not needed:  # a module's own image is often built for one architecture
         service["platform"] = platform
     spec = graph.redis[instance]
-    # A RedisAI image's own command only loads the module: the persistence the graph
+    # A module image's own command only loads the module: the persistence the graph
     # declares must be given beside it, or the image's defaults would silently apply.
-    module = ["--loadmodule", REDISAI_MODULE] if device else []
+    module = ["--loadmodule", needed.path] if needed else []
     service["command"] = ["redis-server", *module, *persistence_args(spec.persistence),
                           *(["--maxmemory", spec.maxmemory] if spec.maxmemory else [])]
     service.update(restart="unless-stopped", ports=[f"{port}:{REDIS_PORT}"], volumes=[f"redis-{instance}:/data"])
     service["healthcheck"] = {"test": ["CMD", "redis-cli", "ping"], "interval": "5s", "timeout": "3s", "retries": 12}
-    if device == "GPU":
+    if needed and needed.gpu:
         service["deploy"] = GPU_RESERVATION
     service["logging"] = LOGGING
     return service

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -199,11 +198,9 @@ def load_graph(path: str | os.PathLike[str], *, environ: dict[str, str] | None =
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise GraphError([Problem(str(path), 1, 1, f"cannot read graph file: {exc.strerror or exc}")]) from None
-    # Custom agents beside a graph file are importable as "module:Class".
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.append(folder)
-    return parse_graph(text, str(path), environ=environ)
+    # Custom agents beside a graph file are importable as "module:Class" while it is read.
+    with registry.importable(str(path.resolve().parent)):
+        return parse_graph(text, str(path), environ=environ)
 
 
 def parse_graph(text: str, filename: str = "<graph>", *, environ: dict[str, str] | None = None) -> Graph:

@@ -8,6 +8,9 @@ A type is either a registered name (the ``graphrun.agents`` entry-point group, s
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib.metadata import entry_points
 
@@ -21,6 +24,22 @@ ENTRY_POINT_GROUP = "graphrun.agents"
 def registered() -> dict[str, str]:
     """Registered type names and the ``module:Class`` each points to."""
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+@contextmanager
+def importable(folder: str) -> Iterator[None]:
+    """``folder`` on ``sys.path`` for the block only, so that agents beside a graph file
+    resolve as ``module:Class`` without that folder shadowing other modules for the rest
+    of the process. What was imported from it stays imported (in ``sys.modules``)."""
+    if folder in sys.path:
+        yield
+        return
+    sys.path.append(folder)
+    try:
+        yield
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
 
 
 def resolve(type_name: str) -> type[Agent]:

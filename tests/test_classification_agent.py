@@ -180,3 +180,39 @@ def test_a_deployed_version_takes_over_between_two_frames_and_a_rollback_restore
     assert [round(v["score"], 4) for v in verdicts] == [0.2, 0.7, 0.2]
     assert [v["defective"] for v in verdicts] == [False, True, False]
     assert [r["version"] for r in running.values()] == ["1"]
+
+
+def test_the_model_file_is_loaded_and_hashed_once_at_start(
+    model_file: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+):
+    """A model's session and hash cost time and memory in proportion to its size: one of each
+    serves both its registration as version one and the judging. (Counted, not replaced.)"""
+    import hashlib
+
+    import onnxruntime as ort
+
+    blob = model_file.read_bytes()
+    sessions: list[object] = []
+    hashed: list[int] = []  # hashes of the model's bytes
+    real_session, real_sha256 = ort.InferenceSession, hashlib.sha256
+
+    class CountedSession(real_session):  # type: ignore[misc, valid-type]
+        def __init__(self, model, *args, **kwargs):
+            sessions.append(model)
+            super().__init__(model, *args, **kwargs)
+
+    def counted_sha256(data=b"", **kwargs):
+        if bytes(data) == blob:
+            hashed.append(1)
+        return real_sha256(data, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", CountedSession)
+    monkeypatch.setattr(hashlib, "sha256", counted_sha256)
+    params = {"model": str(model_file), "backend": "onnxruntime"}
+    with AgentHarness(ClassificationAgent, params=params, name="cls", redis={"main": redis_client}) as h:
+        assert (len(sessions), len(hashed)) == (1, 1)
+        h.send("frames", frame(1, peak=204))
+        [verdict] = h.take("verdicts")
+    assert verdict["model_version"] == "1" and verdict["defective"] is True
+    [registered] = ModelVersions(redis_client, "cls").versions()
+    assert (registered.version, registered.sha256) == ("1", real_sha256(blob).hexdigest())

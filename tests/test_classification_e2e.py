@@ -45,7 +45,7 @@ agents:
     outputs: {{verdicts: {{redis: main, stream: cls.back.verdicts}}}}
 """
 
-pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason=f"the shipped model {DEFAULT_MODEL} is missing")
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason=f"the shipped model {DEFAULT_MODEL} is missing")
 
 
 def read_verdicts(client: redis.Redis, stream: str) -> list[dict]:
@@ -73,6 +73,6 @@ def test_verdicts_of_both_views_match_the_ground_truth_at_the_models_accuracy(tm
         missed = [v["part_id"] for v in verdicts if v["truth"]["defective"] and not v["defective"]]
         assert missed == [], f"{camera}: defective parts judged good: {missed}"
         agree += sum(v["defective"] == v["truth"]["defective"] for v in verdicts)
-    # models/MODEL_CARD.md: held-out recall 99.7%, accuracy 99.8% at the shipped threshold;
+    # agents/classification/models/MODEL_CARD.md: held-out recall 99.7%, accuracy 99.8% at the shipped threshold;
     # 80 parts leave room for sampling noise around that accuracy.
     assert agree >= 0.95 * 2 * PARTS, f"{agree}/{2 * PARTS} verdicts agree with the truth"

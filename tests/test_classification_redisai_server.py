@@ -70,7 +70,7 @@ def test_one_dag_round_trip_scores_like_onnx_runtime_and_leaves_no_keys(ai: redi
     ai.delete("graphrun:test:brightest")
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the shipped model is missing")
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="the shipped model is missing")
 def test_the_camera_to_verdict_path_on_redisai_matches_onnx_runtime(tmp_path: Path, redis_server, ai: redis.Redis):
     for key in ai.scan_iter("graphrun:model:on_redisai:*"):  # versions left by an earlier run
         ai.delete(key)

@@ -395,3 +395,187 @@ def test_the_committed_deploy_files_equal_a_fresh_generation(
     fresh = {p.name: p.read_text() for p in sorted(out.iterdir())}
     stale = {p.name: p.read_text() for p in sorted(committed.iterdir())}
     assert fresh == stale, f"deploy/{folder} is stale: run `graphrun compose graphs/{graphs[0].name}` (variables it reads unset)"
+
+
+# --- agents of one's own say what their containers need: Agent.deployment ------------------
+
+CELL_AGENTS = '''\
+"""Agents of a plant's own, beside its graph, with what their containers need."""
+
+from dataclasses import replace
+
+from pydantic import BaseModel
+
+from graphrun import Agent, Deployment, RedisModule
+
+
+class ScannerParams(BaseModel):
+    serial: str = "/dev/ttyUSB0"
+    firmware: str = "/opt/scanner/firmware"
+
+
+class Scanner(Agent):
+    """A barcode scanner on a serial line, with a status page and a GPU decoder."""
+
+    Params = ScannerParams
+
+    @classmethod
+    def deployment(cls, params: ScannerParams) -> Deployment:
+        return Deployment(environment={"SCANNER_LICENSE": None, "SCANNER_MODE": "fast"},
+                          volumes=(f"{params.firmware}:/firmware:ro",), devices=(params.serial,),
+                          ports=(8081,), gpu=True, notes=(f"barcode scanner on {params.serial}",))
+
+    def produce(self) -> None:
+        self.wait(1)
+
+
+class SearchParams(BaseModel):
+    index: str
+    module: str = "RediSearch"
+    gpu: bool = False
+
+
+class Search(Agent):
+    """Looks parts up in an index kept by a Redis module on the instance it names."""
+
+    Params = SearchParams
+
+    @classmethod
+    def deployment(cls, params: SearchParams) -> Deployment:
+        image = "vendor/redis-" + params.module.lower() + (":gpu" if params.gpu else ":cpu")
+        module = RedisModule(params.module, image, f"/opt/modules/{params.module.lower()}.so", gpu=params.gpu)
+        return Deployment(redis_modules={params.index: module})
+
+    def produce(self) -> None:
+        self.wait(1)
+
+
+class PanelParams(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 9600
+
+
+class Panel(Agent):
+    """An operator panel on a serial line that also talks to a server on this machine."""
+
+    Params = PanelParams
+
+    @classmethod
+    def deployment(cls, params: PanelParams) -> Deployment:
+        return replace(super().deployment(params), devices=("/dev/ttyS0",))
+
+    def produce(self) -> None:
+        self.wait(1)
+
+
+class QuietPanel(Panel):
+    """The same panel, reaching its server through a tunnel the container has of its own."""
+
+    @classmethod
+    def deployment(cls, params: PanelParams) -> Deployment:
+        return Deployment()
+
+
+class Broken(Agent):
+    @classmethod
+    def deployment(cls, params: BaseModel) -> Deployment:
+        return {"network_mode": "host"}  # type: ignore[return-value]
+
+    def produce(self) -> None:
+        self.wait(1)
+'''
+
+
+def cell_graph(tmp_path: Path, agents: str, *, redis: str = "{main: {}}", nodes: str = "{}") -> str:
+    """A graph of the agents in ``cell_agents.py``, written beside it."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cell_agents.py").write_text(CELL_AGENTS)
+    return f"name: cell\nredis: {redis}\nnodes: {nodes}\nagents:\n{agents}"
+
+
+def compose_cell(tmp_path: Path, agents: str, **instances: str) -> Generated:
+    return compose(tmp_path, cell_graph(tmp_path, agents, **instances))
+
+
+def refused(tmp_path: Path, agents: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """What `graphrun compose` says when it refuses a graph of the agents in ``cell_agents.py``."""
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(cell_graph(tmp_path, agents))
+    assert main(["compose", str(graph), "--out", str(tmp_path / "out")]) == 1
+    assert not (tmp_path / "out").exists()
+    return capsys.readouterr().err
+
+
+def test_a_custom_agent_s_deployment_hook_gives_its_service_what_it_asks_for(tmp_path: Path) -> None:
+    gen = compose_cell(tmp_path, "  scanner: {type: 'cell_agents:Scanner', params: {serial: /dev/ttyACM1}}\n")
+    scanner = gen.service("local", "scanner")
+    assert scanner["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://redis-main:6379/0",
+                                      "SCANNER_LICENSE": None, "SCANNER_MODE": "fast"}
+    assert scanner["volumes"] == ["./graph.yaml:/graph/graph.yaml:ro", "/opt/scanner/firmware:/firmware:ro"]
+    assert scanner["devices"] == ["/dev/ttyACM1:/dev/ttyACM1"]  # from the agent's params
+    assert scanner["ports"] == ["8081:8081"]
+    assert scanner["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "network_mode" not in scanner
+    assert "# scanner: barcode scanner on /dev/ttyACM1\n" in gen.header("local")
+    assert "# scanner: serves on port 8081\n" in gen.header("local")
+
+
+def test_replicas_of_a_custom_agent_each_get_its_extras_but_cannot_share_a_host_port(tmp_path: Path) -> None:
+    gen = compose_cell(tmp_path, "  scanner: {type: 'cell_agents:Scanner', replicas: 2}\n")
+    for name in ("scanner-0", "scanner-1"):
+        assert gen.service("local", name)["devices"] == ["/dev/ttyUSB0:/dev/ttyUSB0"]
+        assert "ports" not in gen.service("local", name)
+    assert "# scanner: 2 replicas cannot share host port 8081: not published\n" in gen.header("local")
+
+
+def test_a_redis_module_an_agent_needs_chooses_the_image_of_the_instance_it_names(tmp_path: Path) -> None:
+    gen = compose_cell(
+        tmp_path,
+        "  search: {type: 'cell_agents:Search', node: box, params: {index: parts}}\n"
+        "  search_gpu: {type: 'cell_agents:Search', node: box, params: {index: parts, gpu: true}}\n",
+        redis="{main: {}, parts: {}}", nodes="{box: {redis: main, platform: linux/arm64}, store: {redis: parts}}")
+    parts = gen.service("store", "redis-parts")
+    # A GPU build serves the agents computing on the CPU too.
+    assert parts["image"] == "vendor/redis-redisearch:gpu"
+    assert parts["command"][:3] == ["redis-server", "--loadmodule", "/opt/modules/redisearch.so"]
+    assert "deploy" in parts and "platform" not in parts
+    assert "# redis-parts: RediSearch (GPU) published on port 6379" in gen.header("store")
+    main_redis = gen.service("box", "redis-main")
+    assert main_redis["image"] == "redis:7.2" and "--loadmodule" not in main_redis["command"]
+    # The agent opens the instance it needs the module on, though no port of it is bound there.
+    assert "GRAPHRUN_REDIS_PARTS" in gen.service("box", "search")["environment"]
+
+
+def test_two_modules_on_one_instance_are_refused_naming_the_agents(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(tmp_path, "  a: {type: 'cell_agents:Search', params: {index: main}}\n"
+                            "  b: {type: 'cell_agents:Search', params: {index: main, module: RedisGraph}}\n", capsys)
+    assert "'main'" in err and "a needs RediSearch" in err and "b needs RedisGraph" in err
+
+
+def test_a_module_on_an_instance_the_graph_lacks_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(tmp_path, "  a: {type: 'cell_agents:Search', params: {index: vectors}}\n", capsys)
+    assert "agent 'a' needs a Redis module on instance(s) vectors" in err
+
+
+def test_an_override_can_extend_the_default_or_replace_it(tmp_path: Path) -> None:
+    gen = compose_cell(tmp_path, "  panel: {type: 'cell_agents:Panel'}\n  quiet: {type: 'cell_agents:QuietPanel'}\n")
+    panel = gen.service("local", "panel")
+    # The default (127.0.0.1 is this machine: the host's network), and the override's device.
+    assert panel["network_mode"] == "host" and panel["devices"] == ["/dev/ttyS0:/dev/ttyS0"]
+    assert panel["environment"]["GRAPHRUN_REDIS_MAIN"] == "redis://127.0.0.1:6379/0"
+    quiet = gen.service("local", "quiet")
+    assert "network_mode" not in quiet and "devices" not in quiet
+
+
+def test_a_hook_that_returns_no_deployment_is_named_in_the_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(tmp_path, "  odd: {type: 'cell_agents:Broken'}\n", capsys)
+    assert "agent 'odd': Broken.deployment() returned dict, not a graphrun Deployment" in err
+
+
+def test_the_engine_s_compose_knows_no_agent_type_by_name() -> None:
+    """What containers of cameras, GPUs and RedisAI need is said by those agents' classes."""
+    source = (REPO / "runtime" / "compose.py").read_text()
+    for word in ("camera", "classification", "genicam", "opencv", "redisai", "cuda", "modbus", "hmi"):
+        assert word not in source.lower(), word

@@ -186,10 +186,12 @@ def test_every_copy_source_is_in_the_repository_and_the_build_context(
 
 def test_the_build_context_holds_what_the_package_build_needs(ignore: list[tuple[str, bool]]) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    needed = ["pyproject.toml", *project["tool"]["setuptools"]["package-dir"].values(), "models"]
+    needed = ["pyproject.toml", *project["tool"]["setuptools"]["package-dir"].values()]
     if (REPO / project["project"]["readme"]).exists():
         needed.append(project["project"]["readme"])
-    assert not [p for p in needed if excluded(f"{p}/x.py" if (REPO / p).is_dir() or p == "models" else p, ignore)]
+    assert not [p for p in needed if excluded(f"{p}/x.py" if (REPO / p).is_dir() else p, ignore)]
+    # Package data goes in with its package.
+    assert not excluded(str(Path(str(DEFAULT_MODEL)).relative_to(REPO)), ignore)
 
 
 def test_the_build_context_leaves_out_history_tests_and_state(ignore: list[tuple[str, bool]]) -> None:
@@ -198,13 +200,10 @@ def test_the_build_context_leaves_out_history_tests_and_state(ignore: list[tuple
         assert excluded(path, ignore), path
 
 
-def test_the_default_model_is_where_the_image_puts_models(dockerfile: DockerfileParser) -> None:
-    """The classification agent looks beside its package folder; the image links models/ there."""
-    site = Path(graphrun_agents.__file__).resolve().parents[1]
-    assert DEFAULT_MODEL.parent == site / "models"
-    runs = " ".join(i["value"] for i in named(final(dockerfile), "RUN"))
-    assert 'ln -s /opt/graphrun/models "$(python -c' in runs and 'purelib' in runs
-    assert any(words(i)[-1] == "/opt/graphrun/models/" for i in named(final(dockerfile), "COPY"))
+def test_the_image_needs_no_model_folder_of_its_own(dockerfile: DockerfileParser) -> None:
+    """The default model is package data of the wheel the image installs."""
+    assert Path(str(DEFAULT_MODEL)).is_relative_to(Path(graphrun_agents.__file__).parent)
+    assert not [line(i) for i in final(dockerfile) if "models" in i["value"]]
 
 
 def test_the_build_context_builds_the_graphrun_wheel(tmp_path: Path, ignore: list[tuple[str, bool]]) -> None:
@@ -222,6 +221,7 @@ def test_the_build_context_builds_the_graphrun_wheel(tmp_path: Path, ignore: lis
     names = zipfile.ZipFile(wheel).namelist()
     assert "graphrun/cli.py" in names and "graphrun/compose.py" in names
     assert "graphrun_agents/camera/agent.py" in names and "graphrun_agents/classification/agent.py" in names
+    assert "graphrun_agents/classification/models/finger_follower_defects.onnx" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "graphrun = graphrun.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -1,7 +1,7 @@
 """Train the finger-follower defect classifier and export it to ONNX.
 
     pip install torch==2.13.0   # the `train` extra; CPU is enough
-    python training/train_defects.py --out models/finger_follower_defects.onnx
+    python training/train_defects.py --out agents/classification/models/finger_follower_defects.onnx
 
 The data is the synthetic camera's parts (front and back views), rendered at the
 camera's 1280x1024 and shrunk exactly as the classification agent's pre-processing
@@ -443,7 +443,7 @@ def evaluate(path: Path, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("models/finger_follower_defects.onnx"))
+    parser.add_argument("--out", type=Path, default=Path("agents/classification/models/finger_follower_defects.onnx"))
     parser.add_argument("--cache", default="/tmp/graphrun-defects-cache", help="rendered frames (.npz), outside the repo")
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--val", type=int, default=600)

@@ -28,7 +28,7 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired
 
-from graphrun import Agent, AgentStartError, Input, Message, Output, Retry
+from graphrun import Agent, AgentStartError, Deployment, Input, Message, Output, Retry
 from graphrun import Backoff, Pacer
 from graphrun_agents.errors import (
     CameraConfigError,
@@ -40,6 +40,7 @@ from graphrun_agents.errors import (
 )
 from graphrun_agents.messages import Frame
 
+from .deployment import camera_deployment
 from .pixel_formats import convert
 from .source import Grabbed, Source
 from .synthetic import DEFECT_KINDS, SyntheticConfig
@@ -150,6 +151,10 @@ class CameraAgent(Agent):
 
     Params = CameraParams
     params: CameraParams
+
+    @classmethod
+    def deployment(cls, params: CameraParams) -> Deployment:
+        return camera_deployment(params)
 
     def start(self) -> None:
         self._source = make_source(self.params)

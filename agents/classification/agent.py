@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 
-from graphrun import Agent, DeadLetter, GraphrunError, Input, Message, Output
+from graphrun import Agent, DeadLetter, Deployment, GraphrunError, Input, Message, Output, RedisModule
 from graphrun_agents.errors import FrameFormatError, ModelError, PreprocessConfigError, RedisAIError
 from graphrun_agents.messages import Frame, Verdict
 
-from . import backends
-from .model import DEFAULT_MODEL, defect_scores, inspect, read_model, spec_for
+from . import backends, redisai
+from .model import DEFAULT_MODEL, ModelInfo, defect_scores, read_model, spec_for
 from .params import ClassificationParams
 from .preprocess import Preprocessor
 from .versions import ModelVersions, instance_id
@@ -57,6 +57,18 @@ class ClassificationAgent(Agent):
     Params = ClassificationParams
     params: ClassificationParams
     tick_interval = 0.2  # set per instance in start(): the version poll and the batch wait
+
+    @classmethod
+    def deployment(cls, params: ClassificationParams) -> Deployment:
+        """ONNX Runtime with a CUDA or TensorRT execution provider runs on the GPU; a model
+        run by RedisAI needs the module on the instance ``params.redisai`` names."""
+        gpu = any(name in provider.lower() for provider in params.providers for name in ("cuda", "tensorrt"))
+        modules = {}
+        if params.redisai and params.backend != "onnxruntime":
+            modules[params.redisai] = RedisModule("RedisAI", redisai.IMAGES[params.device], redisai.MODULE_PATH,
+                                                  gpu=params.device == "GPU")
+        return Deployment(gpu=gpu, redis_modules=modules,
+                          notes=("ONNX Runtime on the GPU (needs the NVIDIA container toolkit)",) if gpu else ())
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -230,39 +242,49 @@ class ClassificationAgent(Agent):
         return ModelVersions(client, self.name)
 
     def _initial_judge(self) -> Judge:
-        """The active deployed version if there is one, else the model file (registered as version one)."""
+        """The active deployed version if there is one, else the model file (registered as version one).
+
+        The file is loaded and hashed once, for its version and to run it.
+        """
         if self._versions is not None:
             active = self._versions.active()
             if active is not None:
                 return self._build(self._versions.blob(active), active)
-        path = self.params.model or str(DEFAULT_MODEL)
-        blob = read_model(path)
-        info = inspect(blob, fallback_name=self._fallback_name(path))
+        source = self.params.model or DEFAULT_MODEL
+        path = str(source)
+        blob = read_model(source)
+        info, loaded = backends.read(self._backend, blob, self.params, fallback_name=self._fallback_name(path))
         version = self.params.model_version or info.version
         if self._versions is not None and not self._versions.add(
             blob, version=version, name=self.params.model_name or info.name, sha256=info.sha256, only_if_empty=True
         ):
             active = self._versions.active()  # another replica registered first
             if active is not None:
+                if loaded is not None:
+                    loaded.close()
                 return self._build(self._versions.blob(active), active)
-        return self._build(blob, version, path)
+        return self._build(blob, version, path, loaded=loaded, info=info)
 
     def _fallback_name(self, path: str) -> str:
         return self.params.model_name or path.rsplit("/", 1)[-1].removesuffix(".onnx")
 
-    def _build(self, blob: bytes, version: str, path: str | None = None) -> Judge:
-        fallback = self._fallback_name(path or "model")
-        ai_key = (
-            self._versions.ai_key(version) if self._versions is not None else f"graphrun:model:{self.name}:ai:{version}"
-        )
-        model = backends.load(self._backend, blob, self.params, ai_client=self._ai, ai_key=ai_key, fallback_name=fallback)
-        info = model.info
+    def _build(self, blob: bytes, version: str, path: str | None = None, *,
+               loaded: backends.LoadedModel | None = None, info: ModelInfo | None = None) -> Judge:
+        """A judge of ``version``: ``loaded`` is the model already loaded from ``blob``, if it
+        was; ``info`` what was already read of it."""
+        if loaded is None:
+            ai_key = (
+                self._versions.ai_key(version) if self._versions is not None else f"graphrun:model:{self.name}:ai:{version}"
+            )
+            loaded = backends.load(self._backend, blob, self.params, ai_client=self._ai, ai_key=ai_key, info=info,
+                                   fallback_name=self._fallback_name(path or "model"))
+        info = loaded.info
         spec = spec_for(info, self.params.preprocess, version)
         h_axis, w_axis = (2, 3) if spec.layout == "NCHW" else (1, 2)
         h, w = info.input_shape[h_axis], info.input_shape[w_axis]
         threshold = self.params.threshold if self.params.threshold is not None else info.threshold
         return Judge(
-            model=model,
+            model=loaded,
             version=version,
             name=self.params.model_name or info.name,
             preprocessor=Preprocessor(spec),

@@ -37,6 +37,20 @@ def choose_backend(params: ClassificationParams, client: Callable[[str], redis.R
     return "onnxruntime", f"instance {params.redisai!r} has no 'ai' module (MODULE LIST)"
 
 
+def read(backend: str, blob: bytes, params: ClassificationParams, *,
+         fallback_name: str = "model") -> tuple[ModelInfo, LoadedModel | None]:
+    """What a model says about itself (version, hash), read by loading it once.
+
+    ONNX Runtime's session that reads it is the model the agent runs, so it comes back
+    too; RedisAI runs the model remotely under a key its version names, so only the
+    information does (give it to ``load``).
+    """
+    if backend == "onnxruntime":
+        model = load(backend, blob, params, fallback_name=fallback_name)
+        return model.info, model
+    return inspect(blob, fallback_name=fallback_name), None
+
+
 def load(
     backend: str,
     blob: bytes,
@@ -44,9 +58,13 @@ def load(
     *,
     ai_client: redis.Redis | None = None,
     ai_key: str = "",
+    info: ModelInfo | None = None,
     fallback_name: str = "model",
 ) -> LoadedModel:
-    """A model version ready to run on ``backend``; RedisAI stores it unless ``ai_key`` exists."""
+    """A model version ready to run on ``backend``; RedisAI stores it unless ``ai_key`` exists.
+
+    ``info``: what ``read`` already found in this blob, so that it is not loaded again.
+    """
     if backend == "onnxruntime":
         return OnnxRuntimeModel(
             blob,
@@ -56,7 +74,7 @@ def load(
             fallback_name=fallback_name,
         )
     assert ai_client is not None and ai_key, "the redisai backend needs a client and a model key"
-    info = inspect(blob, fallback_name=fallback_name)
+    info = info or inspect(blob, fallback_name=fallback_name)
     return RedisAIModel(
         ai_client,
         ai_key,

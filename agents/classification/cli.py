@@ -14,10 +14,7 @@ from pathlib import Path
 
 import redis
 
-from graphrun import ConfigError
-from graphrun.cli import add_redis_option
-from graphrun.graph import AgentNode, Graph, load_graph, redis_url
-from graphrun.transport import connect
+from graphrun import AgentNode, ConfigError, Graph, add_redis_option, connect_redis, load_graph, redis_url
 
 from . import backends
 from .agent import ClassificationAgent
@@ -62,7 +59,7 @@ class _Clients:
 
     def __call__(self, instance: str) -> redis.Redis:
         if instance not in self._clients:
-            self._clients[instance] = connect(redis_url(self.graph, instance, self.overrides))
+            self._clients[instance] = connect_redis(redis_url(self.graph, instance, self.overrides))
         return self._clients[instance]
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +21,9 @@ from graphrun_agents.errors import ModelError, PreprocessConfigError
 
 from .preprocess import PreprocessSpec, check_against_model
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 #: Metadata keys written by the training script and read by the agent.
 META_PREPROCESS = "graphrun.preprocess"
 META_THRESHOLD = "graphrun.threshold"
@@ -27,7 +31,9 @@ META_NAME = "graphrun.name"
 META_VERSION = "graphrun.version"
 META_LABELS = "graphrun.labels"
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "finger_follower_defects.onnx"
+#: The shipped finger-follower defect model (its card is MODEL_CARD.md beside it): package
+#: data, so an installed wheel has it wherever the package is.
+DEFAULT_MODEL: Traversable = resources.files("graphrun_agents.classification") / "models" / "finger_follower_defects.onnx"
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -75,9 +81,9 @@ class ModelInfo:
         return first if isinstance(first, int) and first > 0 else None
 
 
-def read_model(path: str | Path) -> bytes:
+def read_model(path: str | Path | Traversable) -> bytes:
     try:
-        return Path(path).read_bytes()
+        return (Path(path) if isinstance(path, str) else path).read_bytes()
     except OSError as exc:
         raise ModelError(f"model file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
 

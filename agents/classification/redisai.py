@@ -22,6 +22,10 @@ from .model import ModelInfo
 MODULE_NAME = "ai"
 #: Chunk size for model blobs: under Redis' default proto-max-bulk-len of 512 MB.
 DEFAULT_CHUNK_BYTES = 500 * 1024 * 1024
+#: RedisAI is not in the plain Redis image: the module's published images (amd64 only)...
+IMAGES: dict[str, str] = {"CPU": "redislabs/redisai:1.2.7-cpu-bionic", "GPU": "redislabs/redisai:1.2.7-gpu-bionic"}
+#: ...and where they keep the module.
+MODULE_PATH = "/usr/lib/redis/modules/redisai.so"
 
 _TO_REDISAI = {
     np.dtype(np.float32): "FLOAT",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphrun import GraphrunError
+from graphrun import GraphrunError, load_graph
 
 from .regmap import RegisterMap
 from .simulator import PlcResult, PlcSimulator
@@ -42,8 +42,6 @@ def _settings(args: argparse.Namespace) -> tuple[RegisterMap, int, int]:
         raise GraphrunError("plc-sim: give --graph and --agent together, or neither")
     if args.graph is None:
         return RegisterMap(), args.port or 502, 1 if args.unit is None else args.unit
-    from graphrun.graph import load_graph
-
     graph = load_graph(args.graph)
     if args.agent not in graph.agents:
         raise GraphrunError(f"plc-sim: graph {args.graph} has no agent {args.agent!r} "
