@@ -7,8 +7,9 @@ which agents it has passed through.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -16,6 +17,27 @@ from typing import Any, Generic, TypeVar
 SCHEMA_VERSION = 1
 
 P = TypeVar("P", bound=Mapping[str, Any])
+
+# Message ids: 64 random bits drawn once per process, then a counter. uuid4 reads the
+# OS's random source for every message; this reads it once per process and is still
+# unique across processes, hosts and restarts (a restart or a forked child draws anew).
+_prefix = ""
+_counter: Iterator[int] = iter(())
+
+
+def _draw_prefix() -> None:
+    global _prefix, _counter
+    _prefix = os.urandom(8).hex() + "-"
+    _counter = itertools.count()
+
+
+_draw_prefix()
+os.register_at_fork(after_in_child=_draw_prefix)
+
+
+def new_id() -> str:
+    """A message id no other message has: this process's prefix and its next number."""
+    return f"{_prefix}{next(_counter):x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +58,7 @@ class Message(Generic[P]):
     """
 
     payload: P
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
     producer: str = ""
     created: float = field(default_factory=time.time)
     hops: tuple[Hop, ...] = ()

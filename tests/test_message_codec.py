@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 
 from graphrun import MessageFormatError
 from graphrun.codec import decode, encode
-from graphrun.message import Hop, Message
+from graphrun.message import Hop, Message, new_id
 
 
 def round_trip(message: Message) -> Message:
@@ -95,3 +100,40 @@ def test_payloads_that_cannot_travel_are_refused_when_sent() -> None:
         encode(Message({"thing": object()}))
     with pytest.raises(MessageFormatError, match="object"):
         encode(Message({"a": np.array([None, 1], dtype=object)}))
+
+
+# --- message ids ----------------------------------------------------------------------------
+
+
+def test_ids_made_by_threads_at_once_are_all_different() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+    threads = [threading.Thread(target=lambda out: out.extend(Message({}).id for _ in range(20_000)), args=(out,))
+               for out in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for out in made for i in out]
+    assert len(set(ids)) == len(ids) == 80_000
+
+
+def test_ids_of_other_processes_and_of_a_restart_differ_from_ours() -> None:
+    code = "from graphrun.message import new_id; print(new_id(), new_id())"
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout.split() for _ in range(2))  # the same program twice: a restart
+    ours = [new_id() for _ in range(2)]
+    assert len(set(first + second + ours)) == 6
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    read, write = os.pipe()
+    new_id()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's state, counter included
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        childs = pipe.read()
+    assert childs and childs != new_id()  # without a fresh prefix, both would make the same next id
