@@ -170,8 +170,9 @@ class Agent:
         network, devices, mounts, GPU, a Redis module), for ``graphrun compose``.
 
         ``params`` is the agent's validated ``Params``. Override it for hardware the agent
-        opens; the default only applies the ``host``/``port`` convention (see
-        ``graphrun.deployment``). To keep the default and add to it, use
+        opens. The default gives an agent whose params have ``host`` and ``port`` the
+        network it would have without containers (the host's, for a loopback host; its port
+        published, for a server on every address); to keep it and add to it, use
         ``dataclasses.replace(super().deployment(params), ...)``.
         """
         return network_address(params)
