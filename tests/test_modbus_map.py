@@ -9,7 +9,7 @@ from graphrun_agents.errors import EncodingError, RegisterMapError
 from graphrun_agents.modbus.encoding import decode, encode
 from graphrun_agents.modbus.join import Join, Offer, Outcome
 from graphrun_agents.modbus.layout import Layout, Request
-from graphrun_agents.modbus.regmap import RegisterMap
+from graphrun_agents.modbus.regmap import Entry, RegisterMap
 
 # --- the map ---------------------------------------------------------------------------
 
@@ -121,6 +121,29 @@ def test_a_counter_apart_from_its_data_is_written_after_it() -> None:
         ("holding", 101, ("part_id", "outcome", "score")),
         ("holding", 200, ("sequence",)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "value"),
+    [
+        ({"encoding": "uint16"}, 65535), ({"encoding": "uint16"}, 65536), ({"encoding": "int16"}, -32769),
+        ({"encoding": "uint32"}, 7.0), ({"encoding": "uint32"}, 7.5), ({"encoding": "uint32"}, True),
+        ({"encoding": "float32"}, True), ({"encoding": "float32"}, "0.5"), ({"encoding": "float32"}, 1e39),
+        ({"encoding": "uint16", "scale": 1000}, 0.0655), ({"encoding": "uint16", "scale": 1000}, 65.6),
+        ({"encoding": "int16", "scale": 1000}, -32.7685), ({"encoding": "float32", "scale": 1e30}, 1e9),
+    ],
+)
+def test_checking_a_value_refuses_exactly_what_encoding_it_would(entry: dict, value: object) -> None:
+    """The agent checks verdicts as they arrive and encodes them when their part is written."""
+    spec = Entry.model_validate({"address": 300, **entry})
+    try:
+        Layout.encode("score", spec, value)  # type: ignore[arg-type]
+    except EncodingError as exc:
+        with pytest.raises(EncodingError) as refused:
+            Layout.check("score", spec, value)  # type: ignore[arg-type]
+        assert str(refused.value) == str(exc)
+    else:
+        Layout.check("score", spec, value)  # type: ignore[arg-type]
 
 
 def test_only_the_maps_writable_addresses_are_allowed() -> None:

@@ -110,7 +110,7 @@ class ModbusAgent(Agent):
             if entry is None or name not in msg.payload:
                 continue
             try:
-                self._layout.encode(name, entry, msg[name])
+                self._layout.check(name, entry, msg[name])  # encoded once, when its part is written
             except EncodingError as exc:
                 raise DeadLetter(f"{exc} ({entry.encoding})") from None
 

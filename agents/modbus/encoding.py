@@ -47,6 +47,28 @@ def _swap_bytes(words: list[int]) -> list[int]:
     return [((w & 0xFF) << 8) | (w >> 8) for w in words]
 
 
+def number(value: bool | int | float, encoding: Encoding, *, what: str = "value") -> int | float:
+    """The number ``encode`` packs for ``value``; EncodingError if ``encoding`` can't hold it.
+
+    On its own it checks a value without the cost of packing it, for values that are
+    checked when they arrive and encoded later.
+    """
+    if encoding == "float32":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EncodingError(f"{what}: {value!r} is not a number, so it can't be encoded as float32")
+        if math.isfinite(value) and abs(value) > 3.4028234663852886e38:
+            raise EncodingError(f"{what}: {value!r} is out of the float32 range")
+        return float(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise EncodingError(f"{what}: {value!r} is not an integer, so it can't be encoded as {encoding}")
+    low, high = RANGES[encoding]
+    if not low <= value <= high:
+        raise EncodingError(f"{what}: {value!r} is out of the {encoding} range {low}..{high}")
+    return int(value)
+
+
 def encode(
     value: bool | int | float,
     encoding: Encoding,
@@ -57,22 +79,7 @@ def encode(
 ) -> list[int]:
     """The registers holding ``value``; ``what`` names the value in errors (a map entry)."""
     fmt, count = FORMATS[encoding]
-    if encoding == "float32":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise EncodingError(f"{what}: {value!r} is not a number, so it can't be encoded as float32")
-        if math.isfinite(value) and abs(value) > 3.4028234663852886e38:
-            raise EncodingError(f"{what}: {value!r} is out of the float32 range")
-        number: int | float = float(value)
-    else:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise EncodingError(f"{what}: {value!r} is not an integer, so it can't be encoded as {encoding}")
-        low, high = RANGES[encoding]
-        number = int(value)
-        if not low <= number <= high:
-            raise EncodingError(f"{what}: {value!r} is out of the {encoding} range {low}..{high}")
-    raw = struct.pack(f">{fmt}", number)
+    raw = struct.pack(f">{fmt}", number(value, encoding, what=what))
     words = [int.from_bytes(raw[i : i + 2], "big") for i in range(0, 2 * count, 2)]
     if word_order == "little":
         words.reverse()

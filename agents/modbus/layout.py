@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .encoding import encode
+from .encoding import encode, number
 from .regmap import Entry, RegisterMap, Table
 
 
@@ -41,6 +41,14 @@ def _runs(parts: list[tuple[str, Entry, list[int]]]) -> list[Request]:
     return requests
 
 
+def _scaled(entry: Entry, value: bool | int | float) -> bool | int | float:
+    """The value times the entry's scale (rounded for integer encodings); a bool stays a bool."""
+    if entry.scale == 1.0 or isinstance(value, bool):
+        return value
+    value = value * entry.scale
+    return value if entry.encoding == "float32" else round(value)
+
+
 class Layout:
     """Turns a result's field values into write requests, following one register map."""
 
@@ -63,12 +71,13 @@ class Layout:
     @staticmethod
     def encode(name: str, entry: Entry, value: bool | int | float) -> list[int]:
         """The registers of one entry's value, scaled as the map says; EncodingError if it can't fit."""
-        if entry.scale != 1.0 and not isinstance(value, bool):
-            value = value * entry.scale
-            if entry.encoding != "float32":
-                value = round(value)
-        return encode(value, entry.encoding, byte_order=entry.byte_order, word_order=entry.word_order,
+        return encode(_scaled(entry, value), entry.encoding, byte_order=entry.byte_order, word_order=entry.word_order,
                       what=f"map entry {name}")
+
+    @staticmethod
+    def check(name: str, entry: Entry, value: bool | int | float) -> None:
+        """EncodingError if ``encode`` would refuse the value; cheaper, for a value encoded later."""
+        number(_scaled(entry, value), entry.encoding, what=f"map entry {name}")
 
     def allowed(self) -> dict[Table, frozenset[int]]:
         """Every address the agent may write, by table: the map's writable entries only."""
