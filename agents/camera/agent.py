@@ -28,8 +28,7 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired
 
-from graphrun import Agent, AgentStartError, Deployment, Input, Message, Output, Retry
-from graphrun import Backoff, Pacer
+from graphrun import Agent, AgentStartError, Backoff, Deployment, Input, Message, Output, Pacer, Retry
 from graphrun_agents.errors import (
     CameraConfigError,
     CameraError,
