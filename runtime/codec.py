@@ -106,9 +106,12 @@ def _array(fields: Mapping[bytes, bytes], name: Any, spec: dict[str, Any]) -> np
         raise MessageFormatError(f"array field {name!r} is missing from the entry") from None
     try:
         dtype = np.dtype(spec["dtype"])
-        shape = tuple(int(n) for n in spec["shape"])
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageFormatError(f"array {name!r} has a bad descriptor: {exc}") from exc
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise MessageFormatError(f"array {name!r} has a bad shape {shape!r}: expected a list of non-negative integers")
+    shape = tuple(shape)
     if dtype.hasobject:
         raise MessageFormatError(f"array {name!r} declares an object dtype")
     expected = math.prod(shape) * dtype.itemsize

@@ -18,12 +18,14 @@ Owner: the runner's handling thread. Reader threads never touch this state.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import codec
 from .backoff import Backoff
@@ -32,11 +34,13 @@ from .graph import InputBinding
 from .health import Counters
 from .message import Message
 from .outbox import Outbox, Write
+from .payload_check import payload_checker
 from .transport import Entry
 
 log = logging.getLogger("graphrun.runner")
 
 DEAD_LETTER_MAXLEN = 100_000
+EXCERPT_BYTES = 64 << 10  # of each field of a malformed entry kept in its dead letter
 RETRY_INITIAL = 0.1  # seconds before the first retry of a failed message
 RETRY_MAX = 30.0
 
@@ -104,11 +108,14 @@ class Delivery:
 
     def __init__(self, *, agent_name: str, consumer: str, inputs: Mapping[str, InputBinding],
                  outbox: Outbox, counters: Counters, handle: Callable[[Message], None],
-                 handle_batch: Callable[[list[Message]], None] | None):
+                 handle_batch: Callable[[list[Message]], None] | None,
+                 payload_types: Mapping[str, type | None] | None = None):
         self._agent = agent_name
         self._consumer = consumer
         self._inputs = inputs
         self._by_stream = {(b.instance, b.key): b for b in inputs.values()}
+        types = payload_types or {}
+        self._checks = {port: payload_checker(types.get(port)) for port in inputs}  # port -> check or None
         self._outbox = outbox
         self._counters = counters
         self._handle_one = handle
@@ -199,7 +206,12 @@ class Delivery:
             try:
                 message = codec.decode(entry.fields)
             except Exception as exc:  # noqa: BLE001 - whatever the bytes, the entry is dead-lettered with why
-                self.dead_letter(binding, entry, f"malformed entry: {type(exc).__name__}: {exc}")
+                self.dead_letter(binding, entry, f"malformed entry: {type(exc).__name__}: {exc}", excerpt=True)
+                continue
+            check = self._checks.get(binding.port)
+            problem = check(message.payload) if check is not None else None
+            if problem is not None:
+                self.dead_letter(binding, entry, f"payload does not fit input {binding.port!r}: {problem}")
                 continue
             message.port, message.entry_id, message.stream, message.received = binding.port, entry.id, entry.stream, received
             raw[(entry.stream, entry.id)] = entry
@@ -245,10 +257,22 @@ class Delivery:
         if isinstance(exc, Retry):
             log.info("retry of %d message(s) in %.1f s: %s", len(messages), wait, exc)
 
-    def dead_letter(self, binding: InputBinding, entry: Entry, reason: str) -> None:
-        """Move an entry to its dead-letter stream with why, and acknowledge it there-after."""
+    def dead_letter(self, binding: InputBinding, entry: Entry, reason: str, *, excerpt: bool = False) -> None:
+        """Move an entry to its dead-letter stream with why, and acknowledge it there-after.
+
+        ``excerpt``: the entry is malformed, so it cannot be handled again as it is; its
+        fields are kept only up to ``EXCERPT_BYTES`` each (``dl:truncated`` says which and
+        how long they were), so a huge entry is not copied whole.
+        """
+        fields: Mapping[bytes, Any] = entry.fields or {}
+        cut = {}
+        if excerpt:
+            cut = {k: len(v) for k, v in fields.items() if len(v) > EXCERPT_BYTES}
+            fields = {k: (v[:EXCERPT_BYTES] if k in cut else v) for k, v in fields.items()}
         record = {
-            **(entry.fields or {}),
+            **fields,
+            **({b"dl:truncated": json.dumps({k.decode(errors="replace"): n for k, n in cut.items()}).encode()}
+               if cut else {}),
             b"dl:error": reason.encode(),
             b"dl:agent": self._agent.encode(),
             b"dl:consumer": self._consumer.encode(),

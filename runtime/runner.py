@@ -110,7 +110,14 @@ class AgentRunner:
         overridden = type(self.agent).handle_batch is not Agent.handle_batch
         self._delivery = Delivery(agent_name=agent_name, consumer=consumer, inputs=self.node.inputs,
                                   outbox=self._outbox, counters=self.counters, handle=self.agent.handle,
-                                  handle_batch=self.agent.handle_batch if overridden else None)
+                                  handle_batch=self.agent.handle_batch if overridden else None,
+                                  payload_types=self._input_types())
+
+    def _input_types(self) -> dict[str, type | None]:
+        """Each input's declared payload type: its port's, or its port set's."""
+        ports = self.node.agent_class.ports()
+        set_of = {port: group for group, names in self.node.groups.items() for port in names}
+        return {port: getattr(ports.get(set_of.get(port, port)), "type", None) for port in self.node.inputs}
 
     # --- Context (called by agent code, on the handling thread) ----------------------------
 
