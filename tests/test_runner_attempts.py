@@ -10,6 +10,18 @@ from conftest import read_messages, wait_until, write_messages
 from graphrun.delivery import RETRY_INITIAL, RETRY_MAX, RetrySchedule
 
 
+RECORDER = """\
+name: t
+agents:
+  recorder:
+    type: runner_agents:BatchRecorder
+    inputs:
+      frames: {from: "main:frames", batch: 8}
+    outputs: {sizes: {stream: sizes}}
+"""
+FRAME = np.zeros((1024, 1280), np.uint8)  # 1.3 MB
+
+
 def pending_ids(client: redis.Redis, stream: str, group: str) -> list[str]:
     return [row["message_id"].decode() for row in client.xpending_range(stream, group, "-", "+", 100)]
 
@@ -69,17 +81,8 @@ def test_a_retry_delay_grows_per_message_and_resets_after_success() -> None:
 
 
 def test_a_backlog_of_frames_is_handed_over_in_batches(redis_client, graph_file, start_agent) -> None:
-    graph = graph_file("""\
-name: t
-agents:
-  recorder:
-    type: runner_agents:BatchRecorder
-    inputs:
-      frames: {from: "main:frames", batch: 8}
-    outputs: {sizes: {stream: sizes}}
-""")
-    frame = np.zeros((1024, 1280), np.uint8)  # 1.3 MB
-    write_messages(redis_client, "frames", [{"seq": s, "image": frame} for s in range(24)])
+    graph = graph_file(RECORDER)
+    write_messages(redis_client, "frames", [{"seq": s, "image": FRAME} for s in range(24)])
     start_agent(graph, "recorder")
     wait_until(lambda: sum(m["size"] for m in read_messages(redis_client, "sizes")) == 24, what="24 frames handled")
     batches = [m.payload for m in read_messages(redis_client, "sizes")]
@@ -89,18 +92,9 @@ agents:
 
 
 def test_a_consumer_that_keeps_up_reads_frames_one_at_a_time(redis_client, graph_file, start_agent) -> None:
-    graph = graph_file("""\
-name: t
-agents:
-  recorder:
-    type: runner_agents:BatchRecorder
-    inputs:
-      frames: {from: "main:frames", batch: 8}
-    outputs: {sizes: {stream: sizes}}
-""")
-    frame = np.zeros((1024, 1280), np.uint8)
+    graph = graph_file(RECORDER)
     start_agent(graph, "recorder")
     for seq in range(5):
-        write_messages(redis_client, "frames", [{"seq": seq, "image": frame}])
+        write_messages(redis_client, "frames", [{"seq": seq, "image": FRAME}])
         wait_until(lambda: redis_client.xlen("sizes") == seq + 1, what=f"frame {seq} handled")
     assert [m["size"] for m in read_messages(redis_client, "sizes")] == [1] * 5
