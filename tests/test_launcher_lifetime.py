@@ -1,0 +1,51 @@
+"""`graphrun run` owns what it starts: its processes die with it, its state folder is its alone,
+its agents are the installed graphrun whatever the working folder holds, and a run whose
+agents never came up does not pass for a success."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import psutil
+
+from conftest import wait_until
+from test_launcher import ROOT, Graphrun
+
+HELLO = ROOT / "graphs" / "hello.yaml"
+
+
+def hello_running(tmp_path: Path) -> Graphrun:
+    """``graphrun run graphs/hello.yaml`` in the background, once its four agents have started."""
+    run = Graphrun("run", str(HELLO), "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    run.wait_for(lambda out: len(re.findall(r"agent \w+ started", out)) == 4, what="the hello graph's agents to start")
+    return run
+
+
+def test_killing_the_launcher_outright_takes_its_redis_and_agents_with_it(tmp_path: Path) -> None:
+    run = hello_running(tmp_path)
+    children = psutil.Process(run.process.pid).children(recursive=True)
+    try:
+        names = sorted(c.name() for c in children)
+        assert names.count("redis-server") == 1 and len(children) == 5, names  # redis and four agent replicas
+
+        run.process.send_signal(signal.SIGKILL)  # no chance to stop anything itself
+        run.finish()
+
+        wait_until(lambda: not any(alive(c) for c in children), timeout=30,
+                   what="the launcher's children to die with it")
+    finally:
+        run.process.kill()
+        for child in children:  # never leave orphans behind, even when an assertion fails
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
