@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -51,15 +52,41 @@ def resolve(type_name: str) -> type[Agent]:
             raise AgentTypeError(f"unknown agent type {type_name!r} (registered: {known}; or use 'package.module:Class')")
         target = type_name
     module_name, _, attr = target.partition(":")
+    if not module_name or module_name.startswith(".") or not attr:
+        raise AgentTypeError(f"agent type {type_name!r}: write 'package.module:Class' (no relative module)")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise AgentTypeError(f"agent type {type_name!r}: cannot import {module_name}: {exc}") from exc
+    except (Exception, SystemExit) as exc:
+        # An agent module is third-party code run at import: whatever it raises (a
+        # SyntaxError, a missing licence, sys.exit) is a problem of the graph's type line,
+        # never a crash of `graphrun validate`. KeyboardInterrupt still stops us.
+        raise AgentTypeError(f"agent type {type_name!r}: cannot import {module_name}: {_import_failure(exc)}") from exc
     obj = module
     for part in attr.split("."):
-        obj = getattr(obj, part, None)
+        try:
+            obj = getattr(obj, part, None)
+        except Exception as exc:  # a module-level __getattr__ may raise anything
+            raise AgentTypeError(f"agent type {type_name!r}: {module_name}.{attr}: {_import_failure(exc)}") from exc
         if obj is None:
             raise AgentTypeError(f"agent type {type_name!r}: {module_name} has no {attr!r}")
     if not (isinstance(obj, type) and issubclass(obj, Agent)):
         raise AgentTypeError(f"agent type {type_name!r}: {target} is not a graphrun Agent class")
     return obj
+
+
+def _import_failure(exc: BaseException) -> str:
+    """``Type: message (file:line)``: what an agent module raised and where, so that the
+    graph's author can find the module's own mistake without a traceback."""
+    if isinstance(exc, SyntaxError):
+        where = f" ({exc.filename}:{exc.lineno})" if exc.filename else ""
+        return f"{type(exc).__name__}: {exc.msg}{where}"
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    # The innermost module body being run is the line of the agent's code that failed
+    # (a json.loads at import points at the module, not at json's decoder).
+    own = [f for f in frames if f.name == "<module>" and "importlib" not in f.filename]
+    if own:
+        return f"{text} ({own[-1].filename}:{own[-1].lineno})"
+    return text
