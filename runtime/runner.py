@@ -6,7 +6,7 @@ that died leaves its entries pending, and they are reclaimed after the input's
 ``claim_idle_ms``; on start a consumer first handles its own pending entries; a
 failed message is retried with its own backoff and dead-lettered after
 ``max_deliveries``. This module is the loop that ties reading (``reading``), delivery,
-writing and health (``health``) together, and rides out Redis outages.
+writing and health (``health``) together; ``outages`` rides out Redis outages.
 
 Threads: everything here runs on the handling thread (the one that calls ``run``),
 except reader threads, which exist only when inputs live on several Redis instances
@@ -22,21 +22,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
 from . import codec, transport
 from .agent import Agent
-from .backoff import Backoff
 from .delivery import Delivery
 from .errors import AgentStartError, ConfigError
 from .graph import AgentNode, Graph, InputBinding, OutputBinding, redis_url
 from .health import HEALTH_PREFIX, Counters, Health
 from .message import Message
+from .outages import Outages
 from .outbox import Outbox, Write
 from .reading import Read, ReaderThread, StreamReader, own_pending
-from .transport import CONNECTION_ERRORS, Entry
+from .transport import Entry
 
 __all__ = ["HEALTH_PREFIX", "AgentRunner"]
 
@@ -44,9 +44,7 @@ log = logging.getLogger("graphrun.runner")
 
 BLOCK_MS = 500  # how long an idle read waits; bounds how fast a stop request is seen
 HEALTH_INTERVAL = 2.0
-STOP_FLUSH_GRACE = 1.0  # seconds a stopping agent keeps trying to write what it made
 
-T = TypeVar("T")
 
 
 class AgentRunner:
@@ -93,8 +91,9 @@ class AgentRunner:
         self._readers = {i: StreamReader(self._clients[i], self.group, consumer, b) for i, b in self._by_instance.items()}
         self._reader_threads: list[ReaderThread] = []
         self._inbox: queue.Queue[Read] | None = None  # from reader threads, when there are any
-        self._stop_seen = 0.0
-        self._unwritten_reported = False
+        self._outages = Outages(stopping=self.stopping, counters=self.counters, status=self.status,
+                                outbox=self._outbox, recover=self._recover)
+        self._with_redis = self._outages.run
         try:
             self.agent: Agent = self.node.agent_class(
                 name=agent_name,
@@ -345,56 +344,11 @@ class AgentRunner:
 
     # --- Redis outages -------------------------------------------------------------------------
 
-    def _with_redis(self, action: Callable[[], T], *, give_up_on_stop: bool = False) -> T | None:
-        """Run ``action``; on a lost connection back off, reconnect and run it again.
-
-        What the outbox holds is kept and sent first after a reconnect, so nothing
-        produced is dropped while the agent runs. Once a stop is requested, the outbox
-        gets ``STOP_FLUSH_GRACE`` seconds to reach Redis; what is still unwritten then
-        is reported once, and its input messages stay pending, to be handled again.
-        """
-        backoff: Backoff | None = None  # made on the first failure: this runs for every read
-        while True:
-            try:
-                return action()
-            except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
-                if isinstance(exc, redis.ResponseError) and "NOGROUP" not in str(exc):
-                    raise
-                # NOGROUP: a Redis that restarted empty; the group is made again below.
-                self.counters.redis_errors += 1
-                self.status["redis"] = f"unreachable: {exc}"
-                backoff = backoff or Backoff(initial=0.05, maximum=5.0)
-                delay = backoff.next()
-                if self.stopping.is_set():
-                    self._stop_seen = self._stop_seen or time.monotonic()
-                    left = STOP_FLUSH_GRACE - (time.monotonic() - self._stop_seen)
-                    if give_up_on_stop or not self._outbox.unsent or left <= 0:
-                        self._report_unwritten()
-                        return None
-                    time.sleep(min(delay, left))
-                else:
-                    log.warning("Redis unreachable (%s); retrying in %.2f s", exc, delay)
-                    self.stopping.wait(delay)
-                try:
-                    self._recover()
-                except (*CONNECTION_ERRORS, redis.ResponseError) as again:
-                    if isinstance(again, redis.ResponseError) and "NOGROUP" not in str(again):
-                        raise
-                    continue
-
     def _recover(self) -> None:
         """After an outage: a PING proves Redis answers, then the outbox goes first."""
         for client in self._clients.values():
             client.ping()
         self._ensure_groups()
         self._outbox.flush()
-        self.status.pop("redis", None)
-        log.info("Redis reachable again")
         if self.node.inputs and not self.stopping.is_set():
-            self._drain_own_pending()
-
-    def _report_unwritten(self) -> None:
-        if self._outbox.writes and not self._unwritten_reported:
-            self._unwritten_reported = True
-            log.error("stopped while Redis is unreachable: %d output(s) not written; their input messages "
-                      "stay pending and are handled again", len(self._outbox.writes))
+            self._drain_own_pending()  # a read may have been delivered but never received

@@ -1,0 +1,88 @@
+"""Riding out Redis outages: back off, reconnect, send what is waiting first.
+
+``Outages.run(action)`` runs one step of the runner. On a lost connection (or NOGROUP:
+a Redis that restarted empty) it backs off, and once a PING proves Redis answers again
+it lets the runner recover (groups made again, the outbox flushed first, own pending
+entries handled again) and runs the step again. What the outbox holds is kept
+throughout, so nothing produced is dropped while the agent runs.
+
+Stopping: once a stop is requested, the outbox gets ``STOP_FLUSH_GRACE`` seconds to
+reach Redis; what is still unwritten then is reported once, and its input messages stay
+pending in Redis, to be handled again.
+
+Owner: the runner's handling thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from .backoff import Backoff
+from .health import Counters
+from .outbox import Outbox
+from .transport import CONNECTION_ERRORS
+
+log = logging.getLogger("graphrun.runner")
+
+STOP_FLUSH_GRACE = 1.0  # seconds a stopping agent keeps trying to write what it made
+T = TypeVar("T")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return not isinstance(exc, redis.ResponseError) or "NOGROUP" in str(exc)
+
+
+class Outages:
+    def __init__(self, *, stopping: threading.Event, counters: Counters, status: dict[str, Any],
+                 outbox: Outbox, recover: Callable[[], None]):
+        self._stopping = stopping
+        self._counters = counters
+        self._status = status
+        self._outbox = outbox
+        self._recover = recover  # the runner's: groups, then the outbox, then own pending
+        self._stop_seen = 0.0
+        self._unwritten_reported = False
+
+    def run(self, action: Callable[[], T], *, give_up_on_stop: bool = False) -> T | None:
+        """``action()``, again after each outage until it succeeds (or the stop grace ends)."""
+        backoff: Backoff | None = None  # made on the first failure: this runs for every read
+        while True:
+            try:
+                return action()
+            except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+                if not _is_outage(exc):
+                    raise
+                self._counters.redis_errors += 1
+                self._status["redis"] = f"unreachable: {exc}"
+                backoff = backoff or Backoff(initial=0.05, maximum=5.0)
+                delay = backoff.next()
+                if self._stopping.is_set():
+                    self._stop_seen = self._stop_seen or time.monotonic()
+                    left = STOP_FLUSH_GRACE - (time.monotonic() - self._stop_seen)
+                    if give_up_on_stop or not self._outbox.unsent or left <= 0:
+                        self._report_unwritten()
+                        return None
+                    time.sleep(min(delay, left))  # a set Event would not wait at all
+                else:
+                    log.warning("Redis unreachable (%s); retrying in %.2f s", exc, delay)
+                    self._stopping.wait(delay)
+                try:
+                    self._recover()
+                except (*CONNECTION_ERRORS, redis.ResponseError) as again:
+                    if not _is_outage(again):
+                        raise
+                    continue
+                self._status.pop("redis", None)
+                log.info("Redis reachable again")
+
+    def _report_unwritten(self) -> None:
+        if self._outbox.writes and not self._unwritten_reported:
+            self._unwritten_reported = True
+            log.error("stopped while Redis is unreachable: %d output(s) not written; their input messages "
+                      "stay pending and are handled again", len(self._outbox.writes))
