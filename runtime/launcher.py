@@ -8,6 +8,7 @@ finish the message in hand before it stops.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from .backoff import Backoff
+from .errors import ConfigError
 from .graph import AgentNode, Graph, env_name, state_dir
 from .redis_server import RedisServer, dies_with_owner
 from .transport import describe
@@ -27,6 +29,7 @@ from .transport import describe
 EXIT_CONFIG = 78  # an agent that exits with this cannot start: restarting would not help
 STOP_GRACE = 15.0
 STABLE_AFTER = 10.0  # a run this long resets the restart backoff
+LOCK_FILE = "launcher.lock"  # in the state folder; holds the pid of the launcher using it
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Launcher:
         self.out = out or sys.stdout
         self.servers: dict[str, RedisServer] = {}
         self.urls: dict[str, str] = {}
+        self._lock: IO[str] | None = None
         self._stop = threading.Event()
         self._print_lock = threading.Lock()
         agents = graph.agents_on(node)
@@ -77,6 +81,37 @@ class Launcher:
 
     # --- Redis -----------------------------------------------------------------------
 
+    def _lock_state(self) -> None:
+        """Take the state folder for this launcher's life, or say who has it.
+
+        Two launchers on one folder would run two redis-servers on the same data files and
+        overwrite each other's ``redis.json``. The lock is an flock, so the kernel releases
+        it however the launcher ends, kill -9 included: there is never a stale lock to clear.
+        """
+        if self._lock is not None:
+            return
+        self.state.mkdir(parents=True, exist_ok=True)
+        path = self.state / LOCK_FILE
+        lock = path.open("a+")  # not truncated: the holder's pid stays readable until we hold it
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise ConfigError(f"state folder {self.state} is in use by another graphrun run (pid {holder}); "
+                              f"stop that run, or give this one its own --state-dir") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _unlock_state(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # the file stays: removing it would race with a launcher taking it
+            self._lock = None
+
     def _start_redis(self) -> None:
         needed = set().union(*(r.node.instances for r in self.replicas)) if self.replicas else set()
         for name in sorted(needed):
@@ -86,6 +121,7 @@ class Launcher:
                 self.urls[name] = url
                 self.say(f"graphrun: redis {name}: {describe(url)}")
                 continue
+            self._lock_state()  # only a launcher that keeps data there uses the folder
             server = RedisServer(name=name, data_dir=self.state / f"redis-{name}", maxmemory=spec.maxmemory,
                                  persistence=spec.persistence)
             server.start()
@@ -206,3 +242,4 @@ class Launcher:
             server.close()
         if self.servers:
             (self.state / "redis.json").unlink(missing_ok=True)
+        self._unlock_state()

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from conftest import wait_until
-from test_launcher import ROOT, Graphrun
+from test_launcher import ROOT, Graphrun, graphrun
 
 HELLO = ROOT / "graphs" / "hello.yaml"
 
@@ -49,3 +49,23 @@ def alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_second_run_on_a_state_folder_in_use_is_refused_and_says_which(tmp_path: Path) -> None:
+    first = hello_running(tmp_path)
+    try:
+        second = graphrun("run", str(HELLO), "--state-dir", str(tmp_path / "state"), "--duration", "5", cwd=tmp_path)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert (f"graphrun: state folder {tmp_path / 'state'} is in use by another graphrun run "
+                f"(pid {first.process.pid})") in second.stderr
+        assert "redis main: started" not in second.stdout  # refused before anything started
+        assert first.process.poll() is None  # the first run was not disturbed,
+        assert (tmp_path / "state" / "redis.json").exists()  # nor its record of the servers it started
+    finally:
+        first.process.send_signal(signal.SIGTERM)
+        first.finish()
+    assert first.process.returncode == 0
+
+    # Once the first run has ended, the folder is free again.
+    again = graphrun("run", str(HELLO), "--state-dir", str(tmp_path / "state"), "--duration", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
