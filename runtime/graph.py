@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,6 +24,8 @@ from .ports import declared_ports, incompatibility, type_name
 from .yaml_source import Path_, Source
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+#: What redis-py's ``Redis.from_url`` connects to.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_MAXLEN = 10_000
 
 
@@ -68,6 +71,8 @@ class InputSpec(_Strict):
     batch_wait_ms: float = Field(0, ge=0, description="wait up to this long to fill a batch")
     start: Literal["earliest", "latest"] = Field("earliest", description="where a new consumer group starts")
     dead_letter: str | None = Field(None, description="dead-letter stream key (default: '<stream>:dead')")
+    cycle: bool = Field(False, description="this input closes a loop of agents on purpose (feedback); "
+                                           "without it, validation refuses cycles")
 
 
 class OutputSpec(_Strict):
@@ -195,9 +200,14 @@ def load_graph(path: str | os.PathLike[str], *, environ: dict[str, str] | None =
     """Parse and validate a graph file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(yaml_source.MAX_BYTES + 1)
     except OSError as exc:
         raise GraphError([Problem(str(path), 1, 1, f"cannot read graph file: {exc.strerror or exc}")]) from None
+    if len(data) > yaml_source.MAX_BYTES:
+        raise GraphError([Problem(str(path), 1, 1, f"graph file larger than {yaml_source.MAX_BYTES // 2**20} MiB: "
+                                                   "not a graph file?")])
+    text = yaml_source.decode(data, str(path))
     # Custom agents beside a graph file are importable as "module:Class" while it is read.
     with registry.importable(str(path.resolve().parent)):
         return parse_graph(text, str(path), environ=environ)
@@ -216,15 +226,22 @@ class _Resolver:
         self._output_groups: dict[tuple[str, str], str] = {}  # (agent, dynamic output) -> its set
 
     def fail(self, path: Path_, message: str, *, key: bool = False) -> None:
+        if self.src.is_spoiled(path):
+            return  # the value there could not be read (an unset ${ENV}): already reported
         self.problems.append(self.src.problem(path, message, key=key))
+
+    def error(self) -> GraphError:
+        """Every problem found, the file's reading and the graph's, in the file's order."""
+        return GraphError(sorted(self.src.problems + self.problems, key=lambda p: (p.line, p.column)))
 
     def resolve(self) -> Graph:
         data = self.src.data
         if not isinstance(data, dict):
-            raise GraphError([self.src.problem((), "a graph file is a mapping with name, redis, nodes and agents")])
+            self.fail((), "a graph file is a mapping with name, redis, nodes and agents")
+            raise self.error()
         spec = self._validate(GraphSpec, data, ())
         if spec is None:
-            raise GraphError(self.problems)
+            raise self.error()
         # Each agent is checked on its own, so one agent's mistake hides no other's.
         agent_specs: dict[str, AgentSpec] = {}
         for name, raw in spec.agents.items():
@@ -239,15 +256,17 @@ class _Resolver:
                     self.fail((section, name), f"bad name {name!r}: use letters, digits, '_' and '-'", key=True)
         if not spec.redis:
             self.fail(("redis",), "a graph needs at least one Redis instance")
-            raise GraphError(self.problems)
+            raise self.error()
+        self._check_redis_urls()
         self._check_nodes()
         classes = self._classes()
         settings = self._params(classes)
         outputs, groups = self._outputs(classes)
         inputs = self._inputs(classes, outputs, groups)
         self._required_inputs(classes, inputs)
-        if self.problems:
-            raise GraphError(sorted(self.problems, key=lambda p: (p.line, p.column)))
+        self._cycles(inputs)
+        if self.problems or self.src.problems:
+            raise self.error()
         agents = {
             name: AgentNode(
                 name=name, type=a.type, node=self._node_of(name), replicas=a.replicas, params=a.params,
@@ -287,6 +306,13 @@ class _Resolver:
                 given = err.get("input")
                 shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
                 self.fail(loc, f"{err['msg']}{shown}")
+
+    def _check_redis_urls(self) -> None:
+        """A url graphrun's Redis client cannot use (``http://``, a bare ``host:port``) would
+        otherwise only fail when an agent first connects, on the machine it runs on."""
+        for name, r in self.spec.redis.items():
+            if r.url and urlsplit(r.url).scheme.lower() not in REDIS_SCHEMES:
+                self.fail(("redis", name, "url"), f"bad Redis url {r.url!r}: use a redis://, rediss:// or unix:// URL")
 
     def _check_nodes(self) -> None:
         for node, n in self.spec.nodes.items():
@@ -461,6 +487,10 @@ class _Resolver:
                 if located is None:
                     continue
                 stream, source = located
+                if source is not None and source[0] == name:
+                    self.fail(from_path, f"agent {name!r} reads its own output {source[0]}.{source[1]}: "
+                                         "each message it sends would come back to it, without end")
+                    continue
                 if source is not None:
                     out_decl = self._declared(classes[source[0]], source[1], self._output_groups.get(source))
                     in_decl = self._declared(cls, port, group)
@@ -497,6 +527,28 @@ class _Resolver:
             return None
         return binding.stream, (agent, port)
 
+    def _cycles(self, inputs: dict[str, dict[str, InputBinding]]) -> None:
+        """Refuse loops of agents: a message that can come back to where it started keeps
+        the agents busy forever. A loop the graph means (a feedback or rework path) is
+        accepted when one of its inputs says ``cycle: true``; that input is left out here."""
+        edges: dict[str, list[tuple[str, InputBinding]]] = {name: [] for name in inputs}
+        for name, bindings in inputs.items():
+            for binding in bindings.values():
+                if binding.source is not None and binding.source[0] != name and not binding.spec.cycle:
+                    edges.setdefault(binding.source[0], []).append((name, binding))
+        for cycle in _find_cycles(edges):
+            # Report at the input of the cycle written last: the one that closes it, read top-down.
+            paths = [self._input_path(reader, b) for reader, b in cycle]
+            at = max(paths, key=lambda p: self.src.where(p))
+            names = " -> ".join([cycle[0][1].source[0]] + [reader for reader, _ in cycle])  # type: ignore[index]
+            self.fail(at, f"agents {names} form a cycle: messages would circulate forever; if the loop is "
+                          "intended, mark one of its inputs with 'cycle: true' ({from: agent.port, cycle: true})")
+
+    def _input_path(self, agent: str, binding: InputBinding) -> Path_:
+        """Where an input's ``from`` is written (a port of a set may be grouped under its name)."""
+        path = self._port_names.get(agent, {}).get(binding.port, ("agents", agent, "inputs", binding.port))
+        return path + ("from",) if path + ("from",) in self.src.values else path
+
     def _required_inputs(self, classes: dict[str, type[Agent]], inputs: dict[str, dict[str, InputBinding]]) -> None:
         for name, cls in classes.items():
             for port, p in declared_ports(cls).items():
@@ -508,6 +560,77 @@ class _Resolver:
 
 def _known(mapping: dict[str, Any]) -> str:
     return ", ".join(sorted(mapping))
+
+
+def _find_cycles(edges: dict[str, list[tuple[str, InputBinding]]]) -> list[list[tuple[str, InputBinding]]]:
+    """One cycle (as the edges followed) per strongly connected group of agents.
+
+    Iterative (Tarjan), so a graph of thousands of agents needs no deep recursion.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+    for root in list(edges):
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            targets = edges.get(node, [])
+            if i < len(targets):
+                work.append((node, i + 1))
+                nxt = targets[i][0]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                group: set[str] = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.add(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    groups.append(group)
+    cycles = []
+    for group in groups:
+        start = min(group, key=lambda n: index[n])
+        cycles.append(_path_back(start, group, edges))
+    return cycles
+
+
+def _path_back(start: str, group: set[str], edges: dict[str, list[tuple[str, InputBinding]]]) -> list[tuple[str, InputBinding]]:
+    """The shortest way from ``start`` round to itself inside its group (breadth first)."""
+    came: dict[str, tuple[str, InputBinding] | None] = {start: None}
+    queue = [start]
+    for node in queue:
+        for nxt, binding in edges.get(node, []):
+            if nxt not in group:
+                continue
+            if nxt == start:
+                path = [(nxt, binding)]
+                while node != start:
+                    prev = came[node]
+                    assert prev is not None
+                    path.append((node, prev[1]))
+                    node = prev[0]
+                return path[::-1]
+            if nxt not in came:
+                came[nxt] = (node, binding)
+                queue.append(nxt)
+    return []
 
 
 # --- where each Redis instance is ---------------------------------------------------------

@@ -111,3 +111,201 @@ def test_the_validate_command_reports_a_broken_agent_module_without_a_traceback(
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"{path}:12:11: agent type 'zero_agent:Agent': cannot import zero_agent: "
                                   "ZeroDivisionError: division by zero")
+
+
+# --- 2. bytes that are not UTF-8, nesting that would exhaust the stack ------------------------
+
+
+def test_bytes_that_are_not_utf8_are_reported_where_they_are(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.encode() + "  caf\xe9:\n    type: sample_agents:Source\n".encode("latin-1"))
+    [problem] = problems_in_file(path)
+    assert (problem.line, problem.column) == (11, 6)
+    assert "not UTF-8" in problem.message and "0xe9" in problem.message
+
+
+NESTED = {
+    "flow sequences": "name: t\nagents: " + "[" * 10_000,
+    "flow mappings": "name: t\nagents: " + "{a: " * 10_000,
+    "block sequences": "name: t\nagents:\n  " + "- " * 10_000 + "x\n",
+}
+
+
+@pytest.mark.parametrize("text", NESTED.values(), ids=NESTED.keys())
+def test_yaml_nested_thousands_deep_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    [problem] = problems_in_file(path)
+    assert problem.line in (2, 3) and "nested more than 64 levels" in problem.message
+
+
+def test_the_validate_command_refuses_deep_nesting_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(NESTED["flow sequences"])
+    done = validate(path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"{path}:2:") and "nested more than" in done.stderr
+
+
+def test_an_alias_inside_its_own_anchor_is_refused() -> None:
+    problem = only("name: t\nagents:\n  a:\n    type: sample_agents:Source\n    params: &p {count: *p}\n")
+    assert problem.line == 5 and "recursive" in problem.message
+
+
+def test_values_yaml_cannot_construct_are_reported_not_raised() -> None:
+    found = problems_in("""\
+        name: t
+        agents:
+          a:
+            type: sample_agents:Source
+            params: {count: !plc 3, when: 2026-13-45}
+        """)
+    assert [p.line for p in found] == [5, 5]
+    assert "!plc" in found[0].message and "2026-13-45" in found[1].message
+
+
+def test_keys_must_be_plain_values() -> None:
+    problem = only("name: t\n? [a, b]\n: 1\nagents: {}\n")
+    assert problem.line == 2 and "a key must be a plain value" in problem.message
+
+
+# --- 3. alias bombs ----------------------------------------------------------------------------
+
+BILLION_LAUGHS = """\
+name: t
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+agents: {}
+"""
+
+
+def test_an_alias_bomb_is_refused_at_once_at_the_alias_line(tmp_path: Path) -> None:
+    path = tmp_path / "laughs.yaml"
+    path.write_text(BILLION_LAUGHS)
+    assert len(BILLION_LAUGHS) < 500
+    started = time.monotonic()
+    found = problems_in_file(path)
+    assert time.monotonic() - started < 1.0
+    [problem] = found
+    assert problem.line == 6 and problem.column == 8  # the alias whose copy passes the limit
+    assert "aliases expand to more than 10000 values" in problem.message
+
+
+def test_the_validate_command_refuses_an_alias_bomb(tmp_path: Path) -> None:
+    path = tmp_path / "laughs.yaml"
+    path.write_text(BILLION_LAUGHS)
+    done = validate(path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"{path}:6:8: ")
+
+
+def test_ordinary_aliases_still_share_settings() -> None:
+    text = GOOD.replace("    inputs: {items: source.items}",
+                        "    inputs: {items: {from: source.items, max_deliveries: &tries 9}}\n"
+                        "    params: {poison: [*tries, *tries]}")
+    relay = parse_graph(text, "g.yaml").agents["relay"]
+    assert relay.inputs["items"].spec.max_deliveries == 9 and relay.params["poison"] == [9, 9]
+
+
+# --- 4. wirings that are accepted today and should not be --------------------------------------
+
+
+def test_an_agent_may_not_read_its_own_output() -> None:
+    problem = only(GOOD.replace("inputs: {items: source.items}", "inputs: {items: relay.copies}"))
+    assert (problem.line, problem.path) == (10, "agents.relay.inputs.items")
+    assert "agent 'relay' reads its own output relay.copies" in problem.message
+
+
+def test_an_agent_may_not_read_its_own_output_by_stream_name() -> None:
+    problem = only(GOOD.replace("inputs: {items: source.items}", "inputs: {items: 'main:t.relay.copies'}"))
+    assert problem.line == 10 and "reads its own output relay.copies" in problem.message
+
+
+CYCLE = """\
+name: t
+agents:
+  washer:
+    type: sample_agents:Relay
+    inputs: {items: dryer.copies}
+  dryer:
+    type: sample_agents:Relay
+    inputs: {items: FROM_WASHER}
+"""
+
+
+def test_a_cycle_of_agents_is_refused() -> None:
+    problem = only(CYCLE.replace("FROM_WASHER", "washer.copies"))
+    assert (problem.line, problem.path) == (8, "agents.dryer.inputs.items")
+    assert "washer -> dryer -> washer" in problem.message and "cycle: true" in problem.message
+
+
+def test_a_cycle_the_graph_marks_as_intended_is_accepted() -> None:
+    graph = parse_graph(CYCLE.replace("FROM_WASHER", "{from: washer.copies, cycle: true}"), "g.yaml")
+    assert graph.agents["dryer"].inputs["items"].spec.cycle is True
+    assert graph.agents["washer"].inputs["items"].spec.cycle is False
+
+
+def test_a_longer_cycle_is_refused_once() -> None:
+    text = CYCLE.replace("FROM_WASHER", "folder.copies") + (
+        "  folder:\n    type: sample_agents:Relay\n    inputs: {items: washer.copies}\n")
+    problem = only(text)
+    assert "form a cycle" in problem.message and problem.line == 11
+
+
+@pytest.mark.parametrize("url", ["http://plc-cell-4:6379", "redis-server:6379", "tcp://10.0.0.5"])
+def test_a_redis_url_must_be_redis_rediss_or_unix(url: str) -> None:
+    problem = only(GOOD.replace("  main: {}", f"  main: {{url: '{url}'}}"))
+    assert (problem.line, problem.column, problem.path) == (3, 15, "redis.main.url")
+    assert "redis://, rediss:// or unix://" in problem.message
+
+
+@pytest.mark.parametrize("url", ["redis://:pw@10.0.0.5:6379/0", "rediss://plant:6380", "unix:///run/redis.sock"])
+def test_redis_rediss_and_unix_urls_are_accepted(url: str) -> None:
+    assert parse_graph(GOOD.replace("  main: {}", f"  main: {{url: '{url}'}}"), "g.yaml").redis["main"].url == url
+
+
+# --- 5. every problem, in one run ----------------------------------------------------------------
+
+
+def test_a_missing_environment_variable_hides_no_other_problem() -> None:
+    text = GOOD.replace("  main: {}", "  main: {url: 'redis://${PLC_HOST}:6379'}").replace(
+        "sample_agents:Relay", "nope.nope") + "bogus: 1\n"
+    found = problems_in(text)
+    assert [(p.line, p.path) for p in found] == [(3, "redis.main.url"), (9, "agents.relay.type"), (11, "bogus")]
+    assert "PLC_HOST is not set" in found[0].message
+
+
+def test_a_value_left_unresolved_is_reported_once() -> None:
+    found = problems_in(GOOD.replace("  main: {}", "  main: {url: '${PLANT_REDIS}'}")
+                        .replace("sample_agents:Relay", "${RELAY_TYPE}"))
+    assert [(p.line, p.path) for p in found] == [(3, "redis.main.url"), (9, "agents.relay.type")]
+    assert all("is not set" in p.message for p in found)
+
+
+def test_a_duplicate_key_hides_no_other_problem() -> None:
+    found = problems_in(GOOD.replace("    type: sample_agents:Relay\n",
+                                     "    type: sample_agents:Relay\n    type: sample_agents:Relay\n") + "bogus: 1\n")
+    assert [(p.line, p.message) for p in found] == [(10, "duplicate key 'type'"), (12, "unknown key 'bogus'")]
+
+
+INDENTATION = {
+    "less than its siblings": ("name: t\nagents:\n  relay:\n    type: sample_agents:Relay\n   node: edge-1\n", 5, 4),
+    "under a value": ("name: t\nagents:\n  relay:\n    type: sample_agents:Relay\n      node: edge-1\n", 5, 7),
+    "a key out of its block": ("name: t\nagents:\n  relay: {type: x}\n bogus: 1\n", 4, 2),
+    "a list item": ("name: t\nagents:\n  a:\n    params:\n      l:\n        - 1\n       - 2\n", 7, 8),
+    "with a tab": ("name: t\nagents:\n\trelay: {type: x}\n", 3, 1),
+}
+
+
+@pytest.mark.parametrize("text,line,column", INDENTATION.values(), ids=INDENTATION.keys())
+def test_an_indentation_error_names_the_line_that_is_wrong(text: str, line: int, column: int) -> None:
+    problem = only(text)
+    assert (problem.line, problem.column) == (line, column)
+    assert "indentation" in problem.message
