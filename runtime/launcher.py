@@ -29,6 +29,13 @@ from .transport import describe
 EXIT_CONFIG = 78  # an agent that exits with this cannot start: restarting would not help
 STOP_GRACE = 15.0
 STABLE_AFTER = 10.0  # a run this long resets the restart backoff
+# `python -m graphrun`, but without the working folder first on sys.path: there a folder that
+# happens to be named graphrun would be imported instead of the installed package, in every
+# agent. Agents beside the graph file still import: the graph's folder is put on sys.path
+# when the graph is loaded. (-P is Python 3.11's; before it, the bootstrap drops the entry.)
+AGENT_COMMAND: tuple[str, ...] = (
+    (sys.executable, "-P", "-m", "graphrun") if sys.version_info >= (3, 11) else
+    (sys.executable, "-c", "import sys; del sys.path[0]; from graphrun.cli import main; raise SystemExit(main())"))
 LOCK_FILE = "launcher.lock"  # in the state folder; holds the pid of the launcher using it
 
 
@@ -145,7 +152,7 @@ class Launcher:
     # --- agents ------------------------------------------------------------------------
 
     def _spawn(self, replica: _Replica) -> None:
-        args = [sys.executable, "-m", "graphrun", "agent", self.graph.file, replica.node.name,
+        args = [*AGENT_COMMAND, "agent", self.graph.file, replica.node.name,
                 "--replica", str(replica.index), "--log-level", self.log_level]
         for name, url in self.urls.items():
             args += ["--redis", f"{name}={url}"]

@@ -4,8 +4,11 @@ agents never came up does not pass for a success."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -69,3 +72,59 @@ def test_a_second_run_on_a_state_folder_in_use_is_refused_and_says_which(tmp_pat
     # Once the first run has ended, the folder is free again.
     again = graphrun("run", str(HELLO), "--state-dir", str(tmp_path / "state"), "--duration", "1", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+BESIDE_AGENT = """\
+from pathlib import Path
+from typing import TypedDict
+
+from pydantic import BaseModel
+
+from graphrun import Agent, Output
+
+
+class Tick(TypedDict):
+    n: int
+
+
+class Beside(Agent):
+    ticks = Output(Tick)
+
+    class Params(BaseModel):
+        marker: str
+
+    def start(self) -> None:
+        Path(self.params.marker).write_text("started")
+
+    def produce(self) -> None:
+        self.wait(0.1)
+"""
+
+SHADOW = "the working folder's graphrun was imported, not the installed package"
+
+
+def test_a_graphrun_folder_in_the_working_folder_does_not_shadow_the_package_in_agents(tmp_path: Path) -> None:
+    plant = tmp_path / "plant"  # the graph, with a custom agent beside it
+    plant.mkdir()
+    (plant / "beside.py").write_text(BESIDE_AGENT)
+    marker = tmp_path / "beside-started"
+    (plant / "shadowed.yaml").write_text(f"""\
+name: shadowed
+redis: {{main: {{}}}}
+agents:
+  counter: {{type: examples.counter, params: {{rate: 20}}, outputs: {{numbers: main:numbers}}}}
+  beside: {{type: "beside:Beside", params: {{marker: "{marker}"}}}}
+""")
+    work = tmp_path / "work"  # the working folder holds an unrelated folder named graphrun
+    (work / "graphrun").mkdir(parents=True)
+    (work / "graphrun" / "__init__.py").write_text(f"raise SystemExit({SHADOW!r})\n")
+
+    command = Path(sys.executable).parent / "graphrun"  # as an operator types it: the installed script
+    done = subprocess.run([str(command), "run", str(plant / "shadowed.yaml"), "--duration", "4"], cwd=work,
+                          env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=120)
+    out = done.stdout + done.stderr
+    assert SHADOW not in out
+    assert re.search(r"^counter\s+\| .*agent counter started", out, re.M), out
+    assert re.search(r"^beside\s+\| .*agent beside started", out, re.M), out
+    assert marker.read_text() == "started"  # the agent beside the graph file was found and ran
+    assert done.returncode == 0, out
