@@ -6,7 +6,10 @@ ways, chosen by wiring.
 * Synchronised sequence (nothing connected to ``trigger``): each camera numbers its frames
   from ``part_id_start``; a frame the device dropped (a gap in its frame ids) still
   advances the number. Fits cameras fired by one hardware trigger line, and synthetic
-  cameras with the same ``fps`` and ``part_id_start``.
+  cameras with the same ``fps`` and ``part_id_start``. The next id is kept in the home
+  Redis (``graphrun_agents.part_ids``), so a restarted camera never repeats an id; but
+  it does not know how many parts passed while it was down, so two cameras numbering
+  their own frames fall out of step when one restarts: shared triggering does not.
 * Shared trigger counter (``trigger`` connected, ``trigger: software``): one agent counts
   parts and sends ``{"part_id": n}`` on one stream; each camera reads it in its own group,
   fires (TriggerSoftware on GenICam devices; other sources take an image now) and labels
@@ -38,6 +41,7 @@ from graphrun_agents.errors import (
     PixelFormatError,
 )
 from graphrun_agents.messages import Frame
+from graphrun_agents.part_ids import PartIds
 
 from .deployment import camera_deployment
 from .pixel_formats import convert
@@ -159,7 +163,7 @@ class CameraAgent(Agent):
         self._source = make_source(self.params)
         self._camera = self.params.camera or self.name
         self._frame = 0
-        self._next_part = self.params.part_id_start
+        self._ids = PartIds.of(self, self.params.part_id_start)
         self._pace = Pacer(self.params.fps)
         # A cap below the first delay makes every reopen wait the cap.
         self._reconnect = Backoff(initial=min(self.params.reconnect_delay, self.params.reconnect_max_delay),
@@ -193,7 +197,7 @@ class CameraAgent(Agent):
             return
         if self._source.paced and not self._pace.wait(self.wait):
             return
-        grabbed, part_id = self._grab(self._next_part, counted=True)
+        grabbed, part_id = self._grab(self._ids.next, counted=True)
         if grabbed is not None:
             self._send(grabbed, part_id)
 
@@ -201,7 +205,7 @@ class CameraAgent(Agent):
         if self._finished():
             return
         wanted = msg.get("part_id")
-        part_id = int(wanted) if wanted is not None else self._next_part
+        part_id = int(wanted) if wanted is not None else self._ids.next
         if not self._ensure_open():
             raise Retry("the camera is reconnecting", delay=max(0.05, self._reconnect.remaining()))
         try:
@@ -226,7 +230,7 @@ class CameraAgent(Agent):
             return None, part_id
         if counted and grabbed is not None:
             part_id += self._source.stats.dropped - dropped
-            self._next_part = part_id + 1
+            self._ids.advance(part_id + 1)  # saved before the frame is sent
         return grabbed, part_id
 
     def _send(self, grabbed: Grabbed, part_id: int) -> None:

@@ -1,0 +1,75 @@
+"""Part ids never repeat across restarts of a camera, and shared triggering keeps both views in step."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from conftest import read_messages, wait_until
+from graphrun.graph import Graph
+from graphrun.redis_server import RedisServer
+from graphrun.runner import AgentRunner
+
+FREE_RUN = """\
+name: line
+agents:
+  cam:
+    type: camera
+    params: {source: synthetic, width: 64, height: 48, fps: 50, part_id_start: 7}
+    outputs: {frames: {stream: cam.frames, maxlen: 100000}}
+"""
+
+
+def camera_process(graph: Path, url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "graphrun", "agent", str(graph), "cam", "--replica", "0",
+                             "--redis", f"main={url}"], env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def part_ids(client: redis.Redis, stream: str) -> list[int]:
+    return [int(m["part_id"]) for m in read_messages(client, stream)]
+
+
+def test_a_free_running_camera_killed_and_restarted_continues_its_part_ids(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    graph = tmp_path / "line.yaml"
+    graph.write_text(FREE_RUN)
+    first = camera_process(graph, redis_server.url)
+    try:
+        wait_until(lambda: redis_client.xlen("cam.frames") >= 20, what="20 frames before the kill")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    before = part_ids(redis_client, "cam.frames")
+
+    second = camera_process(graph, redis_server.url)
+    try:
+        wait_until(lambda: redis_client.xlen("cam.frames") >= len(before) + 20, what="20 frames after the restart")
+    finally:
+        second.terminate()
+        second.wait(20)
+    after = part_ids(redis_client, "cam.frames")[len(before):]
+
+    assert before[:3] == [7, 8, 9]  # the first run starts at part_id_start
+    assert min(after) > max(before), f"part ids repeated after the restart: {after[:5]} after {before[-5:]}"
+    assert after == sorted(set(after))  # and they keep increasing, one id per frame
+
+
+def test_a_camera_stopped_cleanly_and_started_again_continues_its_part_ids(
+    graph_file: Callable[[str], Graph], start_agent: Callable[..., AgentRunner], redis_client: redis.Redis
+) -> None:
+    graph = graph_file(FREE_RUN)
+    for _ in range(2):
+        camera = start_agent(graph, "cam")
+        wait_until(lambda: camera.counters.sent >= 5, what="five frames")
+        camera.request_stop()
+        wait_until(lambda: camera.status.get("state") == "stopped", what="the camera to stop")
+    ids = part_ids(redis_client, "cam.frames")
+    assert ids == list(range(7, 7 + len(ids)))
