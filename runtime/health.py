@@ -90,6 +90,14 @@ class Health:
         pipe.execute()
 
     def _count_trimmed(self) -> dict[str, int]:
+        """Entries trimmed before this agent read them, per input; each increase is logged
+        (this runs every TRIM_EVERY reports, which bounds the log's rate)."""
         group = self._agent
-        return {b.port: transport.trimmed_before_read(self._clients[b.instance], b.key, group) or 0
-                for b in self._inputs.values()}
+        counts = {b.port: transport.trimmed_before_read(self._clients[b.instance], b.key, group) or 0
+                  for b in self._inputs.values()}
+        for port, n in counts.items():
+            before = self._trimmed.get(port, 0)
+            if n > before:
+                log.warning("%d entries of input %r were trimmed before %s read them (%d in all): the "
+                            "agent is slower than the stream's bound", n - before, port, self._agent, n)
+        return counts

@@ -30,22 +30,27 @@ from .transport import CONNECTION_ERRORS
 
 log = logging.getLogger("graphrun.runner")
 
+FULL_RETRY = 0.5  # seconds at most between tries while Redis is full
 STOP_FLUSH_GRACE = 1.0  # seconds a stopping agent keeps trying to write what it made
 T = TypeVar("T")
 
 
 def _is_outage(exc: BaseException) -> bool:
-    return not isinstance(exc, redis.ResponseError) or "NOGROUP" in str(exc)
+    """A lost connection, a Redis that restarted empty (NOGROUP) or a full one (OOM)."""
+    return (not isinstance(exc, redis.ResponseError) or "NOGROUP" in str(exc)
+            or isinstance(exc, redis.exceptions.OutOfMemoryError))
 
 
 class Outages:
     def __init__(self, *, stopping: threading.Event, counters: Counters, status: dict[str, Any],
-                 outbox: Outbox, recover: Callable[[], None]):
+                 outbox: Outbox, recover: Callable[[], None], relieve: Callable[[], int]):
         self._stopping = stopping
         self._counters = counters
         self._status = status
         self._outbox = outbox
         self._recover = recover  # the runner's: groups, then the outbox, then own pending
+        self._relieve = relieve  # the runner's: trims what every reader has consumed; returns entries freed
+        self._full_logged = 0.0
         self._stop_seen = 0.0
         self._unwritten_reported = False
 
@@ -59,9 +64,13 @@ class Outages:
                 if not _is_outage(exc):
                     raise
                 self._counters.redis_errors += 1
-                self._status["redis"] = f"unreachable: {exc}"
                 backoff = backoff or Backoff(initial=0.05, maximum=5.0)
                 delay = backoff.next()
+                if isinstance(exc, redis.exceptions.OutOfMemoryError):
+                    delay = min(delay, FULL_RETRY)  # readers free room soon: look again often
+                    self._full(exc, delay)
+                else:
+                    self._status["redis"] = f"unreachable: {exc}"
                 if self._stopping.is_set():
                     self._stop_seen = self._stop_seen or time.monotonic()
                     left = STOP_FLUSH_GRACE - (time.monotonic() - self._stop_seen)
@@ -70,7 +79,8 @@ class Outages:
                         return None
                     time.sleep(min(delay, left))  # a set Event would not wait at all
                 else:
-                    log.warning("Redis unreachable (%s); retrying in %.2f s", exc, delay)
+                    if "redis" not in self._status or self._status["redis"].startswith("unreachable"):
+                        log.warning("Redis unreachable (%s); retrying in %.2f s", exc, delay)
                     self._stopping.wait(delay)
                 try:
                     self._recover()
@@ -78,8 +88,23 @@ class Outages:
                     if not _is_outage(again):
                         raise
                     continue
-                self._status.pop("redis", None)
-                log.info("Redis reachable again")
+                was = self._status.pop("redis", "")
+                log.info("Redis has room again" if was.startswith("full") else "Redis reachable again")
+
+    def _full(self, exc: BaseException, delay: float) -> None:
+        """A full Redis (maxmemory reached) is a state to report and recover from: trim what
+        every reader has consumed of this agent's outputs, say so, and back off."""
+        self._status["redis"] = f"full: {exc}"
+        try:
+            freed = self._relieve()
+        except (*CONNECTION_ERRORS, redis.ResponseError) as again:
+            freed = 0
+            log.debug("trimming consumed entries failed: %s", again)
+        now = time.monotonic()
+        if now - self._full_logged > 10.0:  # at most one line in ten seconds
+            self._full_logged = now
+            log.warning("Redis is full (%s): trimmed %d consumed entries of this agent's outputs; "
+                        "retrying in %.2f s", exc, freed, delay)
 
     def _report_unwritten(self) -> None:
         if self._outbox.writes and not self._unwritten_reported:

@@ -30,12 +30,21 @@ COUNT_INTERVAL = 1.0  # seconds between writes of delivery counts (trim accounti
 
 @dataclass
 class Write:
-    """One stream entry to append."""
+    """One stream entry to append, with its stream's bounds."""
 
     instance: str
     key: str
     maxlen: int
     fields: Mapping[bytes, Any]
+    max_bytes: int | None = None
+
+    def bound(self) -> int:
+        """The length bound: ``maxlen``, or fewer when that many entries of this size
+        would pass ``max_bytes`` (frames of megabytes)."""
+        if self.max_bytes is None:
+            return self.maxlen
+        size = sum(len(v) for v in self.fields.values())
+        return max(1, min(self.maxlen, self.max_bytes // max(size, 1)))
 
 
 def _flat(fields: Mapping[bytes, Any]) -> list[Any]:
@@ -81,7 +90,7 @@ class Outbox:
             return
         outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for w in self.writes:
-            outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.maxlen, "*", *_flat(w.fields)))
+            outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.bound(), "*", *_flat(w.fields)))
         after: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for binding, ids in self.acks.items():
             if ids:
@@ -104,12 +113,17 @@ class Outbox:
                 self._delivered.pop(stream, None)
 
     def _send(self, instance: str, commands: list[tuple[Any, ...]]) -> None:
-        """Commands in order, in one round trip; a lone command skips the pipeline's overhead."""
+        """Commands in order, in one round trip; a lone command skips the pipeline's overhead.
+
+        Several commands go in a MULTI/EXEC: a Redis that refuses one of them (full, at its
+        maxmemory) then runs none, so an acknowledgement never goes through without the
+        outputs before it.
+        """
         client = self._clients[instance]
         if len(commands) == 1:
             client.execute_command(*commands[0])
             return
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=True)
         for command in commands:
             pipe.execute_command(*command)
         pipe.execute()

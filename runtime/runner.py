@@ -92,7 +92,7 @@ class AgentRunner:
         self._reader_threads: list[ReaderThread] = []
         self._inbox: queue.Queue[Read] | None = None  # from reader threads, when there are any
         self._outages = Outages(stopping=self.stopping, counters=self.counters, status=self.status,
-                                outbox=self._outbox, recover=self._recover)
+                                outbox=self._outbox, recover=self._recover, relieve=self._trim_consumed)
         self._with_redis = self._outages.run
         try:
             self.agent: Agent = self.node.agent_class(
@@ -134,7 +134,7 @@ class AgentRunner:
             return  # a dynamic output the graph does not connect
         parent = parent or self._delivery.current
         message = Message(payload, producer=self.node.name) if parent is None else parent.derive(payload, producer=self.node.name)
-        self._delivery.emit(Write(binding.instance, binding.key, binding.maxlen, codec.encode(message)))
+        self._delivery.emit(Write(binding.instance, binding.key, binding.maxlen, codec.encode(message), binding.max_bytes))
 
     def hold(self, message: Message) -> None:
         self._delivery.hold(message)
@@ -343,6 +343,16 @@ class AgentRunner:
                              retrying=len(self._delivery.retries), final=final)
 
     # --- Redis outages -------------------------------------------------------------------------
+
+    def _trim_consumed(self) -> int:
+        """Trim this agent's streams, outputs and inputs, to what every consumer group has
+        read and acknowledged: what a full Redis can give back without losing a message.
+        (Readers trim too, so that a reader that cannot write is not waiting for a writer
+        that has finished.)"""
+        freed = 0
+        for binding in [*self.node.outputs.values(), *self.node.inputs.values()]:
+            freed += transport.trim_consumed(self._clients[binding.instance], binding.key)
+        return freed
 
     def _recover(self) -> None:
         """After an outage: a PING proves Redis answers, then the outbox goes first."""

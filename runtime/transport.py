@@ -208,6 +208,24 @@ def claim_own(client: redis.Redis, stream: str, group: str, consumer: str, ids: 
     return [Entry(stream, _text(entry_id), fields or None) for entry_id, fields in claimed if entry_id]
 
 
+def trim_consumed(client: redis.Redis, stream: str) -> int:
+    """Delete the entries of ``stream`` that every consumer group has read and acknowledged;
+    the number deleted. A stream without groups is left alone: nobody is known to have read it."""
+    groups = client.xinfo_groups(stream)
+    if not groups:
+        return 0
+    keep_from: tuple[int, int] | None = None
+    for g in groups:
+        ms, seq = _id_tuple(g["last-delivered-id"])
+        boundary = (ms, seq + 1)  # the first entry this group has not read
+        oldest = client.xpending(stream, g["name"])["min"] if g["pending"] else None
+        if oldest is not None:  # (None: acknowledged since XINFO answered)
+            boundary = min(boundary, _id_tuple(oldest))
+        keep_from = boundary if keep_from is None else min(keep_from, boundary)
+    assert keep_from is not None
+    return int(client.execute_command("XTRIM", stream, "MINID", f"{keep_from[0]}-{keep_from[1]}"))
+
+
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
     ms, _, seq = _text(entry_id).partition("-")
     return int(ms), int(seq or 0)

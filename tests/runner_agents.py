@@ -104,3 +104,25 @@ class StopWatchingSource(Agent):
         self.items.send({"seq": self._seq, "pixels": np.zeros(16, np.uint8)})
         self._seq += 1
         self.wait(0.002)
+
+
+class FrameSource(Agent):
+    """Sends ``count`` frames of ``size`` bytes, numbered, as fast as Redis takes them."""
+
+    frames = Output()
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        count: int = 100
+        size: int = 1 << 20
+
+    def start(self) -> None:
+        self._seq = 0
+        self._pixels = np.zeros(self.params.size, np.uint8)
+
+    def produce(self) -> None:
+        if self._seq >= self.params.count:
+            self.wait(0.05)
+            return
+        self.frames.send({"seq": self._seq, "image": self._pixels})
+        self._seq += 1
