@@ -62,13 +62,13 @@ def resolve(type_name: str) -> type[Agent]:
         # An agent module is third-party code run at import: whatever it raises (a
         # SyntaxError, a missing licence, sys.exit) is a problem of the graph's type line,
         # never a crash of `graphrun validate`. KeyboardInterrupt still stops us.
-        raise AgentTypeError(f"agent type {type_name!r}: cannot import {module_name}: {_import_failure(exc)}") from exc
+        raise AgentTypeError(f"agent type {type_name!r}: cannot import {module_name}: {describe_error(exc)}") from exc
     obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part, None)
         except Exception as exc:  # a module-level __getattr__ may raise anything
-            raise AgentTypeError(f"agent type {type_name!r}: {module_name}.{attr}: {_import_failure(exc)}") from exc
+            raise AgentTypeError(f"agent type {type_name!r}: {module_name}.{attr}: {describe_error(exc)}") from exc
         if obj is None:
             raise AgentTypeError(f"agent type {type_name!r}: {module_name} has no {attr!r}")
     if not (isinstance(obj, type) and issubclass(obj, Agent)):
@@ -76,17 +76,18 @@ def resolve(type_name: str) -> type[Agent]:
     return obj
 
 
-def _import_failure(exc: BaseException) -> str:
-    """``Type: message (file:line)``: what an agent module raised and where, so that the
-    graph's author can find the module's own mistake without a traceback."""
+def describe_error(exc: BaseException, in_file: str | None = None) -> str:
+    """``Type: message (file:line)``: what agent code raised and where, so that the graph's
+    author finds the agent's own mistake without a traceback. The line shown is the
+    innermost one in ``in_file`` (the agent's module) if given, else the innermost module
+    body being imported (a json.loads at import points at the module, not at json)."""
     if isinstance(exc, SyntaxError):
         where = f" ({exc.filename}:{exc.lineno})" if exc.filename else ""
         return f"{type(exc).__name__}: {exc.msg}{where}"
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     frames = traceback.extract_tb(exc.__traceback__)
-    # The innermost module body being run is the line of the agent's code that failed
-    # (a json.loads at import points at the module, not at json's decoder).
-    own = [f for f in frames if f.name == "<module>" and "importlib" not in f.filename]
-    if own:
-        return f"{text} ({own[-1].filename}:{own[-1].lineno})"
-    return text
+    if in_file is not None:
+        own = [f for f in frames if f.filename == in_file]
+    else:
+        own = [f for f in frames if f.name == "<module>" and "importlib" not in f.filename]
+    return f"{text} ({own[-1].filename}:{own[-1].lineno})" if own else text

@@ -213,8 +213,8 @@ def load(text: str, filename: str, *, environ: dict[str, str] | None = None) -> 
             return constructor.construct_object(n, deep=True)
         except yaml.MarkedYAMLError as exc:
             report(n, path, f"cannot read the value {n.value!r}: {exc.problem}")
-        except (ValueError, TypeError, OverflowError) as exc:
-            report(n, path, f"cannot read the value {n.value!r}: {exc}")
+        except Exception as exc:  # PyYAML's constructors fail in many ways on odd input ('!!int ""': IndexError)
+            report(n, path, f"cannot read the value {n.value!r}: {exc or type(exc).__name__}")
         return None
 
     try:

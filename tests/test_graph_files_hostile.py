@@ -113,6 +113,29 @@ def test_the_validate_command_reports_a_broken_agent_module_without_a_traceback(
                                   "ZeroDivisionError: division by zero")
 
 
+def test_an_agent_class_whose_params_check_raises_is_reported_at_its_params(tmp_path: Path) -> None:
+    (tmp_path / "fussy_agent.py").write_text(textwrap.dedent("""\
+        from pydantic import BaseModel, field_validator
+        from graphrun import Agent, Output
+
+        class Fussy(Agent):
+            items = Output(dict)
+
+            class Params(BaseModel):
+                rate: int = 1
+
+                @field_validator("rate")
+                @classmethod
+                def _lookup(cls, value: int) -> int:
+                    return {}[value]  # a KeyError, which pydantic does not turn into a validation error
+        """))
+    path = tmp_path / "g.yaml"
+    path.write_text(GOOD + "  fussy:\n    type: fussy_agent:Fussy\n    params: {rate: 3}\n")
+    [problem] = problems_in_file(path)
+    assert (problem.line, problem.path) == (13, "agents.fussy.params")
+    assert "KeyError: 3" in problem.message and "fussy_agent.py:13" in problem.message
+
+
 # --- 2. bytes that are not UTF-8, nesting that would exhaust the stack ------------------------
 
 
@@ -158,10 +181,10 @@ def test_values_yaml_cannot_construct_are_reported_not_raised() -> None:
         agents:
           a:
             type: sample_agents:Source
-            params: {count: !plc 3, when: 2026-13-45}
+            params: {count: !plc 3, when: 2026-13-45, size: !!int ''}
         """)
-    assert [p.line for p in found] == [5, 5]
-    assert "!plc" in found[0].message and "2026-13-45" in found[1].message
+    assert [p.line for p in found] == [5, 5, 5]
+    assert "!plc" in found[0].message and "2026-13-45" in found[1].message and "''" in found[2].message
 
 
 def test_keys_must_be_plain_values() -> None:
