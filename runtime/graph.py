@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import sys
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import registry, yaml_source
 from .agent import Agent
@@ -28,6 +29,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 #: What redis-py's ``Redis.from_url`` connects to.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_MAXLEN = 10_000
+# A stream's default size bound: two cameras' frame streams (and the rest) fit a 4 GB edge box.
+DEFAULT_MAX_BYTES = 256 << 20
+_UNITS = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'256mb' -> bytes (units b, kb, mb, gb, as Redis writes them)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?b?)\s*", text.lower())
+    if not match:
+        raise ValueError(f"not a size: {text!r} (write e.g. 268435456, '512kb', '256mb' or '1gb')")
+    return int(match[1]) * _UNITS[match[2] if match[2] in _UNITS else match[2] + "b"]
 
 
 # --- the file's schema --------------------------------------------------------------
@@ -80,6 +92,13 @@ class OutputSpec(_Strict):
     redis: str | None = None
     stream: str | None = None
     maxlen: int | None = Field(None, ge=1, description="approximate bound on the stream's length")
+    max_bytes: int | None = Field(None, ge=1, description="bound on the stream's size: the length bound "
+                                  "becomes at most max_bytes / entry size (e.g. 268435456, or '256mb')")
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
 
 
 class RestartSpec(_Strict):
@@ -146,6 +165,7 @@ class InputBinding(_Binding):
 @dataclass(frozen=True, eq=False)
 class OutputBinding(_Binding):
     maxlen: int
+    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 @dataclass
@@ -359,6 +379,9 @@ class _Resolver:
             except Exception as exc:  # the agent's own validators may raise anything (pydantic passes a KeyError on)
                 self.fail(("agents", name, "params"), f"the parameters of {cls.__name__} could not be checked: "
                                                       f"{registry.describe_error(exc, _module_file(cls))}")
+            except Exception as exc:  # the agent's own validators may raise anything (pydantic passes a KeyError on)
+                self.fail(("agents", name, "params"), f"the parameters of {cls.__name__} could not be checked: "
+                                                      f"{registry.describe_error(exc, _module_file(cls))}")
         return out
 
     def _group_for(self, cls: type[Agent], direction: str) -> str | None:
@@ -454,7 +477,8 @@ class _Resolver:
             if instance not in self.spec.redis:
                 self.fail(path + ("redis",), f"unknown Redis instance {instance!r} (known: {_known(self.spec.redis)})")
                 return None
-            return OutputBinding(port, StreamRef(instance, out.stream or default_key), out.maxlen or default_maxlen)
+            return OutputBinding(port, StreamRef(instance, out.stream or default_key), out.maxlen or default_maxlen,
+                                 out.max_bytes or DEFAULT_MAX_BYTES)
         self.fail(path, "an output binding is 'instance:stream' or a mapping with redis, stream, maxlen")
         return None
 
@@ -564,6 +588,11 @@ class _Resolver:
 
 def _known(mapping: dict[str, Any]) -> str:
     return ", ".join(sorted(mapping))
+
+
+def _module_file(cls: type) -> str | None:
+    """The file an agent class was defined in, to point at the agent's own failing line."""
+    return getattr(sys.modules.get(cls.__module__), "__file__", None)
 
 
 def _module_file(cls: type) -> str | None:
