@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from conftest import read_messages, wait_until
 from graphrun.graph import Graph
 from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
+from graphrun.testing import AgentHarness
+from graphrun_agents.camera.agent import CameraAgent
 
 FREE_RUN = """\
 name: line
@@ -73,3 +76,12 @@ def test_a_camera_stopped_cleanly_and_started_again_continues_its_part_ids(
         wait_until(lambda: camera.status.get("state") == "stopped", what="the camera to stop")
     ids = part_ids(redis_client, "cam.frames")
     assert ids == list(range(7, 7 + len(ids)))
+
+
+def test_a_trigger_older_than_trigger_max_age_is_skipped_not_fired_on_a_later_part() -> None:
+    params = {"source": "synthetic", "width": 64, "height": 48, "trigger": "software", "trigger_max_age": 1.0}
+    with AgentHarness(CameraAgent, params=params, name="cam") as h:
+        h.send("trigger", {"part_id": 5}, created=time.time() - 3.0)  # a backlog left while the camera was down
+        h.send("trigger", {"part_id": 6})
+        assert [f["part_id"] for f in h.take("frames")] == [6]
+        assert h.status["stale_triggers"] == 1

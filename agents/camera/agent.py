@@ -10,8 +10,8 @@ ways, chosen by wiring.
   Redis (``graphrun_agents.part_ids``), so a restarted camera never repeats an id; but
   it does not know how many parts passed while it was down, so two cameras numbering
   their own frames fall out of step when one restarts: shared triggering does not.
-* Shared trigger counter (``trigger`` connected, ``trigger: software``): one agent counts
-  parts and sends ``{"part_id": n}`` on one stream; each camera reads it in its own group,
+* Shared trigger counter (``trigger`` connected, ``trigger: software``): one agent (the
+  ``trigger`` source, as in the shipped line) counts parts and sends ``{"part_id": n}`` on one stream; each camera reads it in its own group,
   fires (TriggerSoftware on GenICam devices; other sources take an image now) and labels
   the frame ``n``. Fits any source, and keeps the cameras in step even if one restarts.
 * Part-id input (``trigger`` connected, ``trigger: hardware``): a sensor on the device's
@@ -72,6 +72,9 @@ class CameraParams(BaseModel):
     count: int | None = Field(None, ge=0, description="stop after this many frames")
     part_id_start: int = Field(0, ge=0)
     trigger: Literal["free-run", "software", "hardware"] = "free-run"
+    trigger_max_age: float | None = Field(
+        None, gt=0, description="skip a trigger made longer ago than this many seconds: its part has left the camera"
+    )
     pixel_format: str | None = Field(None, description="synthetic: Mono8 or BGR8; others: convert frames to it")
     # synthetic
     view: Literal["front", "back"] = "front"
@@ -164,6 +167,7 @@ class CameraAgent(Agent):
         self._camera = self.params.camera or self.name
         self._frame = 0
         self._ids = PartIds.of(self, self.params.part_id_start)
+        self._skipping = False  # in a run of stale triggers: warned once for the run
         self._pace = Pacer(self.params.fps)
         # A cap below the first delay makes every reopen wait the cap.
         self._reconnect = Backoff(initial=min(self.params.reconnect_delay, self.params.reconnect_max_delay),
@@ -171,6 +175,7 @@ class CameraAgent(Agent):
         self._window = (time.monotonic(), 0)
         self.status.update(
             source=self.params.source, state="opening", frames=0, lost=0, reconnects=0, missed_triggers=0,
+            stale_triggers=0,
             incomplete=0, dropped=0, unreadable=0,
         )
         try:
@@ -205,6 +210,8 @@ class CameraAgent(Agent):
         if self._finished():
             return
         wanted = msg.get("part_id")
+        if self._stale(msg):
+            return
         part_id = int(wanted) if wanted is not None else self._ids.next
         if not self._ensure_open():
             raise Retry("the camera is reconnecting", delay=max(0.05, self._reconnect.remaining()))
@@ -219,6 +226,20 @@ class CameraAgent(Agent):
             self.log.warning("no frame for part %s within %.1f s", part_id, self.params.timeout)
             return
         self._send(grabbed, part_id)
+
+    def _stale(self, msg: Message) -> bool:
+        """Whether a trigger is too old to fire on: an image taken now would show a later
+        part under this part's id (a backlog after a restart, a camera slower than the line)."""
+        max_age = self.params.trigger_max_age
+        if max_age is None or msg.age <= max_age:
+            self._skipping = False
+            return False
+        self.status["stale_triggers"] += 1
+        if not self._skipping:
+            self.log.warning("skipping triggers older than %.1f s (part %s is %.1f s old)", max_age,
+                             msg.get("part_id", "?"), msg.age)
+        self._skipping = True
+        return True
 
     def _grab(self, part_id: int, *, counted: bool) -> tuple[Grabbed | None, int]:
         """Grab one frame; with ``counted``, the part id follows the device's frame-id gaps."""

@@ -1,0 +1,1 @@
+"""The trigger source (type ``trigger``): part-present events with part ids that never repeat."""
