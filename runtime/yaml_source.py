@@ -250,27 +250,41 @@ def _syntax_problem(exc: yaml.YAMLError, text: str, filename: str) -> Problem:
         return Problem(filename, 1, 1, f"YAML syntax error: {exc}")
     reason = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
     lines = text.splitlines()
     row = lines[mark.line] if mark.line < len(lines) else ""
-    indent = len(row) - len(row.lstrip(" "))
+    indent = _indent(row)
+
+    def problem(message: str, column: int = indent + 1) -> Problem:
+        return Problem(filename, mark.line + 1, column, message)
+
     if "'\\t'" in reason or "'\t'" in reason:
-        return Problem(filename, mark.line + 1, mark.column + 1,
-                       "bad indentation: a tab where YAML expects a space (indent with spaces only)")
+        return problem("bad indentation: a tab where YAML expects a space (indent with spaces only)", mark.column + 1)
+    if context and context.startswith("found duplicate anchor") and context_mark is not None:
+        return problem(f"YAML syntax error: {context.split(';')[0]} (first at line {context_mark.line + 1})",
+                       mark.column + 1)
     if any(s in reason for s in ("expected <block end>", "did not find expected key", "expected '-' indicator")):
         levels = _enclosing_indents(lines, mark.line)
-        shown = ", ".join(str(n) for n in levels[:-1]) + (" or " if len(levels) > 1 else "") + str(levels[-1]) if levels else "0"
-        return Problem(filename, mark.line + 1, indent + 1,
-                       f"bad indentation: this line is indented {indent} spaces, which matches no block above it "
-                       f"(indented {shown})")
+        if indent not in levels:
+            shown = " or ".join([", ".join(str(n) for n in levels[:-1]), str(levels[-1])] if len(levels) > 1
+                                else [str(n) for n in levels] or ["0"])
+            return problem(f"bad indentation: this line is indented {indent} spaces, which matches no block above it "
+                           f"(indented {shown})")
+        if row.lstrip().startswith("- "):
+            return problem("bad indentation: a list item ('- ') level with the keys of a mapping; "
+                           "indent the list under its key")
     if reason == "mapping values are not allowed here":
         above = _previous_content_line(lines, mark.line)
         if above is not None and mark.line != above and indent > _indent(lines[above]) \
                 and re.search(r":\s+[^\s#]", lines[above]):
-            return Problem(filename, mark.line + 1, indent + 1,
-                           f"bad indentation: this line is indented deeper than line {above + 1}, "
+            return problem(f"bad indentation: this line is indented deeper than line {above + 1}, "
                            "whose key already has a value")
-    return Problem(filename, mark.line + 1, mark.column + 1,
-                   f"YAML syntax error: {reason}" + (f" ({context})" if context else ""))
+        if above is not None and mark.line != above and indent == _indent(lines[above]) \
+                and re.search(r"^\s*[^\s:#'\"]+:[^\s:]", lines[above]) and ": " not in lines[above]:
+            return Problem(filename, above + 1, _indent(lines[above]) + 1,
+                           "not 'key: value': a space must follow the ':' (YAML reads this line and the next as one text)")
+    where = f" at line {context_mark.line + 1}" if context and context_mark is not None else ""
+    return problem(f"YAML syntax error: {reason}" + (f" ({context}{where})" if context else ""), mark.column + 1)
 
 
 def _indent(line: str) -> int:

@@ -324,6 +324,7 @@ INDENTATION = {
     "a key out of its block": ("name: t\nagents:\n  relay: {type: x}\n bogus: 1\n", 4, 2),
     "a list item": ("name: t\nagents:\n  a:\n    params:\n      l:\n        - 1\n       - 2\n", 7, 8),
     "with a tab": ("name: t\nagents:\n\trelay: {type: x}\n", 3, 1),
+    "a list among keys": ("name: t\nagents:\n  relay:\n    type: x\n  - b\n", 5, 3),
 }
 
 
@@ -332,3 +333,13 @@ def test_an_indentation_error_names_the_line_that_is_wrong(text: str, line: int,
     problem = only(text)
     assert (problem.line, problem.column) == (line, column)
     assert "indentation" in problem.message
+
+
+def test_a_key_without_a_space_after_its_colon_is_reported_on_its_own_line() -> None:
+    problem = only("name: t\nagents:\n  relay:\n    type:sample_agents:Relay\n    node: edge-1\n")
+    assert (problem.line, problem.column) == (4, 5) and "a space must follow the ':'" in problem.message
+
+
+def test_a_duplicate_anchor_names_both_lines() -> None:
+    problem = only("name: t\na: &x 1\nb: &x 2\nagents: {}\n")
+    assert problem.line == 3 and "duplicate anchor 'x' (first at line 2)" in problem.message
