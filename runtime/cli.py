@@ -116,7 +116,16 @@ def _logging(level: str, prefix: str = "") -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    graph = load_graph(args.graph)
+    try:
+        graph = load_graph(args.graph)
+    except GraphrunError:
+        raise
+    except Exception as exc:
+        # Any other exception is a bug of graphrun's own; validate still answers in the
+        # FILE:LINE:COL form editors and CI read, rather than with a traceback.
+        print(f"{args.graph}:1:1: graphrun could not finish validating this file: {type(exc).__name__}: {exc} "
+              "(a bug in graphrun: please report it with this file)", file=sys.stderr)
+        return 1
     streams = sum(len(a.outputs) for a in graph.agents.values())
     print(f"{args.graph}: ok: graph {graph.name!r}, {len(graph.agents)} agents, {streams} output streams, "
           f"Redis instances {', '.join(graph.redis)}")

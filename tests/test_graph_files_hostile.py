@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from graphrun import GraphError, registry
+from graphrun import GraphError, cli, registry
 from graphrun.errors import Problem
 from graphrun.graph import load_graph, parse_graph
 
@@ -343,3 +343,16 @@ def test_a_key_without_a_space_after_its_colon_is_reported_on_its_own_line() -> 
 def test_a_duplicate_anchor_names_both_lines() -> None:
     problem = only("name: t\na: &x 1\nb: &x 2\nagents: {}\n")
     assert problem.line == 3 and "duplicate anchor 'x' (first at line 2)" in problem.message
+
+
+def test_the_validate_command_answers_even_when_graphrun_itself_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(path: Path) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(cli, "load_graph", broken)
+    path = tmp_path / "g.yaml"
+    path.write_text(GOOD)
+    assert cli.main(["validate", str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"{path}:1:1: graphrun could not finish validating this file: "
+                                              "RecursionError: maximum recursion depth exceeded")
