@@ -36,6 +36,8 @@ STABLE_AFTER = 10.0  # a run this long resets the restart backoff
 AGENT_COMMAND: tuple[str, ...] = (
     (sys.executable, "-P", "-m", "graphrun") if sys.version_info >= (3, 11) else
     (sys.executable, "-c", "import sys; del sys.path[0]; from graphrun.cli import main; raise SystemExit(main())"))
+# What an agent logs once its start() returned (runner.py), the launcher's sign that it came up.
+STARTED_LINE = "started as consumer"
 LOCK_FILE = "launcher.lock"  # in the state folder; holds the pid of the launcher using it
 
 
@@ -48,6 +50,9 @@ class _Replica:
     started: float = 0.0
     done: bool = False
     failed_to_start: bool = False
+    came_up: bool = False  # once started (or finished, or ran stably): its crashes are not a failed launch
+    crashes: int = 0
+    last_code: int | None = None
     readers: list[threading.Thread] = field(default_factory=list)
     restart: Backoff = field(init=False)  # the delay before the next start; ready() when it may start
 
@@ -163,15 +168,20 @@ class Launcher:
         replica.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                            start_new_session=True, preexec_fn=dies_with_owner(signal.SIGKILL))
         replica.started = time.monotonic()
-        reader = threading.Thread(target=self._pump, args=(replica.label, replica.process.stdout), daemon=True)
+        reader = threading.Thread(target=self._pump, args=(replica, replica.process.stdout), daemon=True)
         reader.start()
         replica.readers.append(reader)
 
-    def _pump(self, label: str, stream: IO[bytes] | None) -> None:
+    def _pump(self, replica: _Replica, stream: IO[bytes] | None) -> None:
+        """Print a replica's output under its name; note when it reports that it started."""
         if stream is None:
             return
+        started = f"agent {replica.node.name} {STARTED_LINE}"
         for raw in iter(stream.readline, b""):
-            self.say(f"{label} | {raw.decode(errors='replace').rstrip()}")
+            line = raw.decode(errors="replace").rstrip()
+            if not replica.came_up and started in line:
+                replica.came_up = True
+            self.say(f"{replica.label} | {line}")
         stream.close()
 
     def _supervise(self, replica: _Replica) -> None:
@@ -182,19 +192,24 @@ class Launcher:
             return
         code = proc.poll()
         if code is None:
+            if not replica.came_up and time.monotonic() - replica.started > STABLE_AFTER:
+                replica.came_up = True  # running stably, whether or not it said so
             return
         for reader in replica.readers:
             reader.join(timeout=1)
         replica.readers.clear()
         replica.process = None
         if code == 0:
-            replica.done = True
+            replica.done = replica.came_up = True
             self.say(f"graphrun: {replica.label.strip()} finished")
         elif code == EXIT_CONFIG:
             replica.done = replica.failed_to_start = True
             self.say(f"graphrun: {replica.label.strip()} could not start (see its messages above); not restarting it")
         else:
+            replica.crashes += 1
+            replica.last_code = code
             if time.monotonic() - replica.started > STABLE_AFTER:
+                replica.came_up = True
                 replica.restart.reset()  # a stable run ends a run of crashes
             delay = replica.restart.next()
             self.say(f"graphrun: {replica.label.strip()} crashed (exit code {code}); restarting in {delay:.1f} s")
@@ -228,8 +243,29 @@ class Launcher:
         failed = [r.label.strip() for r in self.replicas if r.failed_to_start]
         if failed:
             self.say(f"graphrun: could not start: {', '.join(failed)}")
-            return 1
-        return 0
+        down = self._never_came_up()
+        if down:
+            self.say(f"graphrun: never came up: {'; '.join(down)}")
+        return 1 if failed or down else 0
+
+    def _never_came_up(self) -> list[str]:
+        """The agents none of whose replicas ever came up, though they were started and crashed.
+
+        A crash loop is restarted for as long as the run lasts, as it should be (the cause may
+        go away); but a run in which some agent never once worked did not do its job, and
+        must not end as a success that a script or a deployment check would believe.
+        An agent that was only slow to start (waiting for Redis, say) and never crashed is
+        not counted: nothing says it was failing.
+        """
+        down = []
+        for agent in dict.fromkeys(r.node.name for r in self.replicas):
+            replicas = [r for r in self.replicas if r.node.name == agent]
+            if any(r.came_up or r.failed_to_start or not r.crashes for r in replicas):
+                continue
+            crashes = sum(r.crashes for r in replicas)
+            codes = ", ".join(sorted({str(r.last_code) for r in replicas}))
+            down.append(f"{agent} (crashed {crashes} times, last exit code {codes}; see its messages above)")
+        return down
 
     def _shutdown(self) -> None:
         running = [r for r in self.replicas if r.process and r.process.poll() is None]

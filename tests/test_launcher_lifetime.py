@@ -128,3 +128,26 @@ agents:
     assert re.search(r"^beside\s+\| .*agent beside started", out, re.M), out
     assert marker.read_text() == "started"  # the agent beside the graph file was found and ran
     assert done.returncode == 0, out
+
+
+def test_a_timed_run_whose_agent_only_ever_crashed_fails_and_names_it(tmp_path: Path) -> None:
+    marker = tmp_path / "starts.txt"
+    graph = tmp_path / "crashloop.yaml"
+    graph.write_text(f"""\
+name: crashloop
+agents:
+  source: {{type: sample_agents:Source, params: {{count: 5}}}}
+  flaky:
+    type: sample_agents:CrashOnStart
+    params: {{marker: "{marker}", crashes: 1000}}
+    restart: {{backoff_initial: 0.2, backoff_max: 1}}
+""")
+    done = graphrun("run", str(graph), "--duration", "6", cwd=tmp_path)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    crashes = out.count("graphrun: flaky crashed (exit code 1)")
+    assert crashes >= 2  # it was restarted, and crashed again, until the time was up
+    verdict = re.search(r"^graphrun: never came up: (.*)$", out, re.M)
+    assert verdict is not None, out
+    assert verdict.group(1) == f"flaky (crashed {crashes} times, last exit code 1; see its messages above)"
+    assert re.search(r"^source\s+\| .*agent source started", out, re.M)  # the other agent ran, and is not blamed
