@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from graphrun import DeadLetter, Retry
 from graphrun.testing import AgentHarness
-from graphrun_agents.errors import PlcAddressRefused, PlcExceptionReply, PlcUnreachable
+from graphrun_agents.errors import PlcAddressRefused, PlcExceptionReply
 from graphrun_agents.modbus.agent import ModbusAgent
 from graphrun_agents.modbus.layout import Request
 from graphrun_agents.modbus.plc import PlcLink
@@ -272,11 +272,13 @@ def test_a_bad_register_map_is_refused_when_the_agent_is_made(plc: PlcSimulator)
         harness(plc, {"code": {"address": 102}})
 
 
-def test_an_unreachable_plc_at_start_is_a_clear_error() -> None:
+def test_an_unreachable_plc_at_start_is_waited_for_with_the_reason_in_the_health_record() -> None:
     port = free_port()
-    h = AgentHarness(ModbusAgent, params={"host": "127.0.0.1", "port": port, "timeout": 0.3}, groups=VIEWS)
-    with pytest.raises(PlcUnreachable, match=f"cannot connect to PLC 127.0.0.1:{port} unit 1"):
-        h.__enter__()
+    with AgentHarness(ModbusAgent, params={"host": "127.0.0.1", "port": port, "timeout": 0.3}, groups=VIEWS) as h:
+        assert h.status["plc"] == "waiting for PLC"
+        assert h.status["plc_error"] == f"cannot connect to PLC 127.0.0.1:{port} unit 1"
+        both_views(h, 1)
+        assert len(h.held) == 2 and h.released == []
 
 
 def test_a_map_address_the_plc_lacks_is_reported_at_start_with_its_entry(plc: PlcSimulator) -> None:

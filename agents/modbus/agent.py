@@ -5,6 +5,12 @@ succeeded. Verdicts are held while their part waits for its other views or for t
 PLC; while the PLC is unreachable the agent reconnects with backoff and keeps closed
 parts queued in order, so nothing is lost, reordered or written twice. A crash
 leaves the held verdicts pending in Redis, to be delivered again on restart.
+
+A PLC that is down when the agent starts is the same case, not a failed start: the
+agent starts, says ``plc: waiting for PLC`` in its health record, holds the verdicts
+and polls (every ``reconnect_max`` seconds at most) until the PLC answers. Failing the
+start instead would hand the wait to the launcher's restart backoff (up to 16 s), and
+a graph whose PLC simulator is one of its agents would crash at every start.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ class ModbusParams(BaseModel):
         2.0, gt=0, description="seconds a part waits for its missing views before it is written as incomplete"
     )
     reconnect_min: float = Field(0.1, gt=0, description="first delay before reconnecting to an unreachable PLC")
-    reconnect_max: float = Field(5.0, gt=0, description="longest delay between reconnection attempts")
+    reconnect_max: float = Field(
+        0.5, gt=0, description="longest delay between reconnection attempts: results resume this soon after the PLC returns"
+    )
     max_queue: int = Field(
         10_000, ge=1, description="closed parts kept while the PLC is down; beyond it, new verdicts wait in Redis"
     )
@@ -63,19 +71,28 @@ class ModbusAgent(Agent):
         self._layout = Layout(p.map)
         self._join: Join[Message] = Join(views, p.join_timeout)
         self._link = PlcLink(p.host, p.port, p.unit, allowed=self._layout.allowed(), timeout=p.timeout, retries=p.retries)
-        self._link.connect()
         self._sequence = 0  # the counter value of the last result the PLC holds
+        self._synced = False  # the PLC's counter and last part were read once
         self._awaiting: int | None = None  # a sequence the PLC has not echoed in result_read yet
         self._waiting_since: float | None = None
         # reconnect_max is the longest delay, the first included.
         self._reconnect = Backoff(initial=min(p.reconnect_min, p.reconnect_max), maximum=p.reconnect_max)
         self._down_since: float | None = None
+        self.status.update(written=0, ok=0, defective=0, incomplete=0, queued=0, open=0)
         try:
-            self._first_sync()
+            self._link.connect()
+        except PlcUnreachable as exc:
+            self._link_lost(exc)
+            return
+        try:
+            self._first_sync()  # a map address the PLC lacks is a wrong setting: fail the start, naming it
+        except PlcUnreachable as exc:
+            self._link_lost(exc)
+            return
         except Exception:
             self._link.close()
             raise
-        self.status.update(plc="connected", written=0, ok=0, defective=0, incomplete=0, queued=0, open=0)
+        self.status["plc"] = "connected"
 
     def stop(self) -> None:
         if hasattr(self, "_link"):
@@ -95,6 +112,8 @@ class ModbusAgent(Agent):
         self._flush()
 
     def tick(self) -> None:
+        if not self._link.connected:
+            self._link_up()  # also with nothing to write: the health record tells when the PLC is back
         for part in self._join.expire(time.monotonic()):
             self.log.warning("part %s is incomplete: no verdict from %s within %.1f s",
                              part.part_id, ", ".join(part.missing), self.params.join_timeout)
@@ -201,27 +220,37 @@ class ModbusAgent(Agent):
         values = {name: self._link.read_value(name, entry) for name, entry in self._map.entries()}
         self._sequence = int(values["sequence"])
         if self._sequence and "part_id" in values:
-            self._join.remember(int(values["part_id"]))
+            # Verdicts that arrived while the agent waited for the PLC may be of that part.
+            shown = self._join.already_written(int(values["part_id"]))
+            if shown:
+                self.log.info("part %s is already on the PLC: acknowledged, not written again", values["part_id"])
+                self.release(*shown)
         if self._sequence and "result_read" in values and int(values["result_read"]) != self._sequence:
             self._awaiting = self._sequence
+        self._synced = True
 
     def _link_up(self) -> bool:
         if self._link.connected:
             return True
         if not self._reconnect.ready():
             return False
+        first = not self._synced
         try:
             self._link.connect()
-            self._resync()
+            if first:
+                self._first_sync()
+            else:
+                self._resync()
         except (PlcUnreachable, PlcExceptionReply) as exc:
             self._link_lost(exc)
             return False
         if self._down_since is not None:
-            self.log.warning("PLC link restored after %.1f s; %d result(s) to write",
+            self.log.warning("PLC link %s after %.1f s; %d result(s) to write", "up" if first else "restored",
                              time.monotonic() - self._down_since, len(self._join.queue))
         self._down_since = None
         self._reconnect.reset()
         self.status["plc"] = "connected"
+        self.status.pop("plc_error", None)
         return True
 
     def _resync(self) -> None:
@@ -240,7 +269,14 @@ class ModbusAgent(Agent):
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
-            self.log.error("%s; retrying with backoff, %d result(s) queued", exc, len(self._join.queue))
+            if self._synced:
+                self.log.error("%s; retrying with backoff, %d result(s) queued", exc, len(self._join.queue))
+            else:
+                self.log.warning("%s; waiting for the PLC (verdicts are held until it answers)", exc)
         self._reconnect.next()
-        state = "refused" if isinstance(exc, PlcExceptionReply) else "unreachable"
-        self.status["plc"] = f"{state}: {exc}"
+        if isinstance(exc, PlcExceptionReply):
+            self.status["plc"] = f"refused: {exc}"
+        elif not self._synced:
+            self.status.update(plc="waiting for PLC", plc_error=str(exc))
+        else:
+            self.status["plc"] = f"unreachable: {exc}"

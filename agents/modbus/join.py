@@ -110,6 +110,16 @@ class Join(Generic[T]):
         del self._queued[part.part_id]
         self.remember(part.part_id)
 
+    def already_written(self, part_id: int) -> list[T]:
+        """The PLC shows ``part_id`` (learned after verdicts of it arrived: the agent waited
+        for the PLC): drop its part wherever it waits, remember it, and return its items,
+        to be acknowledged without a write."""
+        part = self.open.pop(part_id, None) or self._queued.pop(part_id, None)
+        if part is not None and part.outcome is not None:
+            self.queue.remove(part)
+        self.remember(part_id)
+        return [] if part is None else part.items
+
     def remember(self, part_id: int) -> None:
         """Treat ``part_id`` as written (the PLC already shows it, after a restart)."""
         self._written[part_id] = None
