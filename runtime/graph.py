@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import sys
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -376,10 +375,7 @@ class _Resolver:
                 out[name] = cls.Params.model_validate(self.agent_specs[name].params)
             except ValidationError as exc:
                 self._pydantic(exc, ("agents", name, "params"))
-            except Exception as exc:  # the agent's own validators may raise anything (pydantic passes a KeyError on)
-                self.fail(("agents", name, "params"), f"the parameters of {cls.__name__} could not be checked: "
-                                                      f"{registry.describe_error(exc, _module_file(cls))}")
-            except Exception as exc:  # the agent's own validators may raise anything (pydantic passes a KeyError on)
+            except Exception as exc:  # noqa: BLE001 - the agent's own validators may raise anything (pydantic passes a KeyError on)
                 self.fail(("agents", name, "params"), f"the parameters of {cls.__name__} could not be checked: "
                                                       f"{registry.describe_error(exc, _module_file(cls))}")
         return out
@@ -588,11 +584,6 @@ class _Resolver:
 
 def _known(mapping: dict[str, Any]) -> str:
     return ", ".join(sorted(mapping))
-
-
-def _module_file(cls: type) -> str | None:
-    """The file an agent class was defined in, to point at the agent's own failing line."""
-    return getattr(sys.modules.get(cls.__module__), "__file__", None)
 
 
 def _module_file(cls: type) -> str | None:
