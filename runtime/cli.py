@@ -120,7 +120,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         graph = load_graph(args.graph)
     except GraphrunError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see below
         # Any other exception is a bug of graphrun's own; validate still answers in the
         # FILE:LINE:COL form editors and CI read, rather than with a traceback.
         print(f"{args.graph}:1:1: graphrun could not finish validating this file: {type(exc).__name__}: {exc} "

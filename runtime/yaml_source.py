@@ -213,7 +213,7 @@ def load(text: str, filename: str, *, environ: dict[str, str] | None = None) -> 
             return constructor.construct_object(n, deep=True)
         except yaml.MarkedYAMLError as exc:
             report(n, path, f"cannot read the value {n.value!r}: {exc.problem}")
-        except Exception as exc:  # PyYAML's constructors fail in many ways on odd input ('!!int ""': IndexError)
+        except Exception as exc:  # noqa: BLE001 - PyYAML's constructors fail in many ways on odd input ('!!int ""')
             report(n, path, f"cannot read the value {n.value!r}: {exc or type(exc).__name__}")
         return None
 
