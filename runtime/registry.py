@@ -67,7 +67,7 @@ def resolve(type_name: str) -> type[Agent]:
     for part in attr.split("."):
         try:
             obj = getattr(obj, part, None)
-        except Exception as exc:  # noqa: BLE001 - a module-level __getattr__ may raise anything
+        except Exception as exc:  # a module-level __getattr__ may raise anything
             raise AgentTypeError(f"agent type {type_name!r}: {module_name}.{attr}: {describe_error(exc)}") from exc
         if obj is None:
             raise AgentTypeError(f"agent type {type_name!r}: {module_name} has no {attr!r}")
