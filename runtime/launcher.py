@@ -4,6 +4,10 @@ Starts a redis-server for every Redis instance that has no URL, runs each agent
 replica as its own process, prefixes their output with their names, restarts a
 crashed agent with exponential backoff, and on Ctrl-C or SIGTERM lets every agent
 finish the message in hand before it stops.
+
+What it starts does not outlive it, even when it is killed outright; the state folder
+where it keeps Redis data is its alone while it runs; and a run in which some agent
+never came up ends with a non-zero exit code that names it.
 """
 
 from __future__ import annotations
@@ -264,7 +268,8 @@ class Launcher:
                 continue
             crashes = sum(r.crashes for r in replicas)
             codes = ", ".join(sorted({str(r.last_code) for r in replicas}))
-            down.append(f"{agent} (crashed {crashes} times, last exit code {codes}; see its messages above)")
+            times = "time" if crashes == 1 else "times"
+            down.append(f"{agent} (crashed {crashes} {times}, last exit code {codes}; see its messages above)")
         return down
 
     def _shutdown(self) -> None:
