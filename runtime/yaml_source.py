@@ -85,6 +85,9 @@ def decode(data: bytes, filename: str) -> str:
                                                           "cannot be read here (save the file as UTF-8)")]) from None
 
 
+_UNREADABLE = object()  # what ``load`` builds for a scalar YAML cannot construct
+
+
 class _TooDeep(yaml.MarkedYAMLError):
     """Raised while composing, at the first node nested deeper than MAX_DEPTH."""
 
@@ -181,6 +184,8 @@ def load(text: str, filename: str, *, environ: dict[str, str] | None = None) -> 
             finally:
                 building.discard(id(n.value))
         value = construct(n, path)
+        if value is _UNREADABLE:
+            return None
         if isinstance(value, str) and "$" in value:
             def unresolved(message: str) -> None:
                 report(n, path, message)
@@ -196,7 +201,9 @@ def load(text: str, filename: str, *, environ: dict[str, str] | None = None) -> 
             if not isinstance(key_node, yaml.ScalarNode):
                 report(key_node, path, "a key must be a plain value, not a list or mapping", spoil=False)
                 continue
-            key = construct(key_node, path)
+            key = construct(key_node, path, spoil=False)
+            if key is _UNREADABLE:
+                continue
             if not isinstance(key, (str, int)):
                 key = str(key)
             child = path + (key,)
@@ -206,16 +213,17 @@ def load(text: str, filename: str, *, environ: dict[str, str] | None = None) -> 
             out[key] = build(value_node, child, alias)
         return out
 
-    def construct(n: yaml.Node, path: Path_) -> Any:
-        """A scalar's value; a problem (and None) for what YAML cannot construct: unknown
-        tags (``!plc``), impossible dates, integers too long to convert."""
+    def construct(n: yaml.Node, path: Path_, *, spoil: bool = True) -> Any:
+        """A scalar's value; a problem (and _UNREADABLE) for what YAML cannot construct:
+        unknown tags (``!plc``), impossible dates, integers too long to convert. A key
+        that cannot be read spoils nothing: its mapping's other keys are still checked."""
         try:
             return constructor.construct_object(n, deep=True)
         except yaml.MarkedYAMLError as exc:
-            report(n, path, f"cannot read the value {n.value!r}: {exc.problem}")
+            report(n, path, f"cannot read the value {n.value!r}: {exc.problem}", spoil=spoil)
         except Exception as exc:  # noqa: BLE001 - PyYAML's constructors fail in many ways on odd input ('!!int ""')
-            report(n, path, f"cannot read the value {n.value!r}: {exc or type(exc).__name__}")
-        return None
+            report(n, path, f"cannot read the value {n.value!r}: {exc or type(exc).__name__}", spoil=spoil)
+        return _UNREADABLE
 
     try:
         source.data = build(node, ()) if node is not None else None

@@ -187,6 +187,12 @@ def test_values_yaml_cannot_construct_are_reported_not_raised() -> None:
     assert "!plc" in found[0].message and "2026-13-45" in found[1].message and "''" in found[2].message
 
 
+def test_a_key_yaml_cannot_construct_hides_no_other_problem() -> None:
+    found = problems_in("name: t\n!plc key: 1\nagents: {}\nbogus: 2\n")
+    assert [(p.line, p.column) for p in found] == [(2, 1), (4, 1)]
+    assert "!plc" in found[0].message and found[1].message == "unknown key 'bogus'"
+
+
 def test_keys_must_be_plain_values() -> None:
     problem = only("name: t\n? [a, b]\n: 1\nagents: {}\n")
     assert problem.line == 2 and "a key must be a plain value" in problem.message
