@@ -259,7 +259,7 @@ class _Resolver:
         if not isinstance(data, dict):
             self.fail((), "a graph file is a mapping with name, redis, nodes and agents")
             raise self.error()
-        spec = self._validate(GraphSpec, data, ())
+        spec = self._validate(GraphSpec, data, ()) or self._stand_in(data)
         if spec is None:
             raise self.error()
         # Each agent is checked on its own, so one agent's mistake hides no other's.
@@ -314,6 +314,23 @@ class _Resolver:
                 return model.model_validate({k: v for k, v in raw.items() if k not in bad})
             except ValidationError:
                 return None
+
+    def _stand_in(self, data: dict[Any, Any]) -> GraphSpec | None:
+        """The graph's usable top-level keys, with stand-ins for a missing or bad ``name`` or
+        ``agents`` (already reported), so that a file without a name still has its agents,
+        Redis instances and nodes checked: every problem in one run."""
+        usable: dict[str, Any] = {}
+        for key in GraphSpec.model_fields:
+            if key in data:
+                try:
+                    GraphSpec.model_validate({"name": "graph", "agents": {}, key: data[key]})
+                except ValidationError:
+                    continue
+                usable[key] = data[key]
+        try:
+            return GraphSpec.model_validate({"name": "graph", "agents": {}, **usable})
+        except ValidationError:
+            return None
 
     def _pydantic(self, exc: ValidationError, prefix: Path_) -> None:
         for err in exc.errors():

@@ -318,6 +318,14 @@ def test_a_value_left_unresolved_is_reported_once() -> None:
     assert all("is not set" in p.message for p in found)
 
 
+def test_a_graph_without_a_name_or_with_bad_agents_still_has_its_other_parts_checked() -> None:
+    found = problems_in(GOOD.replace("name: t\n", "").replace("sample_agents:Relay", "nope.nope"))
+    assert [(p.line, p.path) for p in found] == [(1, ""), (8, "agents.relay.type")]
+    assert found[0].message == "missing required key 'name'"
+    found = problems_in("name: t\nredis: {main: {url: 'http://x'}}\nagents: [a, b]\n")
+    assert [p.line for p in found] == [2, 3]
+
+
 def test_a_duplicate_key_hides_no_other_problem() -> None:
     found = problems_in(GOOD.replace("    type: sample_agents:Relay\n",
                                      "    type: sample_agents:Relay\n    type: sample_agents:Relay\n") + "bogus: 1\n")
