@@ -45,6 +45,17 @@ STARTED_LINE = "started as consumer"
 LOCK_FILE = "launcher.lock"  # in the state folder; holds the pid of the launcher using it
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one we may not signal counts as existing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class _Replica:
     node: AgentNode
@@ -103,6 +114,8 @@ class Launcher:
         Two launchers on one folder would run two redis-servers on the same data files and
         overwrite each other's ``redis.json``. The lock is an flock, so the kernel releases
         it however the launcher ends, kill -9 included: there is never a stale lock to clear.
+        The redis-servers hold it too (see ``_servers_fds``): after a kill -9 they still
+        write their data out for a moment, and no new server may start on it meanwhile.
         """
         if self._lock is not None:
             return
@@ -115,6 +128,9 @@ class Launcher:
             lock.seek(0)
             holder = lock.read().strip() or "unknown"
             lock.close()
+            if holder.isdigit() and not _alive(int(holder)):
+                raise ConfigError(f"state folder {self.state} is in use by the redis-server(s) of graphrun run pid "
+                                  f"{holder}, which has ended; they stop with it: try again in a moment") from None
             raise ConfigError(f"state folder {self.state} is in use by another graphrun run (pid {holder}); "
                               f"stop that run, or give this one its own --state-dir") from None
         lock.seek(0)
@@ -122,6 +138,10 @@ class Launcher:
         lock.write(f"{os.getpid()}\n")
         lock.flush()
         self._lock = lock
+
+    def _servers_fds(self) -> tuple[int, ...]:
+        """What a redis-server of this launcher keeps open: the state folder's lock."""
+        return (self._lock.fileno(),) if self._lock is not None else ()
 
     def _unlock_state(self) -> None:
         if self._lock is not None:
@@ -140,7 +160,7 @@ class Launcher:
             self._lock_state()  # only a launcher that keeps data there uses the folder
             server = RedisServer(name=name, data_dir=self.state / f"redis-{name}", maxmemory=spec.maxmemory,
                                  persistence=spec.persistence)
-            server.start()
+            server.start(pass_fds=self._servers_fds())
             self.servers[name] = server
             self.urls[name] = server.unix_url  # agents on this machine take the faster unix socket
             self.say(f"graphrun: redis {name}: started {server.url} (unix socket {server.unix_socket}, "
@@ -154,7 +174,7 @@ class Launcher:
             if not server.running:
                 self.say(f"graphrun: redis {name} exited (code {server.process.returncode if server.process else '?'}); restarting it")
                 try:
-                    server.start()
+                    server.start(pass_fds=self._servers_fds())
                 except Exception as exc:  # noqa: BLE001 - report and try again on the next round
                     self.say(f"graphrun: redis {name} could not restart: {exc}")
 

@@ -130,7 +130,13 @@ class RedisServer:
     def unix_url(self) -> str:
         return f"unix://{self.unix_socket}?db=0"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0, *, pass_fds: tuple[int, ...] = ()) -> RedisServer:
+        """Start the server and wait until it answers.
+
+        ``pass_fds`` stay open in the server for its whole life: the launcher passes its lock
+        on the state folder, so the folder stays taken until the last server writing there
+        has exited, not only until the launcher has.
+        """
         args = [
             find_redis_server(),
             "--port", str(self.port),
@@ -149,7 +155,7 @@ class RedisServer:
         # Yet it must not outlive its owner: SIGTERM when the owner dies, so it still writes its
         # append-only file out as on a clean stop.
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                                        preexec_fn=dies_with_owner(signal.SIGTERM))
+                                        pass_fds=pass_fds, preexec_fn=dies_with_owner(signal.SIGTERM))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -74,6 +74,33 @@ def test_a_second_run_on_a_state_folder_in_use_is_refused_and_says_which(tmp_pat
     assert again.returncode == 0, again.stdout + again.stderr
 
 
+def test_a_state_folder_stays_taken_until_the_redis_server_using_it_has_exited(tmp_path: Path) -> None:
+    first = hello_running(tmp_path)
+    children = psutil.Process(first.process.pid).children(recursive=True)
+    try:
+        (redis_server,) = [c for c in children if c.name() == "redis-server"]
+        redis_server.suspend()  # a server slow to write its data out after its launcher was killed
+        first.process.send_signal(signal.SIGKILL)
+        first.finish()
+
+        second = graphrun("run", str(HELLO), "--state-dir", str(tmp_path / "state"), "--duration", "1", cwd=tmp_path)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert (f"graphrun: state folder {tmp_path / 'state'} is in use by the redis-server(s) of graphrun run "
+                f"pid {first.process.pid}, which has ended; they stop with it: try again in a moment") in second.stderr
+
+        redis_server.resume()  # it stops, as its launcher's death asked
+        wait_until(lambda: not alive(redis_server), timeout=30, what="the redis-server to stop")
+        third = graphrun("run", str(HELLO), "--state-dir", str(tmp_path / "state"), "--duration", "1", cwd=tmp_path)
+        assert third.returncode == 0, third.stdout + third.stderr
+    finally:
+        first.process.kill()
+        for child in children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
 BESIDE_AGENT = """\
 from pathlib import Path
 from typing import TypedDict
