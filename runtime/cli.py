@@ -11,17 +11,15 @@ Packages add subcommands through the ``graphrun.commands`` entry-point group.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
-import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from . import __version__
+from . import __version__, commands
 from .errors import AgentStartError, ConfigError, GraphError, GraphrunError
-from .graph import Graph, load_graph, redis_url
+from .graph import load_graph
 from .launcher import EXIT_CONFIG, Launcher
 
 COMMAND_GROUP = "graphrun.commands"
@@ -58,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("graph", type=Path)
     run.add_argument("--duration", type=float, help="run this many seconds, then stop cleanly")
     run.add_argument("--node", help="run only the agents of this node")
-    run.add_argument("--state-dir", type=Path, help="where local Redis data is kept (default .graphrun/GRAPH-NAME)")
+    run.add_argument("--state-dir", type=Path, help="where local Redis data and the run record are kept (default: .graphrun/GRAPH-NAME beside the graph file)")
     _common(run)
     run.set_defaults(func=cmd_run)
 
@@ -75,10 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(agent)
     agent.set_defaults(func=cmd_agent)
 
-    status = sub.add_parser("status", help="show the health the agents of a graph publish")
-    status.add_argument("graph", type=Path)
-    _common(status)
-    status.set_defaults(func=cmd_status)
+    commands.register_all(sub)
 
     for ep in entry_points(group=COMMAND_GROUP):
         try:
@@ -168,27 +163,4 @@ def cmd_agent(args: argparse.Namespace) -> int:
     except AgentStartError as exc:
         print(f"graphrun: agent {args.agent!r} cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from . import transport
-    from .runner import HEALTH_PREFIX
-
-    graph: Graph = load_graph(args.graph)
-    overrides = dict(args.redis)
-    now = time.time()
-    for instance in graph.redis:
-        try:
-            client = transport.connect(redis_url(graph, instance, overrides), socket_timeout=5)
-            keys = sorted(client.scan_iter(f"{HEALTH_PREFIX}{graph.name}:*"))
-        except (ConfigError, *transport.CONNECTION_ERRORS) as exc:
-            print(f"{instance}: unavailable: {exc}")
-            continue
-        for key in keys:
-            for consumer, raw in sorted(client.hgetall(key).items()):
-                record = json.loads(raw)
-                age = now - record.pop("time", now)
-                print(f"{record.pop('agent')} [{consumer.decode()}] {record.pop('state')} ({age:.0f} s ago): "
-                      + ", ".join(f"{k}={v}" for k, v in record.items()))
     return 0

@@ -57,6 +57,11 @@ class RedisUnavailable(GraphrunError):
     """A Redis instance could not be reached within the allowed time."""
 
 
+class GraphNotRunning(GraphrunError):
+    """A command that looks at a running graph found none: no Redis answers, or no agent
+    has reported in recently. The message says which and what was tried."""
+
+
 class AgentStartError(GraphrunError):
     """An agent could not be started: its class, parameters or bindings are unusable.
 

@@ -687,9 +687,14 @@ def env_name(instance: str) -> str:
 
 
 def state_dir(graph: Graph) -> Path:
-    """Where the launcher keeps a graph's Redis data and the URLs it started."""
+    """Where the launcher keeps a graph's Redis data and the URLs it started (its run
+    record): ``.graphrun/<name>`` beside the graph file, so that every command finds a
+    running graph from the graph file alone, whatever the working directory
+    (``GRAPHRUN_STATE_DIR`` moves it)."""
     base = os.environ.get("GRAPHRUN_STATE_DIR")
-    return Path(base) / graph.name if base else Path(".graphrun") / graph.name
+    if base:
+        return Path(base) / graph.name
+    return Path(graph.file).resolve().parent / ".graphrun" / graph.name
 
 
 def redis_url(graph: Graph, instance: str, overrides: dict[str, str] | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,10 @@ def graphrun(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complete
 
 
 def test_hello_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
-    done = graphrun(str(ROOT / "graphs" / "hello.yaml"), "--duration", "5", cwd=tmp_path)
+    graphs, elsewhere = tmp_path / "graphs", tmp_path / "elsewhere"
+    graphs.mkdir(), elsewhere.mkdir()
+    shutil.copy(ROOT / "graphs" / "hello.yaml", graphs / "hello.yaml")
+    done = graphrun(str(graphs / "hello.yaml"), "--duration", "5", cwd=elsewhere)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert re.search(r"graphrun: redis main: started redis://127\.0\.0\.1:\d+/0", out)
@@ -38,8 +42,9 @@ def test_hello_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
     assert all(v % 2 == 0 for v in printed)  # doubled
     for label in ("counter", "doubler.0", "doubler.1", "printer"):
         assert re.search(rf"^{re.escape(label)}\s+\| .*agent \w+ stopped", out, re.M), label
-    # Redis data is kept for the next run, beside the working folder.
-    assert (tmp_path / ".graphrun" / "hello" / "redis-main").is_dir()
+    # Redis data is kept for the next run beside the graph file, whatever the working folder.
+    assert (graphs / ".graphrun" / "hello" / "redis-main").is_dir()
+    assert not (elsewhere / ".graphrun").exists()
 
 
 def test_run_with_an_external_redis_and_one_node(tmp_path: Path, redis_server) -> None:
