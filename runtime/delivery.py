@@ -125,6 +125,7 @@ class Delivery:
         self.attempt: Attempt | None = None
         self.current: Message | None = None  # the message in hand: sends inherit its trace
         self._last_errors: dict[str, str] = {}  # entry id -> last failure, for the dead letter
+        self.last_error: str | None = None  # the latest handling failure, for the health record
 
     # --- what agent code calls, through the runner ----------------------------------------
 
@@ -249,9 +250,12 @@ class Delivery:
             log.error("handling %s failed: %s", ", ".join(f"{m.port}/{m.entry_id}" for m in messages),
                       "".join(traceback.format_exception_only(type(exc), exc)).strip())
             log.debug("traceback", exc_info=exc)
+        error = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, Retry):  # a retry the agent asked for is no error
+            self.last_error = error
         for message in messages:
             binding = self.binding_of(message)
-            self._last_errors[message.entry_id or ""] = f"{type(exc).__name__}: {exc}"
+            self._last_errors[message.entry_id or ""] = error
             wait = self.retries.failed(binding.instance, binding.key, message.entry_id or "",
                                        exc.delay if isinstance(exc, Retry) else None)
         if isinstance(exc, Retry):

@@ -4,6 +4,13 @@ Each replica writes a JSON record into the hash ``graphrun:health:<graph>:<agent
 (field: its consumer name) on its home Redis every few seconds, with a time to live,
 so a stale replica disappears by itself. ``graphrun status`` reads these records.
 
+The record's ``state`` is "starting" (before the agent's start() ran), "running",
+"degraded" (with ``reason``: Redis unreachable or full, or the agent's own
+``status["degraded"]``), "stopping" and "stopped". A reader calls a record whose
+``time`` is older than ``STALE_INTERVALS`` of its ``interval`` stale: the replica is
+gone or hung. ``starts`` counts the consumer's starts in a counter beside the hash
+that has no time to live, so restarts are counted across processes.
+
 Owner: the runner's handling thread.
 """
 
@@ -26,6 +33,9 @@ log = logging.getLogger("graphrun.runner")
 
 HEALTH_PREFIX = "graphrun:health:"
 TRIM_EVERY = 5  # counting trims reads the stream's ends: every fifth report is often enough
+STALE_INTERVALS = 5  # a heartbeat older than this many health intervals is stale
+TTL_INTERVALS = 30  # the hash outlives a stale heartbeat long enough to be shown as stale
+STARTS_PREFIX = "graphrun:starts:"
 
 
 @dataclass
@@ -47,12 +57,31 @@ def health_key(graph: str, agent: str) -> str:
     return f"{HEALTH_PREFIX}{graph}:{agent}"
 
 
+def starts_key(graph: str, agent: str) -> str:
+    """The hash of start counts per consumer (no time to live: it counts restarts)."""
+    return f"{STARTS_PREFIX}{graph}:{agent}"
+
+
+def state_of(status: Mapping[str, Any], *, stopping: bool, final: bool) -> tuple[str, str | None]:
+    """(state, reason) of a replica from the runner's status and its stop request."""
+    if final:
+        return "stopped", None
+    if stopping:
+        return "stopping", None
+    reasons = [f"Redis {status['redis']}" if "redis" in status else None, status.get("degraded")]
+    reason = "; ".join(str(r) for r in reasons if r)
+    return ("degraded", reason) if reason else ("running", None)
+
+
 class Health:
     """Publishes the health record and notices Redis servers that restarted."""
 
     def __init__(self, *, graph: str, agent: str, consumer: str, clients: Mapping[str, redis.Redis],
                  home: str, inputs: Mapping[str, InputBinding], interval: float):
         self._key = health_key(graph, agent)
+        self._starts_key = starts_key(graph, agent)
+        self._starts = 0
+        self._last: tuple[float, int, int] | None = None  # (time, received, sent) of the last record
         self._agent = agent
         self._consumer = consumer
         self._clients = clients
@@ -73,20 +102,44 @@ class Health:
                 out.append(instance)
         return out
 
+    def starting(self) -> None:
+        """Count this start and say "starting", before the agent's start() runs: a replica
+        whose start hangs or crashes shows as such, not as missing."""
+        home = self._clients[self._home]
+        self._starts = int(home.hincrby(self._starts_key, self._consumer, 1))
+        self._write({"agent": self._agent, "consumer": self._consumer, "pid": os.getpid(), "time": time.time(),
+                     "interval": self.interval, "state": "starting", "starts": self._starts})
+
     def publish(self, counters: Counters, status: Mapping[str, Any], *, held: int, retrying: int,
-                final: bool = False) -> None:
+                final: bool = False, stopping: bool = False, last_error: str | None = None) -> None:
         if self._reports % TRIM_EVERY == 0 or final:
             self._trimmed = self._count_trimmed()
         self._reports += 1
+        now = time.time()
+        state, reason = state_of(status, stopping=stopping, final=final)
         record: dict[str, Any] = {
-            "agent": self._agent, "consumer": self._consumer, "pid": os.getpid(), "time": time.time(),
-            "state": "stopped" if final else "running",
+            "agent": self._agent, "consumer": self._consumer, "pid": os.getpid(), "time": now,
+            "interval": self.interval, "state": state, "starts": self._starts,
             **asdict(counters), "held": held, "retrying": retrying, "trimmed_before_read": self._trimmed,
+            **self._rates(now, counters), "last_error": last_error,
         }
         record.update(status)
+        if reason:
+            record["reason"] = reason
+        self._write(record)
+
+    def _rates(self, now: float, counters: Counters) -> dict[str, float | None]:
+        """Messages received and sent per second since the previous record (None on the first)."""
+        last, self._last = self._last, (now, counters.received, counters.sent)
+        if last is None or now <= last[0]:
+            return {"in_per_s": None, "out_per_s": None}
+        span = now - last[0]
+        return {"in_per_s": (counters.received - last[1]) / span, "out_per_s": (counters.sent - last[2]) / span}
+
+    def _write(self, record: Mapping[str, Any]) -> None:
         pipe = self._clients[self._home].pipeline(transaction=False)
         pipe.hset(self._key, self._consumer, json.dumps(record, default=str))
-        pipe.pexpire(self._key, int(self.interval * 5000))
+        pipe.pexpire(self._key, int(self.interval * TTL_INTERVALS * 1000))
         pipe.execute()
 
     def _count_trimmed(self) -> dict[str, int]:

@@ -160,6 +160,7 @@ class AgentRunner:
         self._with_redis(self._ensure_groups)
         if self.stopping.is_set():
             return
+        self._say_starting()
         self._agent_code(self.agent.start)
         self.started.set()
         log.info("agent %s started as consumer %s (%s)", self.node.name, self.consumer,
@@ -212,6 +213,7 @@ class AgentRunner:
 
     def _shutdown(self) -> None:
         self.stopping.set()
+        self._with_redis(self._publish_health, give_up_on_stop=True)  # "stopping"
         try:
             self._with_redis(lambda: self._outbox.flush(counts=True))
         finally:
@@ -330,8 +332,16 @@ class AgentRunner:
 
     # --- health --------------------------------------------------------------------------------
 
+    def _say_starting(self) -> None:
+        """The "starting" record and the start count, when Redis answers: a start is not
+        held up by a Redis that just went away (the loop rides that out)."""
+        try:
+            self._health.starting()
+        except (*transport.CONNECTION_ERRORS, redis.ResponseError) as exc:
+            log.debug("no starting record: %s", exc)
+
     def _publish_health(self, final: bool = False) -> None:
-        if not final and self._health.restarted():
+        if not final and not self.stopping.is_set() and self._health.restarted():
             # A restarted Redis may have replayed an older state (the last second of its
             # append-only file lost): groups are made again and own pending handled again.
             self.counters.redis_restarts += 1
@@ -340,7 +350,8 @@ class AgentRunner:
             self._drain_own_pending()
         self._outbox.flush(counts=True)  # counts an idle reader has not written yet
         self._health.publish(self.counters, self.status, held=len(self._delivery.held),
-                             retrying=len(self._delivery.retries), final=final)
+                             retrying=len(self._delivery.retries), final=final,
+                             stopping=self.stopping.is_set(), last_error=self._delivery.last_error)
 
     # --- Redis outages -------------------------------------------------------------------------
 
