@@ -62,6 +62,10 @@ class GraphNotRunning(GraphrunError):
     has reported in recently. The message says which and what was tried."""
 
 
+class RenderError(GraphrunError):
+    """A picture of a graph could not be drawn: Graphviz's ``dot`` is missing or failed."""
+
+
 class AgentStartError(GraphrunError):
     """An agent could not be started: its class, parameters or bindings are unusable.
 
