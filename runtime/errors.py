@@ -66,6 +66,15 @@ class RenderError(GraphrunError):
     """A picture of a graph could not be drawn: Graphviz's ``dot`` is missing or failed."""
 
 
+class UnknownPort(GraphrunError):
+    """A command named a port (``AGENT.PORT``) the graph does not have; the message lists
+    the agents or the ports that exist."""
+
+
+class DeadLetterError(GraphrunError):
+    """A dead letter a command named cannot be found, or cannot be put back as it is."""
+
+
 class AgentStartError(GraphrunError):
     """An agent could not be started: its class, parameters or bindings are unusable.
 

@@ -19,8 +19,8 @@ from typing import Any
 import redis
 
 from . import transport
-from .errors import ConfigError, GraphNotRunning
-from .graph import Graph, redis_url
+from .errors import ConfigError, GraphNotRunning, UnknownPort
+from .graph import Graph, InputBinding, StreamRef, redis_url
 from .health import health_key
 
 CONNECT_TIMEOUT = 2.0
@@ -90,4 +90,33 @@ def running(graph: Graph, overrides: Mapping[str, str] | None = None, *,
         found.close()
         raise GraphNotRunning(f"graph {graph.name!r} is not running: its Redis answers, but no agent has "
                               f"reported in the last {stale_after:.0f} s")
+    return found
+
+
+def port_stream(graph: Graph, port: str) -> StreamRef:
+    """The stream of ``AGENT.PORT``: an output port's stream, or the stream an input port reads.
+
+    Raises UnknownPort naming the graph's agents, or the agent's ports, so that a typo is
+    answered with what could have been meant.
+    """
+    agent, dot, name = port.rpartition(".")
+    if not dot or not agent or not name:
+        raise UnknownPort(f"expected AGENT.PORT, got {port!r} (agents of graph {graph.name!r}: "
+                          f"{', '.join(sorted(graph.agents))})")
+    node = graph.agents.get(agent)
+    if node is None:
+        raise UnknownPort(f"graph {graph.name!r} has no agent {agent!r} (agents: {', '.join(sorted(graph.agents))})")
+    binding = node.outputs.get(name) or node.inputs.get(name)
+    if binding is None:
+        known = [f"{agent}.{p} (output)" for p in sorted(node.outputs)] + [f"{agent}.{p} (input)" for p in sorted(node.inputs)]
+        raise UnknownPort(f"agent {agent!r} has no port {name!r}; its ports: {', '.join(known) or 'none'}")
+    return binding.stream
+
+
+def dead_letter_streams(graph: Graph) -> dict[StreamRef, list[tuple[str, InputBinding]]]:
+    """Every dead-letter stream of the graph's inputs, with the (agent, input) that write to it."""
+    found: dict[StreamRef, list[tuple[str, InputBinding]]] = {}
+    for node in graph.agents.values():
+        for binding in node.inputs.values():
+            found.setdefault(binding.dead_letter, []).append((node.name, binding))
     return found

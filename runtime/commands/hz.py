@@ -1,0 +1,128 @@
+"""``graphrun hz GRAPH AGENT.PORT``: how fast messages flow on a port, and how late they are.
+
+Every second it prints the rate over the last ``--window`` seconds and the end-to-end
+latency of those messages: the time they were read minus their chain's origin time
+(``t0`` of the envelope), so a verdict's latency counts from the trigger that asked for
+its frame. The rate is taken from the entry ids (Redis's clock at XADD), so the
+observer's own read batching does not make it jitter. Origin times come from the
+producers' clocks: across machines, their skew is part of the figure. Plain XREAD:
+nothing the agents rely on is disturbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import codec, follow, locate
+from ..cli import add_redis_option
+from ..errors import ConfigError
+from ..graph import load_graph
+from ..summary import format_age
+from ..transport import Entry
+
+REPORT_EVERY = 1.0  # seconds
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    hz = subparsers.add_parser("hz", help="message rate and end-to-end latency of a port, every second")
+    hz.add_argument("graph", type=Path)
+    hz.add_argument("port", metavar="AGENT.PORT", help="an output port, or an input port (its stream)")
+    hz.add_argument("--window", type=float, default=10.0, metavar="S",
+                    help="seconds of messages each report covers (default 10)")
+    hz.add_argument("--count", type=int, metavar="N", help="stop after N reports")
+    add_redis_option(hz)
+    hz.set_defaults(func=cmd_hz)
+
+
+@dataclass(frozen=True)
+class Sample:
+    read: float  # observer's clock, when read
+    added_ms: int  # Redis's clock, from the entry id
+    latency: float | None  # seconds since the chain's origin; None when the entry is no message
+
+
+def sample(entry: Entry, now: float) -> Sample:
+    """What ``hz`` keeps of an entry: it decodes the header alone, never the arrays."""
+    latency = None
+    try:
+        header = json.loads((entry.fields or {}).get(codec.HEADER, b""))
+        latency = now - float(header["t0"])
+    except (ValueError, TypeError, KeyError):
+        pass
+    return Sample(now, int(entry.id.split("-")[0]), latency)
+
+
+class Window:
+    """The samples of the last ``seconds``, and the figures a report shows."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.samples: deque[Sample] = deque()
+
+    def add(self, item: Sample) -> None:
+        self.samples.append(item)
+
+    def expire(self, now: float) -> None:
+        while self.samples and self.samples[0].read < now - self.seconds:
+            self.samples.popleft()
+
+    def rate(self) -> float | None:
+        """Messages per second between the first and the last entry of the window."""
+        if len(self.samples) < 2:
+            return None
+        span = (self.samples[-1].added_ms - self.samples[0].added_ms) / 1000
+        return (len(self.samples) - 1) / span if span > 0 else None
+
+    def report(self) -> str:
+        latencies = [s.latency for s in self.samples if s.latency is not None]
+        rate = self.rate()
+        parts = [f"rate {rate:.2f}/s" if rate is not None else "rate -",
+                 f"{len(self.samples)} msgs in {self.seconds:g} s window"]
+        if latencies:
+            p50, p99 = np.percentile(latencies, [50, 99])
+            parts.append(f"latency p50 {format_age(float(p50))} p99 {format_age(float(p99))} "
+                         f"max {format_age(max(latencies))}")
+        else:
+            parts.append("latency -")
+        return ", ".join(parts)
+
+
+def cmd_hz(args: argparse.Namespace) -> int:
+    graph = load_graph(args.graph)
+    ref = locate.port_stream(graph, args.port)
+    if args.window <= 0:
+        raise ConfigError("--window must be positive")
+    if args.count is not None and args.count <= 0:
+        raise ConfigError("--count must be at least 1")
+    found = locate.running(graph, dict(args.redis))
+    window = Window(args.window)
+    reports = 0
+    try:
+        client = found.client(ref.instance)
+        print(f"# {args.port} on {ref}", file=sys.stderr, flush=True)
+        due = time.monotonic() + REPORT_EVERY
+        for batch in follow.follow(client, ref.key, follow.last_id(client, ref.key)):
+            now = time.time()
+            for entry in batch:
+                window.add(sample(entry, now))
+            if time.monotonic() < due:
+                continue
+            due = max(due + REPORT_EVERY, time.monotonic())
+            window.expire(now)
+            print(window.report() if window.samples else f"no new messages in the last {args.window:g} s", flush=True)
+            reports += 1
+            if args.count is not None and reports >= args.count:
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        found.close()
+    return 0
