@@ -75,6 +75,11 @@ class DeadLetterError(GraphrunError):
     """A dead letter a command named cannot be found, or cannot be put back as it is."""
 
 
+class RecordingError(GraphrunError):
+    """A recording (an MCAP file of stream entries) cannot be read or replayed: not MCAP,
+    cut short, not made by graphrun, or its streams have no place in the target graph."""
+
+
 class AgentStartError(GraphrunError):
     """An agent could not be started: its class, parameters or bindings are unusable.
 

@@ -1,0 +1,294 @@
+"""`graphrun status GRAPH`: what a running graph's agents and streams are doing, read from
+their heartbeats and their streams; `--check` answers for one agent, as a container's
+health check does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from conftest import TESTS, wait_until, write_messages
+from graphrun import Agent, Output
+from graphrun.cli import main
+from graphrun.locate import connect
+from graphrun.observe import AgentView, Observer
+
+ENV = {**os.environ, "PYTHONPATH": str(TESTS)}  # the test agents importable by `graphrun run`
+
+
+# --- agents in known states ---------------------------------------------------------------------
+
+
+class Worried(Agent):
+    """Runs, but says it is degraded and why."""
+
+    ticks = Output(dict)
+
+    def start(self) -> None:
+        self.status["degraded"] = "lens fogged up"
+
+    def produce(self) -> None:
+        self.wait(0.05)
+
+
+class Slow(Agent):
+    """Takes ``start_s`` to start and ``stop_s`` to stop."""
+
+    ticks = Output(dict)
+
+    class Params(BaseModel):
+        start_s: float = 0.0
+        stop_s: float = 0.0
+
+    def start(self) -> None:
+        time.sleep(self.params.start_s)
+
+    def produce(self) -> None:
+        self.wait(0.05)
+
+    def stop(self) -> None:
+        time.sleep(self.params.stop_s)
+
+
+# --- reading the table ----------------------------------------------------------------------------
+
+
+def table_rows(text: str, title: str) -> list[list[str]]:
+    """The body rows of the rich table titled ``title``, as lists of stripped cells."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == title)
+    rows: list[list[str]] = []
+    body = False
+    for line in lines[start + 1:]:
+        if line.startswith("┡"):
+            body = True
+        elif line.startswith("└"):
+            break
+        elif body and line.startswith("│"):
+            rows.append([cell.strip() for cell in line.strip("│").split("│")])
+    return rows
+
+
+def agent_row(text: str, agent: str) -> dict[str, str]:
+    columns = ["agent", "state", "replicas", "in/s", "out/s", "failed", "dead", "restarts", "why"]
+    [row] = [dict(zip(columns, r)) for r in table_rows(text, "agents") if r[0] == agent]
+    return row
+
+
+def stream_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    """(stream, group) -> cells; a stream's later group rows inherit its name."""
+    columns = ["stream", "length", "writes/s", "group", "lag", "pending", "dead"]
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    stream = ""
+    for r in table_rows(text, "streams"):
+        row = dict(zip(columns, r))
+        stream = row["stream"] or stream
+        found[(stream, row["group"])] = row
+    return found
+
+
+def status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["status", *args])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def graphrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "graphrun", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=120)
+
+
+# --- a whole graph, run by `graphrun run`, looked at from elsewhere ---------------------------------
+
+LINE = """\
+name: line
+agents:
+  source:
+    type: sample_agents:Source
+    params: {count: 40}
+    outputs: {items: main:items}
+  relay:
+    type: sample_agents:Relay
+    replicas: 2
+    params: {poison: [3]}
+    inputs:
+      items: {from: source.items, max_deliveries: 2}
+    outputs: {copies: main:copies}
+"""
+
+
+def test_status_from_another_folder_shows_every_agent_and_stream_with_what_was_sent(tmp_path: Path) -> None:
+    graphs, elsewhere = tmp_path / "graphs", tmp_path / "elsewhere"
+    graphs.mkdir(), elsewhere.mkdir()
+    (graphs / "line.yaml").write_text(LINE)
+    run = subprocess.Popen([sys.executable, "-m", "graphrun", "run", "line.yaml", "--duration", "120"], cwd=graphs,
+                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def settled() -> bool:
+            done = graphrun("status", str(graphs / "line.yaml"), cwd=elsewhere)
+            if done.returncode != 0:
+                return False
+            relay = agent_row(done.stdout, "relay")
+            return relay["dead"] == "1" and relay["replicas"] == "2/2" and "main:copies" in done.stdout and \
+                stream_rows(done.stdout)[("main:copies", "-")]["length"] == "39"
+
+        wait_until(settled, timeout=90, what="the poison item dead-lettered and the rest copied")
+        done = graphrun("status", "../graphs/line.yaml", cwd=elsewhere)
+        assert done.returncode == 0, done.stderr
+        source, relay = agent_row(done.stdout, "source"), agent_row(done.stdout, "relay")
+        assert (source["state"], source["replicas"], source["restarts"]) == ("running", "1/1", "0")
+        assert (relay["state"], relay["replicas"]) == ("running", "2/2")
+        # Item 3 failed twice (max_deliveries: 2) and was dead-lettered on its third delivery.
+        assert (relay["failed"], relay["dead"], relay["restarts"]) == ("2", "1", "0")
+        assert "last error: ValueError: poison item 3" in relay["why"]
+        assert float(relay["in/s"]) == 0.0 and float(source["out/s"]) == 0.0  # all 40 long sent
+        streams = stream_rows(done.stdout)
+        items = streams[("main:items", "relay")]
+        assert (items["length"], items["lag"], items["pending"], items["dead"]) == ("40", "0", "0", "1")
+        assert float(items["writes/s"]) == 0.0
+        assert streams[("main:copies", "-")]["length"] == "39"
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.wait(60)
+    stopped = graphrun("status", str(graphs / "line.yaml"), cwd=elsewhere)
+    assert stopped.returncode == 1
+    assert "graph 'line' is not running" in stopped.stderr
+
+
+def test_status_of_a_graph_never_started_exits_non_zero_saying_why(tmp_path: Path) -> None:
+    (tmp_path / "line.yaml").write_text(LINE)
+    done = graphrun("status", "line.yaml", cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "graph 'line' is not running" in done.stderr and "graphrun run" in done.stderr
+
+
+# --- states, in this process ---------------------------------------------------------------------
+
+RELAY = """\
+name: t
+agents:
+  relay:
+    type: sample_agents:Relay
+    params: {{delay_ms: {delay_ms}}}
+    inputs: {{items: "main:in"}}
+    outputs: {{copies: main:out}}
+"""
+
+
+def test_a_live_graph_shows_its_rates_and_each_stream_s_backlog(redis_server, redis_client, graph_file, start_agent,
+                                                                capsys) -> None:
+    graph = graph_file(RELAY.format(delay_ms=20))
+    start_agent(graph, "relay", health_interval=0.2)
+    write_messages(redis_client, "in", [{"seq": i} for i in range(200)])  # 4 s of work at 50 a second
+    wait_until(lambda: redis_client.xlen("out") >= 20, what="the relay to get going")
+    code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}")
+    assert code == 0, out
+    relay = agent_row(out, "relay")
+    assert relay["state"] == "running" and relay["replicas"] == "1/1"
+    assert 20 <= float(relay["in/s"]) <= 60 and 20 <= float(relay["out/s"]) <= 60  # at most 50/s, handled in turn
+    backlog = stream_rows(out)[("main:in", "relay")]
+    assert backlog["length"] == "200"
+    assert 0 < int(backlog["lag"]) + int(backlog["pending"]) < 200
+    assert float(stream_rows(out)[("main:out", "-")]["writes/s"]) > 10
+
+
+def test_a_hung_agent_s_old_heartbeat_shows_stale(redis_server, redis_client, graph_file, start_agent, capsys) -> None:
+    graph = graph_file(RELAY.format(delay_ms=4000))  # handling one message takes 4 s: no heartbeat meanwhile
+    start_agent(graph, "relay", health_interval=0.1)
+    wait_until(lambda: redis_client.hget("graphrun:health:t:relay", "relay-0"), what="a first heartbeat")
+    write_messages(redis_client, "in", [{"seq": 1}])
+    time.sleep(1.0)  # five intervals are 0.5 s
+    code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}")
+    relay = agent_row(out, "relay")
+    assert (relay["state"], relay["replicas"]) == ("stale", "0/1")
+    assert "no heartbeat for" in relay["why"] and "(was running)" in relay["why"]
+    code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}", "--agent", "relay", "--check")
+    assert code == 1 and "relay-0: unhealthy: stale (no heartbeat for" in out
+
+
+def test_degraded_shows_the_reason_the_agent_gives(redis_server, graph_file, start_agent, capsys) -> None:
+    graph = graph_file("""\
+name: t
+agents:
+  camera: {type: test_status:Worried, outputs: {ticks: main:ticks}}
+""")
+    start_agent(graph, "camera", health_interval=0.1)
+    running = connect(graph, {"main": redis_server.url})
+    wait_until(lambda: Observer(running).agents()[0].state == "degraded", what="a degraded record")
+    code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}")
+    assert code == 0
+    camera = agent_row(out, "camera")
+    assert (camera["state"], camera["why"]) == ("degraded", "lens fogged up")
+    code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}", "--agent", "camera", "--check")
+    assert code == 1 and out.strip() == "camera-0: unhealthy: degraded (lens fogged up)"
+
+
+def test_starting_and_stopping_are_shown_while_they_last(redis_server, graph_file, start_agent, capsys) -> None:
+    graph = graph_file("""\
+name: t
+agents:
+  slow: {type: test_status:Slow, params: {start_s: 3, stop_s: 3}, outputs: {ticks: main:ticks}}
+""")
+    running = connect(graph, {"main": redis_server.url})
+
+    def state() -> str:
+        return Observer(running).agents()[0].state
+
+    runner = start_agent(graph, "slow", health_interval=0.1)
+    wait_until(lambda: state() == "starting", what="the starting record")
+    code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}", "--agent", "slow", "--check")
+    assert code == 1 and out.strip() == "slow-0: unhealthy: starting"
+    wait_until(lambda: state() == "running", what="the start to end")
+    code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}", "--agent", "slow", "--check")
+    assert code == 0 and out.startswith("slow-0: running (heartbeat ")
+    runner.request_stop()
+    wait_until(lambda: state() == "stopping", what="the stopping record")
+    wait_until(lambda: state() == "stopped", what="the stopped record")
+
+
+def test_restarts_are_counted_across_starts_of_the_same_consumer(redis_server, graph_file, start_agent) -> None:
+    graph = graph_file("""\
+name: t
+agents:
+  slow: {type: test_status:Slow, outputs: {ticks: main:ticks}}
+""")
+    running = connect(graph, {"main": redis_server.url})
+
+    def view() -> AgentView:
+        return Observer(running).agents()[0]
+
+    for started in range(3):
+        runner = start_agent(graph, "slow", health_interval=0.1)
+        wait_until(lambda: view().state == "running", what="the agent running")
+        assert view().restarts == started
+        runner.request_stop()
+        wait_until(lambda: view().state == "stopped", what="the agent stopped")
+
+
+def test_check_answers_for_one_replica_and_refuses_without_an_agent(redis_server, graph_file, start_agent,
+                                                                      capsys) -> None:
+    graph = graph_file(RELAY.format(delay_ms=0))
+    start_agent(graph, "relay", replica=1, health_interval=0.1)
+    url = f"main={redis_server.url}"
+    running = connect(graph, {"main": redis_server.url})
+    wait_until(lambda: Observer(running).agents()[0].state == "running", what="the relay running")
+    assert status(capsys, graph.file, "--redis", url, "--agent", "relay", "--replica", "1", "--check")[0] == 0
+    code, out = status(capsys, graph.file, "--redis", url, "--agent", "relay", "--replica", "0", "--check")
+    assert code == 1 and out.strip() == "relay-0: unhealthy: no heartbeat"
+    code, out = status(capsys, graph.file, "--redis", url, "--check")
+    assert code == 1 and "--check needs --agent NAME" in out
+    code, out = status(capsys, graph.file, "--redis", url, "--agent", "nobody", "--check")
+    assert code == 1 and "has no agent 'nobody'" in out
+
+
+def test_check_of_an_agent_whose_redis_is_down_fails_saying_so(graph_file, capsys) -> None:
+    graph = graph_file(RELAY.format(delay_ms=0))
+    code, out = status(capsys, graph.file, "--redis", "main=redis://127.0.0.1:1/0", "--agent", "relay", "--check")
+    assert code == 1 and out.startswith("relay: unhealthy: its Redis 'main' cannot be read")
