@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
-
 from conftest import TESTS, wait_until, write_messages
 from graphrun import Agent, Output
 from graphrun.cli import main
 from graphrun.locate import connect
 from graphrun.observe import AgentView, Observer
+from pydantic import BaseModel
 
 ENV = {**os.environ, "PYTHONPATH": str(TESTS)}  # the test agents importable by `graphrun run`
 
@@ -101,7 +100,7 @@ def status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 
 def graphrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "graphrun", *args], cwd=cwd, env=ENV, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "graphrun", *args], cwd=cwd, env=ENV, capture_output=True, check=False,
                           text=True, timeout=120)
 
 
