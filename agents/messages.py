@@ -49,3 +49,26 @@ class Verdict(TypedDict):
     preprocess_ms: float
     inference_ms: float
     truth: NotRequired[Truth | None]
+
+
+class PlcRegisters(TypedDict):
+    """One write request as the PLC received it: consecutive addresses of one table."""
+
+    table: str  # "holding" or "coil"
+    address: int
+    values: list[int]  # registers, or 0/1 per coil
+    fields: list[str]  # the register map entries it carries
+
+
+class PlcResult(TypedDict):
+    """What the Modbus agent wrote to the PLC for one part: the audit trail's last step."""
+
+    part_id: int
+    outcome: str  # "ok", "defective" or "incomplete"
+    label: str
+    score: float
+    sequence: int  # the PLC's sequence counter after the write
+    registers: list[PlcRegisters]  # every request, in the order written
+    missing: list[str]  # views with no verdict (an incomplete part)
+    verdicts: list[str]  # the verdicts joined, as "stream entry-id"
+    time: float  # when the PLC took the last request, seconds since the epoch

@@ -62,13 +62,13 @@ class GraphNotRunning(GraphrunError):
     has reported in recently. The message says which and what was tried."""
 
 
-class RenderError(GraphrunError):
-    """A picture of a graph could not be drawn: Graphviz's ``dot`` is missing or failed."""
-
-
 class UnknownPort(GraphrunError):
     """A command named a port (``AGENT.PORT``) the graph does not have; the message lists
     the agents or the ports that exist."""
+
+
+class RenderError(GraphrunError):
+    """A picture of a graph could not be drawn: Graphviz's ``dot`` is missing or failed."""
 
 
 class DeadLetterError(GraphrunError):
@@ -78,6 +78,11 @@ class DeadLetterError(GraphrunError):
 class RecordingError(GraphrunError):
     """A recording (an MCAP file of stream entries) cannot be read or replayed: not MCAP,
     cut short, not made by graphrun, or its streams have no place in the target graph."""
+
+
+class NotIndexed(GraphrunError):
+    """``graphrun trace`` found no message with the value asked for: none was written, or
+    its index entry expired. The message says which graph, field and value were looked up."""
 
 
 class AgentStartError(GraphrunError):

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from . import transport
+from . import index, transport
 from .graph import InputBinding
 from .health import Counters
 
@@ -37,6 +37,8 @@ class Write:
     maxlen: int
     fields: Mapping[bytes, Any]
     max_bytes: int | None = None
+    index_key: str | None = None  # the index list that names this entry (``index``), if any
+    index_ttl: int = index.DEFAULT_TTL
 
     def bound(self) -> int:
         """The length bound: ``maxlen``, or fewer when that many entries of this size
@@ -90,7 +92,10 @@ class Outbox:
             return
         outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for w in self.writes:
-            outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.bound(), "*", *_flat(w.fields)))
+            if w.index_key is None:
+                outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.bound(), "*", *_flat(w.fields)))
+            else:
+                outputs[w.instance].append(index.xadd_command(w.key, w.bound(), _flat(w.fields), w.index_key, w.index_ttl))
         after: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for binding, ids in self.acks.items():
             if ids:

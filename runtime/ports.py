@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .errors import PortError
+from .index import DEFAULT_FIELD as DEFAULT_INDEX_FIELD
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -99,13 +100,18 @@ class Output(_Port[T]):
     ``maxlen`` is the default bound of its stream (a graph may set another): choose it
     by payload size, since a bounded stream is what keeps a slow reader from filling
     Redis's memory. Frames of megabytes want a few hundred at most.
+
+    ``index`` names the payload field by whose value ``graphrun trace`` finds a message
+    (every message carrying it is entered in the graph's index); None indexes nothing.
     """
 
     direction = "output"
 
-    def __init__(self, payload_type: type[T] | None = None, *, maxlen: int | None = None, doc: str = ""):
+    def __init__(self, payload_type: type[T] | None = None, *, maxlen: int | None = None,
+                 index: str | None = DEFAULT_INDEX_FIELD, doc: str = ""):
         super().__init__(payload_type, doc=doc)
         self.maxlen = maxlen
+        self.index = index
 
     @overload
     def __get__(self, agent: None, owner: type) -> Output[T]: ...
@@ -124,9 +130,11 @@ class Outputs(_Port[T]):
     direction = "output"
     dynamic = True
 
-    def __init__(self, payload_type: type[T] | None = None, *, maxlen: int | None = None, doc: str = ""):
+    def __init__(self, payload_type: type[T] | None = None, *, maxlen: int | None = None,
+                 index: str | None = DEFAULT_INDEX_FIELD, doc: str = ""):
         super().__init__(payload_type, doc=doc)
         self.maxlen = maxlen
+        self.index = index
 
     def __get__(self, agent: Agent | None, owner: type) -> Any:
         if agent is None:

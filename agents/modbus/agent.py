@@ -19,10 +19,10 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphrun import Agent, Backoff, DeadLetter, Inputs, Message, Retry
+from graphrun import Agent, Backoff, DeadLetter, Inputs, Message, Output, Retry
 
 from ..errors import AgentConfigError, EncodingError, PlcExceptionReply, PlcUnreachable
-from ..messages import Verdict
+from ..messages import PlcResult, Verdict
 from .join import Join, Offer, Outcome, Part
 from .layout import Layout
 from .plc import PlcLink
@@ -54,6 +54,8 @@ class ModbusAgent(Agent):
     """Writes one result per part (outcome, part id, score, code, sequence counter) to a PLC."""
 
     verdicts = Inputs(Verdict, doc="one input per camera view; the join waits for all that are connected")
+    results = Output(PlcResult, maxlen=100_000, doc="what was written to the PLC for each part, once the PLC holds it: "
+                     "the audit trail's last step (graphrun trace)")
 
     Params = ModbusParams
     params: ModbusParams
@@ -174,10 +176,32 @@ class ModbusAgent(Agent):
             self._awaiting = part.sequence
         self._join.written(part)
         self.release(*part.items)
+        self._report(part)
         outcome = (part.outcome or Outcome.INCOMPLETE).value
         self.status["written"] = self.status.get("written", 0) + 1
         self.status[outcome] = self.status.get(outcome, 0) + 1
         self.status["sequence"] = part.sequence
+
+    def _report(self, part: Part[Message]) -> None:
+        """Send what the PLC now holds for ``part``, traced from its first verdict.
+
+        The requests are laid out again rather than kept from the write: a write that
+        landed just before the link dropped is only learnt of after the reconnect.
+        """
+        assert part.sequence is not None
+        requests = self._layout.requests(self._values(part), part.sequence)
+        self.results.send({
+            "part_id": part.part_id,
+            "outcome": (part.outcome or Outcome.INCOMPLETE).value,
+            "label": part.label,
+            "score": part.score,
+            "sequence": part.sequence,
+            "registers": [{"table": r.table, "address": r.address, "values": list(r.values), "fields": list(r.fields)}
+                          for r in requests],
+            "missing": list(part.missing),
+            "verdicts": [f"{m.stream} {m.entry_id}" for m in part.items],
+            "time": time.time(),
+        }, parent=part.items[0] if part.items else None)
 
     def _plc_ready(self) -> bool:
         """Whether the PLC took the last result (result_read echoes its sequence number)."""
