@@ -7,16 +7,51 @@ disturbs nothing the agents rely on.
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import redis
 
+from . import locate
 from .errors import ConfigError
+from .graph import StreamRef, load_graph
 from .transport import Entry, parse_read
 
 BLOCK_MS = 500  # below the observer client's socket timeout, and short enough to stop promptly
 READ_COUNT = 100
+
+
+@contextmanager
+def watching(graph_file: str | os.PathLike[str], port: str,
+             overrides: Mapping[str, str]) -> Iterator[tuple[redis.Redis, StreamRef]]:
+    """A client for the stream of ``AGENT.PORT`` of a running graph, and the stream.
+
+    Raises UnknownPort or GraphNotRunning before yielding; Ctrl-C inside the block ends
+    the watch quietly, as the end a person watching chose.
+    """
+    graph = load_graph(graph_file)
+    ref = locate.port_stream(graph, port)
+    found = locate.running(graph, overrides)
+    try:
+        yield found.client(ref.instance), ref
+    except KeyboardInterrupt:
+        pass
+    finally:
+        found.close()
+
+
+def positive(text: str) -> int:
+    """An argparse type: a count of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def entry_id(text: str) -> str:

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pytest
 import redis
-
 from conftest import TESTS, caught_up, read_messages, wait_until, write_messages
 from graphrun import codec
 from graphrun.cli import main

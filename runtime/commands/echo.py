@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import follow, locate
+from .. import follow
 from ..cli import add_redis_option
 from ..errors import ConfigError
-from ..graph import load_graph
 from ..summary import arrays, decode, entry_line
 from ..transport import Entry
 
@@ -28,11 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     echo = subparsers.add_parser("echo", help="print the messages on a port's stream as they flow (XREAD: disturbs nothing)")
     echo.add_argument("graph", type=Path)
     echo.add_argument("port", metavar="AGENT.PORT", help="an output port, or an input port (its stream)")
-    echo.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    echo.add_argument("--count", type=follow.positive, metavar="N", help="stop after N messages")
     echo.add_argument("--save", type=Path, metavar="DIR", help="write image arrays as PNG files named ENTRYID_FIELD.png")
     start = echo.add_mutually_exclusive_group()
     start.add_argument("--from", dest="after", metavar="ID", help="start after this entry id (default: new messages only)")
-    start.add_argument("--last", type=int, metavar="N", help="show the last N messages, then follow")
+    start.add_argument("--last", type=follow.positive, metavar="N", help="show the last N messages, then follow")
     add_redis_option(echo)
     echo.set_defaults(func=cmd_echo)
 
@@ -66,15 +65,9 @@ def save_images(folder: Path, entry: Entry) -> list[Path]:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    graph = load_graph(args.graph)
-    ref = locate.port_stream(graph, args.port)
-    if args.count is not None and args.count <= 0:
-        raise ConfigError("--count must be at least 1")
     if args.save is not None:
         args.save.mkdir(parents=True, exist_ok=True)
-    found = locate.running(graph, dict(args.redis))
-    try:
-        client = found.client(ref.instance)
+    with follow.watching(args.graph, args.port, dict(args.redis)) as (client, ref):
         backlog: list[Entry] = []
         if args.after is not None:
             start = follow.entry_id(args.after)
@@ -91,10 +84,6 @@ def cmd_echo(args: argparse.Namespace) -> int:
             shown += _show(batch, args, args.count - shown if args.count is not None else None)
             if args.count is not None and shown >= args.count:
                 return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        found.close()
     return 0
 
 

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import codec, follow, locate
+from .. import codec, follow
 from ..cli import add_redis_option
 from ..errors import ConfigError
-from ..graph import load_graph
 from ..summary import format_age
 from ..transport import Entry
 
@@ -37,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     hz.add_argument("port", metavar="AGENT.PORT", help="an output port, or an input port (its stream)")
     hz.add_argument("--window", type=float, default=10.0, metavar="S",
                     help="seconds of messages each report covers (default 10)")
-    hz.add_argument("--count", type=int, metavar="N", help="stop after N reports")
+    hz.add_argument("--count", type=follow.positive, metavar="N", help="stop after N reports")
     add_redis_option(hz)
     hz.set_defaults(func=cmd_hz)
 
@@ -96,17 +95,11 @@ class Window:
 
 
 def cmd_hz(args: argparse.Namespace) -> int:
-    graph = load_graph(args.graph)
-    ref = locate.port_stream(graph, args.port)
     if args.window <= 0:
         raise ConfigError("--window must be positive")
-    if args.count is not None and args.count <= 0:
-        raise ConfigError("--count must be at least 1")
-    found = locate.running(graph, dict(args.redis))
     window = Window(args.window)
     reports = 0
-    try:
-        client = found.client(ref.instance)
+    with follow.watching(args.graph, args.port, dict(args.redis)) as (client, ref):
         print(f"# {args.port} on {ref}", file=sys.stderr, flush=True)
         due = time.monotonic() + REPORT_EVERY
         for batch in follow.follow(client, ref.key, follow.last_id(client, ref.key)):
@@ -121,8 +114,4 @@ def cmd_hz(args: argparse.Namespace) -> int:
             reports += 1
             if args.count is not None and reports >= args.count:
                 return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        found.close()
     return 0
