@@ -17,10 +17,12 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from . import __version__, commands
+from . import __version__, commands, logs, metrics
 from .errors import AgentStartError, ConfigError, GraphError, GraphrunError
 from .graph import load_graph
 from .launcher import EXIT_CONFIG, Launcher
+from .logs import FORMATS, LEVELS
+from .metrics import DEFAULT_HOST as METRICS_HOST
 
 COMMAND_GROUP = "graphrun.commands"
 BUILTIN = {"run", "validate", "agent", "status"}
@@ -44,7 +46,12 @@ def add_redis_option(parser: argparse.ArgumentParser) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     add_redis_option(parser)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=LEVELS,
+                        help="agents' log level (an agent's log_level in the graph wins)")
+    parser.add_argument("--log-format", default="text", choices=FORMATS,
+                        help="json: one JSON object per line (time, level, agent, logger, message)")
+    parser.add_argument("--metrics-host", default=METRICS_HOST,
+                        help=f"address the Prometheus endpoints listen on (default {METRICS_HOST})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, help="run this many seconds, then stop cleanly")
     run.add_argument("--node", help="run only the agents of this node")
     run.add_argument("--state-dir", type=Path, help="where local Redis data and the run record are kept (default: .graphrun/GRAPH-NAME beside the graph file)")
+    run.add_argument("--metrics-port", type=int, metavar="BASE",
+                     help="serve each agent replica's Prometheus metrics on its own port: BASE, BASE+1, ...")
+    run.add_argument("--log-dir", type=Path, help="also write each agent replica's output to DIR/AGENT.log (rotated)")
     _common(run)
     run.set_defaults(func=cmd_run)
 
@@ -70,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--duration", type=float)
     agent.add_argument("--replica", type=int, help="replica number; names the consumer (default: the host name)")
     agent.add_argument("--consumer", help="consumer name in the agent's groups (overrides --replica)")
+    agent.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on this port")
     _common(agent)
     agent.set_defaults(func=cmd_agent)
 
@@ -105,11 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _logging(level: str, prefix: str = "") -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s", force=True)
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         graph = load_graph(args.graph)
@@ -132,16 +138,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.node and args.node not in graph.nodes:
         raise ConfigError(f"graph {graph.name!r} has no node {args.node!r} (nodes: {', '.join(graph.nodes)})")
     launcher = Launcher(graph, node=args.node, redis_urls=dict(args.redis), state=args.state_dir,
-                        log_level=args.log_level)
+                        log_level=args.log_level, log_format=args.log_format, log_dir=args.log_dir,
+                        metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     return launcher.run(args.duration)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from .runner import AgentRunner
 
-    _logging(args.log_level)
+    logs.configure(args.log_level, args.log_format, agent=args.agent)
     try:
         graph = load_graph(args.graph)
+        own_level = graph.agents[args.agent].spec.log_level if args.agent in graph.agents else None
+        if own_level is not None:
+            logs.configure(own_level, args.log_format, agent=args.agent)
         runner = AgentRunner(graph, args.agent, replica=args.replica, consumer=args.consumer,
                              redis_urls=dict(args.redis))
     except GraphError as exc:
@@ -158,6 +168,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    try:
+        if args.metrics_port is not None:
+            metrics.serve(runner.metrics, args.metrics_port, args.metrics_host)
+    except ConfigError as exc:
+        print(f"graphrun: agent {args.agent!r} cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         runner.run(args.duration)
     except AgentStartError as exc:

@@ -109,7 +109,8 @@ class Delivery:
     def __init__(self, *, agent_name: str, consumer: str, inputs: Mapping[str, InputBinding],
                  outbox: Outbox, counters: Counters, handle: Callable[[Message], None],
                  handle_batch: Callable[[list[Message]], None] | None,
-                 payload_types: Mapping[str, type | None] | None = None):
+                 payload_types: Mapping[str, type | None] | None = None,
+                 on_batch: Callable[[list[Message], float], None] | None = None):
         self._agent = agent_name
         self._consumer = consumer
         self._inputs = inputs
@@ -120,6 +121,7 @@ class Delivery:
         self._counters = counters
         self._handle_one = handle
         self._handle_batch = handle_batch  # None: the agent handles one message at a time
+        self._on_batch = on_batch  # (messages, seconds) after each batch: the metrics' histograms
         self.held: dict[tuple[str, str], InputBinding] = {}  # (stream, entry id) -> binding
         self.retries = RetrySchedule()
         self.attempt: Attempt | None = None
@@ -218,7 +220,10 @@ class Delivery:
             raw[(entry.stream, entry.id)] = entry
             good.append(message)
         if good:
+            started = time.perf_counter()
             self._handle(good, raw)
+            if self._on_batch is not None:
+                self._on_batch(good, time.perf_counter() - started)
 
     def _handle(self, messages: list[Message], raw: Mapping[tuple[str, str], Entry]) -> None:
         if self._handle_batch is None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import registry, yaml_source
 from .agent import Agent
 from .errors import AgentTypeError, ConfigError, GraphError, Problem
+from .logs import LEVELS, LogLevel
 from .ports import declared_ports, incompatibility, type_name
 from .yaml_source import Path_, Source
 
@@ -115,6 +116,12 @@ class AgentSpec(_Strict):
     restart: RestartSpec = Field(default_factory=RestartSpec)
     env: dict[str, str] = Field(default_factory=dict)
     description: str = ""
+    log_level: LogLevel | None = Field(None, description="this agent's log level; wins over --log-level")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) and value.upper() in LEVELS else value  # 'info' too
 
 
 class GraphSpec(_Strict):

@@ -27,6 +27,8 @@ from typing import IO
 from .backoff import Backoff
 from .errors import ConfigError
 from .graph import AgentNode, Graph, env_name, state_dir
+from .logs import AgentLogFile
+from .metrics import DEFAULT_HOST as METRICS_HOST
 from .redis_server import RedisServer, dies_with_owner
 from .transport import describe
 
@@ -69,6 +71,8 @@ class _Replica:
     crashes: int = 0
     last_code: int | None = None
     readers: list[threading.Thread] = field(default_factory=list)
+    metrics_port: int | None = None  # its Prometheus endpoint, the same across its restarts
+    log_file: AgentLogFile | None = None
     restart: Backoff = field(init=False)  # the delay before the next start; ready() when it may start
 
     def __post_init__(self) -> None:
@@ -79,12 +83,17 @@ class _Replica:
 
 class Launcher:
     def __init__(self, graph: Graph, *, node: str | None = None, redis_urls: dict[str, str] | None = None,
-                 state: Path | None = None, log_level: str = "INFO", out: IO[str] | None = None):
+                 state: Path | None = None, log_level: str = "INFO", out: IO[str] | None = None,
+                 log_format: str = "text", log_dir: Path | None = None, metrics_port: int | None = None,
+                 metrics_host: str = METRICS_HOST):
         self.graph = graph
         self.node = node
         self.overrides = dict(redis_urls or {})
         self.state = state or state_dir(graph)
         self.log_level = log_level
+        self.log_format = log_format
+        self.log_dir = log_dir
+        self.metrics_host = metrics_host
         self.out = out or sys.stdout
         self.servers: dict[str, RedisServer] = {}
         self.urls: dict[str, str] = {}
@@ -94,6 +103,8 @@ class Launcher:
         agents = graph.agents_on(node)
         width = max((len(self._label(a, i)) for a in agents for i in range(a.replicas)), default=8)
         self.replicas = [_Replica(a, i, self._label(a, i).ljust(width)) for a in agents for i in range(a.replicas)]
+        for number, replica in enumerate(self.replicas):
+            replica.metrics_port = None if metrics_port is None else metrics_port + number
 
     @staticmethod
     def _label(agent: AgentNode, index: int) -> str:
@@ -182,7 +193,9 @@ class Launcher:
 
     def _spawn(self, replica: _Replica) -> None:
         args = [*AGENT_COMMAND, "agent", self.graph.file, replica.node.name,
-                "--replica", str(replica.index), "--log-level", self.log_level]
+                "--replica", str(replica.index), "--log-level", self.log_level, "--log-format", self.log_format]
+        if replica.metrics_port is not None:
+            args += ["--metrics-port", str(replica.metrics_port), "--metrics-host", self.metrics_host]
         for name, url in self.urls.items():
             args += ["--redis", f"{name}={url}"]
         env = {**os.environ, **replica.node.spec.env, "PYTHONUNBUFFERED": "1"}
@@ -206,7 +219,20 @@ class Launcher:
             if not replica.came_up and started in line:
                 replica.came_up = True
             self.say(f"{replica.label} | {line}")
+            if replica.log_file is not None:
+                replica.log_file.write(line)
         stream.close()
+
+    def _open_logs(self) -> None:
+        """Say where each replica's metrics are served, and open its log file."""
+        for replica in self.replicas:
+            name = replica.label.strip()
+            if replica.metrics_port is not None:
+                self.say(f"graphrun: metrics of {name}: http://{self.metrics_host}:{replica.metrics_port}/metrics")
+            if self.log_dir is not None:
+                replica.log_file = AgentLogFile(self.log_dir / f"{name}.log")
+        if self.log_dir is not None:
+            self.say(f"graphrun: agents' output also in {self.log_dir}/AGENT.log")
 
     def _supervise(self, replica: _Replica) -> None:
         proc = replica.process
@@ -247,6 +273,7 @@ class Launcher:
             if threading.current_thread() is threading.main_thread() else {}
         try:
             self._start_redis()
+            self._open_logs()
             for replica in self.replicas:
                 self._spawn(replica)
             deadline = None if duration is None else time.monotonic() + duration
@@ -306,6 +333,9 @@ class Launcher:
                 r.process.wait()  # type: ignore[union-attr]
             for reader in r.readers:
                 reader.join(timeout=1)
+        for r in self.replicas:
+            if r.log_file is not None:
+                r.log_file.close()
         for server in self.servers.values():
             server.close()
         if self.servers:

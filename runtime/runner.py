@@ -33,6 +33,7 @@ from .errors import AgentStartError, ConfigError
 from .graph import AgentNode, Graph, InputBinding, OutputBinding, redis_url
 from .health import HEALTH_PREFIX, Counters, Health
 from .message import Message
+from .metrics import AgentMetrics
 from .outages import Outages
 from .outbox import Outbox, Write
 from .reading import Read, ReaderThread, StreamReader, own_pending
@@ -85,6 +86,8 @@ class AgentRunner:
         self._outbox = Outbox(self._clients, self.group, self.counters)
         self._health = Health(graph=graph.name, agent=agent_name, consumer=consumer, clients=self._clients,
                               home=home, inputs=self.node.inputs, interval=health_interval)
+        self.metrics = AgentMetrics(graph=graph.name, agent=agent_name, consumer=consumer, counters=self.counters,
+                                    inputs=self.node.inputs)
         self._by_instance: dict[str, list[InputBinding]] = {}
         for binding in self.node.inputs.values():
             self._by_instance.setdefault(binding.instance, []).append(binding)
@@ -110,7 +113,7 @@ class AgentRunner:
         self._delivery = Delivery(agent_name=agent_name, consumer=consumer, inputs=self.node.inputs,
                                   outbox=self._outbox, counters=self.counters, handle=self.agent.handle,
                                   handle_batch=self.agent.handle_batch if overridden else None,
-                                  payload_types=self._input_types())
+                                  payload_types=self._input_types(), on_batch=self.metrics.batch)
 
     def _input_types(self) -> dict[str, type | None]:
         """Each input's declared payload type: its port's, or its port set's."""
@@ -349,6 +352,7 @@ class AgentRunner:
             self._ensure_groups()
             self._drain_own_pending()
         self._outbox.flush(counts=True)  # counts an idle reader has not written yet
+        self.metrics.read_backlog(self._clients, self.group)  # lag and pending, while metrics are served
         self._health.publish(self.counters, self.status, held=len(self._delivery.held),
                              retrying=len(self._delivery.retries), final=final,
                              stopping=self.stopping.is_set(), last_error=self._delivery.last_error)

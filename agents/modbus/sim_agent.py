@@ -4,13 +4,12 @@
       type: graphrun_agents.modbus.sim_agent:PlcSimAgent
       params: {port: 5020}            # same map, port and unit as the modbus agent
 
-It has no ports: it listens for Modbus TCP and prints each result, as
-``graphrun plc-sim`` does. Its health record counts the results received.
+It has no ports: it listens for Modbus TCP and logs each result at INFO (as
+``graphrun plc-sim`` prints them; the agent's log level, or ``quiet``, silences them).
+Its health record counts the results received.
 """
 
 from __future__ import annotations
-
-import sys
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,7 +27,7 @@ class PlcSimParams(BaseModel):
     unit: int = Field(1, ge=0, le=255)
     map: RegisterMap = Field(default_factory=RegisterMap, description="the modbus agent's map")
     take_results: bool = Field(True, description="echo each counter in result_read, as a PLC program would")
-    quiet: bool = Field(False, description="count results without printing them")
+    quiet: bool = Field(False, description="count results without logging them")
 
 
 class PlcSimAgent(Agent):
@@ -54,4 +53,4 @@ class PlcSimAgent(Agent):
     def _received(self, result: PlcResult) -> None:
         self.status["results"] = len(self._sim.results)
         if not self.params.quiet:
-            print(f"{self.name}: {result.describe(self.params.map)}", file=sys.stdout, flush=True)
+            self.log.info("%s", result.describe(self.params.map))
