@@ -140,9 +140,10 @@ def _mermaid_shape(shape: Shape) -> str:
 
 
 def _mermaid_text(text: str) -> str:
-    """Text inside a quoted Mermaid label: its entity codes, so that a quote, '<' or '#' in
-    a stream key cannot end the label or be read as markup."""
-    for char, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("|", "#124;")):
+    """Text inside a quoted Mermaid label: its entity codes, so that a quote, '<', '#' or
+    '\\n' in a stream key cannot end the label or be read as markup or a line break."""
+    for char, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("|", "#124;"),
+                       ("\\", "#92;")):
         text = text.replace(char, code)
     return text
 

@@ -218,7 +218,7 @@ def test_stream_keys_with_quotes_and_markup_are_drawn_as_written(tmp_path: Path,
     assert key.replace("\\", "\\\\") + "\\non main" in labels  # dot -Tjson keeps DOT's escapes
     shapes = mermaid_shapes(draw(path, capsys=capsys))
     escaped = [lines[0] for _, (kind, lines) in shapes.items() if kind == "cylinder" and "odd" in lines[0]]
-    assert escaped == ["odd #quot;key#quot; #lt;b#gt;#35;1#124;2\\n", "odd #quot;key#quot; #lt;b#gt;#35;1#124;2\\n:dead"]
+    assert escaped == ["odd #quot;key#quot; #lt;b#gt;#35;1#124;2#92;n", "odd #quot;key#quot; #lt;b#gt;#35;1#124;2#92;n:dead"]
 
 
 @needs_dot
