@@ -16,9 +16,9 @@ from contextlib import contextmanager
 import redis
 
 from . import locate
-from .errors import ConfigError
+from .errors import ConfigError, GraphNotRunning
 from .graph import StreamRef, load_graph
-from .transport import Entry, parse_read
+from .transport import CONNECTION_ERRORS, Entry, parse_read
 
 BLOCK_MS = 500  # below the observer client's socket timeout, and short enough to stop promptly
 READ_COUNT = 100
@@ -29,8 +29,9 @@ def watching(graph_file: str | os.PathLike[str], port: str,
              overrides: Mapping[str, str]) -> Iterator[tuple[redis.Redis, StreamRef]]:
     """A client for the stream of ``AGENT.PORT`` of a running graph, and the stream.
 
-    Raises UnknownPort or GraphNotRunning before yielding; Ctrl-C inside the block ends
-    the watch quietly, as the end a person watching chose.
+    Raises UnknownPort or GraphNotRunning before yielding, and GraphNotRunning when the
+    Redis instance goes away during the watch; Ctrl-C inside the block ends the watch
+    quietly, as the end a person watching chose.
     """
     graph = load_graph(graph_file)
     ref = locate.port_stream(graph, port)
@@ -39,6 +40,9 @@ def watching(graph_file: str | os.PathLike[str], port: str,
         yield found.client(ref.instance), ref
     except KeyboardInterrupt:
         pass
+    except CONNECTION_ERRORS as exc:
+        raise GraphNotRunning(f"graph {graph.name!r} stopped: Redis instance {ref.instance!r} "
+                              f"no longer answers ({exc})") from exc
     finally:
         found.close()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -27,10 +26,11 @@ import redis
 
 from .. import locate
 from ..cli import add_redis_option
-from ..errors import DeadLetterError
+from ..errors import DeadLetterError, GraphNotRunning
 from ..follow import entry_id
 from ..graph import Graph, InputBinding, StreamRef, load_graph
 from ..summary import entry_line, format_age
+from ..transport import CONNECTION_ERRORS
 
 PAGE = 100  # dead letters read per XRANGE: each may hold a frame
 PREFIX = b"dl:"
@@ -147,6 +147,8 @@ def cmd_dead(args: argparse.Namespace) -> int:
         dead = DeadLetters(graph, found, args.stream)
         action = {"list": _list, "show": _show, "requeue": _requeue, "purge": _purge}[args.action]
         return action(dead, ids, args)
+    except CONNECTION_ERRORS as exc:
+        raise GraphNotRunning(f"a Redis instance of graph {graph.name!r} stopped answering ({exc})") from exc
     finally:
         found.close()
 

@@ -3,10 +3,10 @@
 Every second it prints the rate over the last ``--window`` seconds and the end-to-end
 latency of those messages: the time they were read minus their chain's origin time
 (``t0`` of the envelope), so a verdict's latency counts from the trigger that asked for
-its frame. The rate is taken from the entry ids (Redis's clock at XADD), so the
-observer's own read batching does not make it jitter. Origin times come from the
-producers' clocks: across machines, their skew is part of the figure. Plain XREAD:
-nothing the agents rely on is disturbed.
+its frame. The rate is the number of messages in the window over its length, so an
+agent that writes in batches shows its throughput, not its burst rate. Origin times
+come from the producers' clocks: across machines, their skew is part of the figure.
+Plain XREAD: nothing the agents rely on is disturbed.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 @dataclass(frozen=True)
 class Sample:
     read: float  # observer's clock, when read
-    added_ms: int  # Redis's clock, from the entry id
     latency: float | None  # seconds since the chain's origin; None when the entry is no message
 
 
@@ -56,35 +55,41 @@ def sample(entry: Entry, now: float) -> Sample:
         latency = now - float(header["t0"])
     except (ValueError, TypeError, KeyError):
         pass
-    return Sample(now, int(entry.id.split("-")[0]), latency)
+    return Sample(now, latency)
 
 
 class Window:
     """The samples of the last ``seconds``, and the figures a report shows."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, started: float):
         self.seconds = seconds
+        self.started = started
         self.samples: deque[Sample] = deque()
+        self.now = started
 
     def add(self, item: Sample) -> None:
         self.samples.append(item)
 
     def expire(self, now: float) -> None:
+        self.now = now
         while self.samples and self.samples[0].read < now - self.seconds:
             self.samples.popleft()
 
-    def rate(self) -> float | None:
-        """Messages per second between the first and the last entry of the window."""
-        if len(self.samples) < 2:
-            return None
-        span = (self.samples[-1].added_ms - self.samples[0].added_ms) / 1000
-        return (len(self.samples) - 1) / span if span > 0 else None
+    @property
+    def span(self) -> float:
+        """The seconds the window covers: its length, or the time watched while that is shorter."""
+        return min(self.seconds, self.now - self.started)
+
+    def rate(self) -> float:
+        """Messages per second over the window: a mean over time, so a batch written at once
+        counts for what it is, not for the microseconds between its entries."""
+        return len(self.samples) / self.span if self.span > 0 else 0.0
 
     def report(self) -> str:
         latencies = [s.latency for s in self.samples if s.latency is not None]
-        rate = self.rate()
-        parts = [f"rate {rate:.2f}/s" if rate is not None else "rate -",
-                 f"{len(self.samples)} msgs in {self.seconds:g} s window"]
+        if not self.samples:
+            return f"no new messages in the last {self.span:.0f} s"
+        parts = [f"rate {self.rate():.2f}/s", f"{len(self.samples)} msgs in {self.span:.0f} s"]
         if latencies:
             p50, p99 = np.percentile(latencies, [50, 99])
             parts.append(f"latency p50 {format_age(float(p50))} p99 {format_age(float(p99))} "
@@ -97,12 +102,13 @@ class Window:
 def cmd_hz(args: argparse.Namespace) -> int:
     if args.window <= 0:
         raise ConfigError("--window must be positive")
-    window = Window(args.window)
     reports = 0
     with follow.watching(args.graph, args.port, dict(args.redis)) as (client, ref):
         print(f"# {args.port} on {ref}", file=sys.stderr, flush=True)
+        start = follow.last_id(client, ref.key)
+        window = Window(args.window, time.time())
         due = time.monotonic() + REPORT_EVERY
-        for batch in follow.follow(client, ref.key, follow.last_id(client, ref.key)):
+        for batch in follow.follow(client, ref.key, start):
             now = time.time()
             for entry in batch:
                 window.add(sample(entry, now))
@@ -110,7 +116,7 @@ def cmd_hz(args: argparse.Namespace) -> int:
                 continue
             due = max(due + REPORT_EVERY, time.monotonic())
             window.expire(now)
-            print(window.report() if window.samples else f"no new messages in the last {args.window:g} s", flush=True)
+            print(window.report(), flush=True)
             reports += 1
             if args.count is not None and reports >= args.count:
                 return 0
