@@ -4,6 +4,7 @@ its log shipper reads from each agent's output."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,9 @@ from graphrun.errors import GraphError
 from graphrun.graph import load_graph
 from graphrun.message import Message
 from graphrun.redis_server import RedisServer, free_port
+from graphrun.testing import AgentHarness
+from graphrun_agents.modbus.agent import ModbusAgent
+from graphrun_agents.modbus.sim_agent import PlcSimAgent
 
 from conftest import wait_until
 
@@ -207,3 +211,20 @@ def test_graphrun_run_writes_a_log_file_per_agent_and_numbers_the_metrics_ports(
     assert "agent counter started as consumer" in counter and "printer" not in counter
     assert printer.count("values: {'value': ") == 5  # what agent code printed is kept too
     assert " | " not in printer  # the file has the agent's own lines, not the launcher's prefixes
+
+
+def test_the_plc_simulator_logs_each_result_at_info_and_prints_nothing(
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    verdict = {"part_id": 77, "camera": "front", "defective": True, "label": "chip", "score": 0.8,
+               "threshold": 0.5, "model": "m", "model_version": "1", "backend": "onnxruntime",
+               "preprocess_ms": 1.0, "inference_ms": 1.0}
+    caplog.set_level(logging.INFO, logger="graphrun.agent.plc_sim")
+    with AgentHarness(PlcSimAgent, name="plc_sim", params={"port": port}) as sim:
+        with AgentHarness(ModbusAgent, params={"host": "127.0.0.1", "port": port},
+                          groups={"verdicts": ["front"]}) as plc:
+            plc.send("front", verdict)
+        wait_until(lambda: sim.agent.status.get("results") == 1, what="the result at the simulator")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "graphrun.agent.plc_sim"] == [
+        ("INFO", "result 1: part 77, defective")]
+    assert capsys.readouterr().out == ""
