@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,12 +18,15 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from graphrun import codec
 from graphrun.errors import GraphError
 from graphrun.graph import load_graph
+from graphrun.health import Counters
 from graphrun.message import Message
+from graphrun.metrics import AgentCollector, AgentMetrics
 from graphrun.redis_server import RedisServer, free_port
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.agent import ModbusAgent
@@ -228,3 +232,22 @@ def test_the_plc_simulator_logs_each_result_at_info_and_prints_nothing(
     assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "graphrun.agent.plc_sim"] == [
         ("INFO", "result 1: part 77, defective")]
     assert capsys.readouterr().out == ""
+
+
+def test_the_line_s_dashboard_asks_only_for_series_an_agent_exposes() -> None:
+    root = Path(__file__).parent.parent
+    dashboard = json.loads((root / "deploy/grafana/finger_follower.json").read_text())
+    metrics = AgentMetrics(graph="finger_follower", agent="plc", consumer="plc-0", counters=Counters(), inputs={})
+    metrics.backlog = {"front": (0, 0)}
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(metrics))
+    exposed = {sample.name for family in text_string_to_metric_families(generate_latest(registry).decode())
+               for sample in family.samples}
+
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    asked = {name for expr in exprs for name in re.findall(r"graphrun_[a-z_]+", expr)}
+    assert asked and asked <= exposed, asked - exposed
+    assert {"graphrun_messages_received_total", "graphrun_messages_sent_total", "graphrun_handling_errors_total",
+            "graphrun_messages_dead_lettered_total", "graphrun_latency_seconds_bucket", "graphrun_input_lag"} <= asked
+    name = load_graph(root / "graphs/finger_follower.yaml").name
+    assert all(f'graph="{name}"' in expr for expr in exprs)
