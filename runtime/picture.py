@@ -121,14 +121,12 @@ def mermaid(picture: Picture) -> str:
     for e in picture.edges:
         arrow = "-.->" if e.dashed else "-->"
         out.append(f'  {e.source} {arrow}|"{_mermaid_text(e.label)}"| {e.target}')
-    dead = [s.id for s in picture.streams if s.kind == "dead"]
     out.append("  classDef stream fill:#eef5ff,stroke:#4a78b5")
     out.append("  classDef dead fill:#fff0f0,stroke:#b22222,stroke-dasharray:4 3")
-    streams = [s.id for s in picture.streams if s.kind == "stream"]
-    if streams:
-        out.append(f"  class {','.join(streams)} stream")
-    if dead:
-        out.append(f"  class {','.join(dead)} dead")
+    for kind in ("stream", "dead"):
+        ids = [s.id for s in picture.streams if s.kind == kind]
+        if ids:
+            out.append(f"  class {','.join(ids)} {kind}")
     return "\n".join(out) + "\n"
 
 

@@ -19,7 +19,7 @@ from ..graph import load_graph
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cmd = subparsers.add_parser("graph", help="draw a graph: agents by node, streams, fan-out, dead letters")
-    cmd.add_argument("graph", type=Path)
+    cmd.add_argument("graph", type=Path, help="the graph file (the graph need not be running)")
     cmd.add_argument("--format", choices=picture.FORMATS,
                      help="default: from the -o file's suffix (.mmd/.md, .dot/.gv, .svg, .png), else mermaid")
     cmd.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of standard output")
