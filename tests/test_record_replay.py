@@ -240,3 +240,22 @@ def test_record_exits_non_zero_naming_why_when_the_graph_is_not_running(
     assert record(graph, redis_server.url, tmp_path / "y.mcap", "--duration", "1") == 1
     assert "no agent has reported" in capsys.readouterr().err
     assert not (tmp_path / "y.mcap").exists()
+
+
+def test_replay_refuses_a_file_that_is_not_a_recording_and_ports_the_graph_lacks(
+        graph_file, start_agent, redis_server, target, tmp_path, capsys) -> None:
+    graph = running_graph(graph_file, start_agent, redis_server.url, count=3, back=0, interval=0.02)
+    junk = tmp_path / "junk.mcap"
+    junk.write_bytes(b"not an mcap file at all")
+    assert main(["replay", str(junk), graph.file, "--redis", f"main={target.url}"]) == 1
+    assert "not a readable MCAP file" in capsys.readouterr().err
+
+    out = tmp_path / "front.mcap"
+    assert record(graph, redis_server.url, out, "--ports", "front.shots", "--duration", "0.5") == 0
+    other = graph_file("name: other\nagents:\n  solo: {type: sample_agents:Source, outputs: {items: main:solo}}\n",
+                       name="other.yaml")
+    assert main(["replay", str(out), other.file, "--speed", "0", "--redis", f"main={target.url}"]) == 1
+    assert "no recorded port (front.shots) is a port of graph 'other'" in capsys.readouterr().err
+    assert main(["replay", str(out), other.file, "--ports", "front.shots=solo.nope",
+                 "--redis", f"main={target.url}"]) == 1
+    assert "agent 'solo' has no port 'nope'" in capsys.readouterr().err

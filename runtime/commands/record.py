@@ -73,7 +73,7 @@ class InstanceRecorder(threading.Thread):
         self._writer = writer
         self._stopping = stop
         self.error: BaseException | None = None
-        self.positions = {}
+        self.positions: dict[str, Position] = {}
         for key in keys:  # taken before the thread starts: the recording begins at the same moment everywhere
             last, added = _stream_info(client, key)
             self.positions[key] = Position(last, added)
@@ -161,7 +161,10 @@ def record(graph: Graph, overrides: dict[str, str], output: Path, *, ports: list
         stop = threading.Event()
         cpu, started = time.process_time(), time.monotonic()
         try:
-            readers = [InstanceRecorder(i, found.client(i), keys, writer, stop) for i, keys in by_instance.items()]
+            try:
+                readers = [InstanceRecorder(i, found.client(i), keys, writer, stop) for i, keys in by_instance.items()]
+            except transport.CONNECTION_ERRORS as exc:
+                raise GraphNotRunning(f"graph {graph.name!r} stopped answering as the recording began: {exc}") from exc
             with _stop_on_signals(stop):
                 for reader in readers:
                     reader.start()

@@ -17,9 +17,9 @@ from typing import Any
 
 import redis
 
-from .. import locate
+from .. import locate, transport
 from ..cli import add_redis_option
-from ..errors import ConfigError, RecordingError
+from ..errors import ConfigError, GraphNotRunning, RecordingError
 from ..graph import Graph, load_graph
 from ..outbox import Write
 from ..recording import Recording, open_recording, port_channel
@@ -110,8 +110,8 @@ def replay(recording: Recording, graph: Graph, overrides: dict[str, str], *, spe
     mapping = plan(recording, graph, ports)
     found = locate.connect(graph, overrides)
     try:
-        sender = Sender({t.instance: found.client(t.instance) for t in mapping.values()})
         counts = {f"{t.instance}:{t.key}": 0 for t in mapping.values()}
+        sender = Sender({t.instance: found.client(t.instance) for t in mapping.values()})
         started = time.monotonic()
         first: int | None = None
         for entry in recording.entries(list(mapping)):
@@ -127,6 +127,10 @@ def replay(recording: Recording, graph: Graph, overrides: dict[str, str], *, spe
             counts[f"{target.instance}:{target.key}"] += 1
         sender.flush()
         return {"streams": counts, "seconds": time.monotonic() - started}
+    except transport.CONNECTION_ERRORS as exc:
+        done = sum(counts.values())
+        raise GraphNotRunning(f"graph {graph.name!r} stopped answering during the replay, after {done} "
+                              f"entries were queued: {exc}") from exc
     finally:
         found.close()
 
