@@ -23,7 +23,11 @@ from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from .errors import ConfigError
@@ -42,8 +46,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 COUNTER_METRICS: dict[str, tuple[str, str]] = {
     "received": ("graphrun_messages_received", "Entries read from the agent's input streams (messages in)."),
     "handled": ("graphrun_messages_handled", "Messages whose handling succeeded and was committed."),
-    "sent": ("graphrun_messages_sent", "Messages written to the agent's output streams (messages out; "
-                                       "dead letters not included)."),
+    "sent": ("graphrun_messages_sent",
+             "Messages written to the agent's output streams (messages out; dead letters not included)."),
     "failed": ("graphrun_handling_errors", "Handling attempts that raised (each is retried or dead-lettered)."),
     "retried": ("graphrun_messages_retried", "Handling attempts that asked for a retry (Retry)."),
     "dead_lettered": ("graphrun_messages_dead_lettered", "Messages moved to a dead-letter stream."),
@@ -150,8 +154,9 @@ class AgentCollector(Collector):
             yield family
         for name, help_text, (buckets, total) in (
             ("graphrun_handling_seconds", "Time the agent's code took per message.", handling),
-            ("graphrun_latency_seconds", "Seconds from the origin of a message's chain (envelope t0) to the "
-                                         "end of its handling by this agent.", latency),
+            ("graphrun_latency_seconds",
+             "Seconds from the origin of a message's chain (envelope t0) to the end of its handling by this agent.",
+             latency),
         ):
             family = HistogramMetricFamily(name, help_text, labels=names)
             family.add_metric(values, buckets, total)

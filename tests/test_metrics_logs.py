@@ -18,9 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
+from conftest import wait_until
 from graphrun import codec
 from graphrun.errors import GraphError
 from graphrun.graph import load_graph
@@ -31,8 +29,8 @@ from graphrun.redis_server import RedisServer, free_port
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.agent import ModbusAgent
 from graphrun_agents.modbus.sim_agent import PlcSimAgent
-
-from conftest import wait_until
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 GRAPH = """
 name: metered
@@ -125,7 +123,7 @@ def send(client: redis.Redis, stream: str, count: int, *, age: float = 0.0) -> N
 
 def test_a_scrape_counts_what_the_agent_received_sent_and_dead_lettered(
         agent_process: tuple[subprocess.Popen[str], int], redis_client: redis.Redis) -> None:
-    process, port = agent_process
+    _, port = agent_process
     wait_until(lambda: scraped(port) is not None, what="the metrics endpoint")
     send(redis_client, "numbers", 20, age=2.0)
     redis_client.xadd("numbers", {b"h": b"not json"})  # malformed: dead-lettered
@@ -171,7 +169,7 @@ def test_json_log_lines_each_parse_and_name_the_agent(agent_process: tuple[subpr
 def test_an_agent_s_log_level_in_the_graph_wins_over_the_command_line(graph_path: Path) -> None:
     def output(agent: str) -> str:
         done = subprocess.run(graphrun("agent", str(graph_path), agent, "--duration", "0.5", "--log-level", "DEBUG"),
-                              capture_output=True, text=True, timeout=60)
+                              check=False, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stderr
 
@@ -193,7 +191,7 @@ def test_a_taken_metrics_port_stops_the_agent_as_unable_to_start(graph_path: Pat
                                                                  redis_server: RedisServer) -> None:
     busy = str(urlsplit(redis_server.url).port)  # a port something already listens on
     done = subprocess.run(graphrun("agent", str(graph_path), "doubler", "--metrics-port", busy),
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 78  # EXIT_CONFIG: the launcher does not restart it in a loop
     assert f"cannot serve metrics on 127.0.0.1:{busy}" in done.stderr
 
@@ -205,7 +203,7 @@ def test_graphrun_run_writes_a_log_file_per_agent_and_numbers_the_metrics_ports(
     done = subprocess.run(
         graphrun("run", str(graph), "--duration", "6", "--state-dir", str(tmp_path / "state"),
                  "--log-dir", str(logs), "--metrics-port", str(base)),
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        check=False, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"metrics of counter: http://127.0.0.1:{base}/metrics" in done.stdout
     assert f"metrics of printer: http://127.0.0.1:{base + 1}/metrics" in done.stdout
