@@ -42,5 +42,12 @@ RUN useradd --system --uid 10001 --user-group --create-home --groups video graph
 USER 10001
 WORKDIR /home/graphrun
 
+# Healthy while the agent's heartbeat is fresh and says "running", as `graphrun status`
+# shows it. `graphrun compose` gives each service this check with its own graph file and
+# agent; a container started by hand names them in GRAPHRUN_GRAPH and GRAPHRUN_AGENT
+# (and GRAPHRUN_REPLICA), and one that names no agent has nothing to check.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["sh", "-c", "[ -z \"$GRAPHRUN_AGENT\" ] || exec graphrun status \"$GRAPHRUN_GRAPH\" --agent \"$GRAPHRUN_AGENT\" ${GRAPHRUN_REPLICA:+--replica \"$GRAPHRUN_REPLICA\"} --check"]
+
 ENTRYPOINT ["graphrun"]
 CMD ["--help"]

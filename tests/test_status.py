@@ -4,6 +4,7 @@ health check does."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,9 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import TESTS, wait_until, write_messages
 from graphrun import Agent, Output
 from graphrun.cli import main
+from graphrun.graph import load_graph
 from graphrun.locate import connect
 from graphrun.observe import AgentView, Observer
 from pydantic import BaseModel
@@ -291,3 +294,56 @@ def test_check_of_an_agent_whose_redis_is_down_fails_saying_so(graph_file, capsy
     graph = graph_file(RELAY.format(delay_ms=0))
     code, out = status(capsys, graph.file, "--redis", "main=redis://127.0.0.1:1/0", "--agent", "relay", "--check")
     assert code == 1 and out.startswith("relay: unhealthy: its Redis 'main' cannot be read")
+
+
+# --- the container health check asks the same heartbeat ----------------------------------------
+
+
+def image_health_check() -> list[str]:
+    """The exec-form command of the Dockerfile's HEALTHCHECK."""
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(str(TESTS.parent / "Dockerfile"))
+    [check] = [i["value"] for i in parser.structure if i["instruction"] == "HEALTHCHECK"]
+    assert "--interval=10s" in check and "--start-period=60s" in check
+    return json.loads(check[check.index("CMD") + 3:])
+
+
+def test_the_image_s_health_check_is_status_check_of_the_agent_its_container_names(
+        redis_server, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(delay_ms=0))
+    command = image_health_check()
+    env = {**ENV, "GRAPHRUN_REDIS_MAIN": redis_server.url, "GRAPHRUN_GRAPH": graph.file}
+    env.pop("GRAPHRUN_AGENT", None)
+
+    def health(**names: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, env={**env, **names}, capture_output=True, text=True, timeout=60, check=False)
+
+    assert health().returncode == 0  # a container that runs no agent has nothing to check
+    down = health(GRAPHRUN_AGENT="relay", GRAPHRUN_REPLICA="0")
+    assert down.returncode == 1 and down.stdout.strip() == "relay-0: unhealthy: no heartbeat"
+    start_agent(graph, "relay", health_interval=0.1)
+    wait_until(lambda: health(GRAPHRUN_AGENT="relay").returncode == 0, what="a healthy agent")
+    assert health(GRAPHRUN_AGENT="relay", GRAPHRUN_REPLICA="0").stdout.startswith("relay-0: running")
+
+
+def test_each_compose_service_checks_its_own_replica_s_heartbeat(tmp_path: Path, redis_server, start_agent) -> None:
+    graph_path = tmp_path / "relay.yaml"
+    graph_path.write_text(RELAY.format(delay_ms=0).replace("type: sample_agents:Relay",
+                                                              "type: sample_agents:Relay\n    replicas: 2"))
+    assert main(["compose", str(graph_path), "--out", str(tmp_path / "out")]) == 0
+    services = yaml.safe_load((tmp_path / "out" / "docker-compose.local.yml").read_text())["services"]
+    checks = {name: services[name]["healthcheck"] for name in ("relay-0", "relay-1")}
+    for index, check in enumerate(checks.values()):
+        assert check["test"] == ["CMD", "graphrun", "status", "/graph/relay.yaml", "--agent", "relay",
+                                 "--replica", str(index), "--check"]
+        assert (check["interval"], check["start_period"]) == ("10s", "60s")
+
+    def health(service: str) -> int:
+        args = [str(graph_path) if a == "/graph/relay.yaml" else a for a in checks[service]["test"][2:]]
+        env = {**ENV, "GRAPHRUN_REDIS_MAIN": redis_server.url}
+        return subprocess.run(["graphrun", *args], env=env, capture_output=True, timeout=60, check=False).returncode
+
+    start_agent(load_graph(graph_path), "relay", replica=1, health_interval=0.1)
+    wait_until(lambda: health("relay-1") == 0, what="replica 1 healthy")
+    assert health("relay-0") == 1  # its own replica is not running

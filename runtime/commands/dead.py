@@ -187,6 +187,10 @@ def _requeue(dead: DeadLetters, ids: list[str], _args: argparse.Namespace) -> in
     if excerpts:
         raise DeadLetterError(f"dead letter(s) {', '.join(excerpts)} hold only excerpts of a malformed entry "
                               "(dl:truncated): they cannot be requeued; nothing was requeued")
+    homeless = [letter.id for letter in letters if PREFIX + b"stream" not in letter.fields]
+    if homeless:
+        raise DeadLetterError(f"dead letter(s) {', '.join(homeless)} do not say which stream they came from "
+                              "(no dl:stream): nothing was requeued")
     for letter in letters:
         target = StreamRef(letter.dead.instance, letter.meta("stream"))
         client = dead.client(letter.dead)
