@@ -116,7 +116,11 @@ class AgentMetrics:
             return
         backlog: dict[str, tuple[int | None, int]] = {}
         for binding in self.inputs.values():
-            for info in clients[binding.instance].xinfo_groups(binding.key):
+            try:
+                groups = clients[binding.instance].xinfo_groups(binding.key)
+            except redis.ResponseError:  # the stream is gone (a Redis that restarted empty): no figure
+                continue
+            for info in groups:
                 if _text(info["name"]) == group:
                     lag = info.get("lag")
                     backlog[binding.port] = (None if lag is None else int(lag), int(info["pending"]))

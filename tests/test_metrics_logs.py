@@ -21,7 +21,7 @@ import redis
 from conftest import wait_until
 from graphrun import codec
 from graphrun.errors import GraphError
-from graphrun.graph import load_graph
+from graphrun.graph import load_graph, parse_graph
 from graphrun.health import Counters
 from graphrun.message import Message
 from graphrun.metrics import AgentCollector, AgentMetrics
@@ -249,3 +249,20 @@ def test_the_line_s_dashboard_asks_only_for_series_an_agent_exposes() -> None:
             "graphrun_messages_dead_lettered_total", "graphrun_latency_seconds_bucket", "graphrun_input_lag"} <= asked
     name = load_graph(root / "graphs/finger_follower.yaml").name
     assert all(f'graph="{name}"' in expr for expr in exprs)
+
+
+def test_lag_and_pending_of_an_input_whose_stream_is_gone_are_left_out(redis_server: RedisServer,
+                                                                       redis_client: redis.Redis) -> None:
+    graph = parse_graph(GRAPH.format(url=redis_server.url), "metered.yaml")
+    metrics = AgentMetrics(graph="metered", agent="doubler", consumer="doubler-0", counters=Counters(),
+                           inputs=graph.agents["doubler"].inputs)
+    metrics.serving = True
+    clients = {"main": redis_client}
+    metrics.read_backlog(clients, "doubler")  # no stream yet (a Redis that restarted empty): no error
+    assert metrics.backlog == {}
+
+    redis_client.xgroup_create("numbers", "doubler", id="0", mkstream=True)
+    send(redis_client, "numbers", 3)
+    redis_client.xreadgroup("doubler", "doubler-0", {"numbers": ">"}, count=1)
+    metrics.read_backlog(clients, "doubler")
+    assert metrics.backlog == {"numbers": (2, 1)}
