@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import registry, yaml_source
 from .agent import Agent
 from .errors import AgentTypeError, ConfigError, GraphError, Problem
+from .index import DEFAULT_FIELD as DEFAULT_INDEX_FIELD
+from .index import DEFAULT_TTL as DEFAULT_INDEX_TTL
 from .logs import LEVELS, LogLevel
 from .ports import declared_ports, incompatibility, type_name
 from .yaml_source import Path_, Source
@@ -94,6 +96,10 @@ class OutputSpec(_Strict):
     maxlen: int | None = Field(None, ge=1, description="approximate bound on the stream's length")
     max_bytes: int | None = Field(None, ge=1, description="bound on the stream's size: the length bound "
                                   "becomes at most max_bytes / entry size (e.g. 268435456, or '256mb')")
+    index: str | None = Field(None, description="the payload field whose value indexes each message, for "
+                              "'graphrun trace' (default: the port's, usually part_id); null: none")
+    index_ttl: int | None = Field(None, ge=1, description="seconds an index entry is kept after the last "
+                                  f"message of its value (default {DEFAULT_INDEX_TTL})")
 
     @field_validator("max_bytes", mode="before")
     @classmethod
@@ -172,6 +178,8 @@ class InputBinding(_Binding):
 class OutputBinding(_Binding):
     maxlen: int
     max_bytes: int = DEFAULT_MAX_BYTES
+    index: str | None = DEFAULT_INDEX_FIELD  # payload field indexed for tracing; None: not indexed
+    index_ttl: int = DEFAULT_INDEX_TTL
 
 
 @dataclass
@@ -480,13 +488,15 @@ class _Resolver:
         return outputs, {a: {g: tuple(v) for g, v in gs.items()} for a, gs in groups.items()}
 
     def _output_binding(self, agent: str, port: str, value: Any, path: Path_, home: str, cls: type[Agent]) -> OutputBinding | None:
-        default_maxlen = getattr(declared_ports(cls).get(port), "maxlen", None) or DEFAULT_MAXLEN
+        declared = declared_ports(cls).get(port)
+        default_maxlen = getattr(declared, "maxlen", None) or DEFAULT_MAXLEN
+        default_index = getattr(declared, "index", DEFAULT_INDEX_FIELD)
         default_key = f"{self.spec.name}.{agent}.{port}"
         if value is None:
-            return OutputBinding(port, StreamRef(home, default_key), default_maxlen)
+            return OutputBinding(port, StreamRef(home, default_key), default_maxlen, index=default_index)
         if isinstance(value, str):
             ref = self._stream_ref(value, path)
-            return None if ref is None else OutputBinding(port, ref, default_maxlen)
+            return None if ref is None else OutputBinding(port, ref, default_maxlen, index=default_index)
         if isinstance(value, dict):
             try:
                 out = OutputSpec.model_validate(value)
@@ -498,7 +508,9 @@ class _Resolver:
                 self.fail(path + ("redis",), f"unknown Redis instance {instance!r} (known: {_known(self.spec.redis)})")
                 return None
             return OutputBinding(port, StreamRef(instance, out.stream or default_key), out.maxlen or default_maxlen,
-                                 out.max_bytes or DEFAULT_MAX_BYTES)
+                                 out.max_bytes or DEFAULT_MAX_BYTES,
+                                 out.index if "index" in out.model_fields_set else default_index,
+                                 out.index_ttl or DEFAULT_INDEX_TTL)
         self.fail(path, "an output binding is 'instance:stream' or a mapping with redis, stream, maxlen")
         return None
 

@@ -2,8 +2,7 @@
 
 An output port names one payload field as its index field (``part_id`` unless the port
 or the graph says otherwise). Each message written with that field gets an entry in a
-Redis list on the same instance as its stream, written in the same MULTI/EXEC as the
-message itself::
+Redis list on the same instance as its stream::
 
     graphrun:index:<graph>:<field>:<value>  ->  ["<stream> <entry id>", ...]
 
@@ -13,10 +12,12 @@ the field means. A list lives ``ttl`` seconds after its last write and keeps at 
 ``MAX_ENTRIES``; the streams it points into are bounded on their own (maxlen), so an
 entry may outlive the message it names: readers report that message as trimmed.
 
-The entry id is known only once Redis has appended the entry, so the append and the
-index write run as one Lua script. Its ``#!lua`` line (no ``allow-oom`` flag) makes a
-full Redis refuse the whole script before the transaction runs, as it refuses a plain
-XADD: an acknowledgement never goes through without the output before it.
+The entry id exists only once Redis has appended the entry, so the outbox writes the
+index entries in the transaction of the acknowledgements that follow the outputs: a
+message acknowledged has its outputs indexed, and a crash in between makes its input
+be handled again, outputs and index entries included. (A Lua script appending and
+indexing in one call would copy each entry twice more inside Redis: for a 1.3 MB frame
+it took 4.5 times as long as the XADD alone.)
 """
 
 from __future__ import annotations
@@ -31,15 +32,6 @@ PREFIX = "graphrun:index:"
 DEFAULT_FIELD = "part_id"
 DEFAULT_TTL = 86_400  # seconds: a day of history, longer than the line's verdict streams hold
 MAX_ENTRIES = 1_000  # per value: a value written by a runaway producer stays bounded
-
-# KEYS: stream, index list. ARGV: length bound, stream key, ttl, max entries, then the fields.
-XADD_INDEXED = """#!lua
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5))
-redis.call('RPUSH', KEYS[2], ARGV[2] .. ' ' .. id)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return id
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +58,12 @@ def key_of(graph: str, field: str | None, payload: Mapping[str, Any]) -> str | N
     return key(graph, field, value)
 
 
-def xadd_command(stream: str, bound: int, flat_fields: list[Any], index_key: str, ttl: int) -> tuple[Any, ...]:
-    """The command appending an entry to ``stream`` and entering it in ``index_key``."""
-    return ("EVAL", XADD_INDEXED, 2, stream, index_key, bound, stream, ttl, MAX_ENTRIES, *flat_fields)
+def commands(index_key: str, stream: str, entry_id: bytes | str, ttl: int) -> list[tuple[Any, ...]]:
+    """The commands entering one stream entry in ``index_key``: append, bound, keep ``ttl`` s."""
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
+    return [("RPUSH", index_key, f"{stream} {entry_id}"), ("LTRIM", index_key, -MAX_ENTRIES, -1),
+            ("EXPIRE", index_key, ttl)]
 
 
 def lookup(clients: Mapping[str, redis.Redis], index_key: str) -> list[IndexedAt]:

@@ -91,21 +91,25 @@ class Outbox:
         if not self.writes and not any(self.acks.values()) and not counted:
             return
         outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        indexed: dict[str, list[tuple[int, str, Write]]] = defaultdict(list)  # instance -> (XADD's place, index, write)
         for w in self.writes:
-            if w.index_key is None:
-                outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.bound(), "*", *_flat(w.fields)))
-            else:
-                outputs[w.instance].append(index.xadd_command(w.key, w.bound(), _flat(w.fields), w.index_key, w.index_ttl))
+            if w.index_key is not None:
+                indexed[w.instance].append((len(outputs[w.instance]), w.index_key, w))
+            outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.bound(), "*", *_flat(w.fields)))
         after: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for binding, ids in self.acks.items():
             if ids:
                 after[binding.instance].append(("XACK", binding.key, self._group, *ids))
         for (instance, key), n in counted.items():
             after[instance].append(("HINCRBY", transport.STATS_PREFIX + key, f"{self._group}:delivered", n))
-        if len(set(outputs) | set(after)) > 1:
-            # Several instances: every output is written before any acknowledgement.
+        if indexed or len(set(outputs) | set(after)) > 1:
+            # Several instances, or entries to index: every output is written before any
+            # acknowledgement. Index entries name the ids Redis gave and go with the
+            # acknowledgements: every message acknowledged has its outputs indexed.
             for instance, commands in outputs.items():
-                self._send(instance, commands)
+                ids = self._send(instance, commands)
+                after[instance][:0] = [command for place, key, w in indexed.get(instance, ())
+                                       for command in index.commands(key, w.key, ids[place], w.index_ttl)]
             outputs = defaultdict(list)
         for instance in set(outputs) | set(after):
             self._send(instance, outputs[instance] + after[instance])
@@ -117,7 +121,7 @@ class Outbox:
             for stream in counted:
                 self._delivered.pop(stream, None)
 
-    def _send(self, instance: str, commands: list[tuple[Any, ...]]) -> None:
+    def _send(self, instance: str, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Commands in order, in one round trip; a lone command skips the pipeline's overhead.
 
         Several commands go in a MULTI/EXEC: a Redis that refuses one of them (full, at its
@@ -126,9 +130,8 @@ class Outbox:
         """
         client = self._clients[instance]
         if len(commands) == 1:
-            client.execute_command(*commands[0])
-            return
+            return [client.execute_command(*commands[0])]
         pipe = client.pipeline(transaction=True)
         for command in commands:
             pipe.execute_command(*command)
-        pipe.execute()
+        return pipe.execute()

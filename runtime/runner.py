@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from . import codec, transport
+from . import codec, index, transport
 from .agent import Agent
 from .delivery import Delivery
 from .errors import AgentStartError, ConfigError
@@ -137,7 +137,8 @@ class AgentRunner:
             return  # a dynamic output the graph does not connect
         parent = parent or self._delivery.current
         message = Message(payload, producer=self.node.name) if parent is None else parent.derive(payload, producer=self.node.name)
-        self._delivery.emit(Write(binding.instance, binding.key, binding.maxlen, codec.encode(message), binding.max_bytes))
+        self._delivery.emit(Write(binding.instance, binding.key, binding.maxlen, codec.encode(message), binding.max_bytes,
+                                  index.key_of(self.graph.name, binding.index, payload), binding.index_ttl))
 
     def hold(self, message: Message) -> None:
         self._delivery.hold(message)
