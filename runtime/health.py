@@ -123,7 +123,8 @@ class Health:
             **asdict(counters), "held": held, "retrying": retrying, "trimmed_before_read": self._trimmed,
             **self._rates(now, counters), "last_error": last_error,
         }
-        record.update(status)
+        # The agent's own status: a key the runtime writes ("state") is kept as "agent_state".
+        record.update({f"agent_{k}" if k in record else k: v for k, v in status.items()})
         if reason:
             record["reason"] = reason
         self._write(record)

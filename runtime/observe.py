@@ -230,9 +230,8 @@ class Observer:
                 views.append(AgentView(name, graph.agents[name].replicas, [], unreachable=f"Redis {home}: {exc}"))
         return views
 
-    def streams(self, now: float | None = None) -> list[StreamView]:
+    def streams(self) -> list[StreamView]:
         graph, clients = self.running.graph, self.running.clients
-        now = time.time() if now is None else now
         views = []
         for ref, (writers, readers) in sorted(streams_of(graph).items(), key=lambda item: str(item[0])):
             client = clients.get(ref.instance)
@@ -245,6 +244,7 @@ class Observer:
             except (*transport.CONNECTION_ERRORS, redis.ResponseError) as exc:
                 views.append(StreamView(ref, writers, unreachable=f"Redis {ref.instance}: {exc}"))
                 continue
+            now = time.time()  # when this stream was read: a slow look elsewhere does not skew its rate
             last = self._last.get(ref)
             if view.added is not None:
                 if last is not None and now > last[0]:
@@ -255,5 +255,5 @@ class Observer:
 
     def look(self) -> GraphView:
         now = time.time()
-        return GraphView(self.running.graph.name, now, self.agents(now), self.streams(now),
+        return GraphView(self.running.graph.name, now, self.agents(now), self.streams(),
                          dict(self.running.unreachable))

@@ -96,7 +96,7 @@ agents:
     assert record is not None
     assert record["source"] == "genicam" and record["device"]["serial"] == "1"
     assert record["dropped"] == parts[-1] - parts[0] - 59
-    assert record["state"] == "finished"
+    assert record["agent_state"] == "finished"  # the camera's own; "state" is the runtime's
 
 
 def test_rgba8_frames_are_sent_as_bgr8() -> None:
