@@ -37,7 +37,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from mcap.exceptions import McapError
-from mcap.reader import make_reader
+from mcap.reader import NonSeekingReader, make_reader
+from mcap.records import Channel as McapChannel
+from mcap.records import Metadata
+from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
 from . import __version__
@@ -240,50 +243,91 @@ class RecordedEntry:
 
 @dataclass
 class Recording:
-    """A graphrun recording opened for reading: its channels and the graph it came from."""
+    """A graphrun recording opened for reading: its channels and the graph it came from.
+
+    ``complete`` is False for a file whose recorder was killed before it wrote the
+    summary (power lost, kill -9): its entries are still read, in file order (each
+    stream's own order; streams interleaved as they were read), up to where it was cut.
+    """
 
     path: Path
     channels: list[Channel]
     graph: dict[str, Any]
+    complete: bool = True
 
     def entries(self, topics: Sequence[str] | None = None) -> Iterator[RecordedEntry]:
-        """The entries of ``topics`` (default: all) in time order across channels."""
+        """The entries of ``topics`` (default: all), in time order across channels when complete."""
         by_topic = {c.topic: c for c in self.channels}
         with open(self.path, "rb") as file:
+            if self.complete:
+                messages = make_reader(file).iter_messages(topics=topics, log_time_order=True)
+            else:
+                messages = NonSeekingReader(file).iter_messages(topics=topics, log_time_order=False)
             try:
-                for _, channel, message in make_reader(file).iter_messages(topics=topics, log_time_order=True):
+                for _, channel, message in messages:
                     if channel.message_encoding != ENCODING:
                         continue
                     entry_id, fields = unpack_entry(message.data)
                     yield RecordedEntry(by_topic[channel.topic], entry_id, fields, message.log_time)
             except McapError as exc:
-                raise RecordingError(f"{self.path}: not a readable MCAP file: {exc}") from exc
+                if self.complete:
+                    raise RecordingError(f"{self.path}: not a readable MCAP file: {exc}") from exc
+                # else: the end of what a recorder that was cut short wrote
+
+
+def _channel(record: McapChannel) -> Channel | None:
+    if record.message_encoding != ENCODING:
+        return None
+    meta = record.metadata
+    instance, _, key = record.topic.partition(":")
+    return Channel(StreamRef(meta.get("instance", instance), meta.get("stream", key)),
+                   agent=meta.get("agent", ""), port=meta.get("port", ""), type=meta.get("type", ""))
+
+
+def _graph(record: Metadata) -> dict[str, Any] | None:
+    return json.loads(record.metadata.get("graph", "{}")) if record.name == GRAPH_METADATA else None
+
+
+def _indexed(path: Path) -> Recording | None:
+    """The recording as its summary describes it; None when it has no readable summary."""
+    with open(path, "rb") as file:
+        reader = make_reader(file)
+        try:
+            summary = reader.get_summary()
+        except McapError:
+            return None
+        if summary is None:
+            return None
+        graph = next(filter(None, (_graph(m) for m in reader.iter_metadata())), {})
+    channels = [c for c in map(_channel, summary.channels.values()) if c is not None]
+    return Recording(path, channels, graph)
+
+
+def _scanned(path: Path) -> Recording:
+    """The recording as a pass over its records finds it: for a file without a summary."""
+    channels: dict[str, Channel] = {}
+    graph: dict[str, Any] = {}
+    with open(path, "rb") as file:
+        try:
+            for record in StreamReader(file).records:
+                if isinstance(record, McapChannel) and (channel := _channel(record)) is not None:
+                    channels.setdefault(channel.topic, channel)
+                elif isinstance(record, Metadata):
+                    graph = _graph(record) or graph
+        except McapError as exc:
+            if not channels:
+                raise RecordingError(f"{path}: not a readable MCAP file: {exc}") from exc
+    return Recording(path, list(channels.values()), graph, complete=False)
 
 
 def open_recording(path: Path) -> Recording:
     """A recording's channels and graph description; RecordingError for anything else."""
     try:
-        with open(path, "rb") as file:
-            reader = make_reader(file)
-            summary = reader.get_summary()
-            graph: dict[str, Any] = {}
-            for record in reader.iter_metadata():
-                if record.name == GRAPH_METADATA:
-                    graph = json.loads(record.metadata.get("graph", "{}"))
+        recording = _indexed(path) or _scanned(path)
     except OSError as exc:
         raise RecordingError(f"cannot read the recording {path}: {exc}") from exc
     except (McapError, ValueError) as exc:
         raise RecordingError(f"{path}: not a readable MCAP file: {exc}") from exc
-    if summary is None:
-        raise RecordingError(f"{path}: the MCAP file has no summary (was its recording cut short?)")
-    channels = []
-    for channel in summary.channels.values():
-        if channel.message_encoding != ENCODING:
-            continue
-        meta = channel.metadata
-        instance, _, key = channel.topic.partition(":")
-        channels.append(Channel(StreamRef(meta.get("instance", instance), meta.get("stream", key)),
-                                agent=meta.get("agent", ""), port=meta.get("port", ""), type=meta.get("type", "")))
-    if not channels:
+    if not recording.channels:
         raise RecordingError(f"{path}: no channel with message encoding {ENCODING!r}: not a graphrun recording")
-    return Recording(path, channels, graph)
+    return recording

@@ -259,3 +259,23 @@ def test_replay_refuses_a_file_that_is_not_a_recording_and_ports_the_graph_lacks
     assert main(["replay", str(out), other.file, "--ports", "front.shots=solo.nope",
                  "--redis", f"main={target.url}"]) == 1
     assert "agent 'solo' has no port 'nope'" in capsys.readouterr().err
+
+
+def test_a_recording_cut_short_replays_what_it_holds_in_each_stream_s_order(
+        graph_file, start_agent, redis_server, target, tmp_path, capsys) -> None:
+    graph = running_graph(graph_file, start_agent, redis_server.url, count=40, back=40, interval=0.02)
+    out = tmp_path / "whole.mcap"
+    assert record(graph, redis_server.url, out, "--duration", "2") == 0
+    whole = recorded(out)
+    cut = tmp_path / "cut.mcap"  # what a recorder killed midway leaves: no summary, a record cut in two
+    cut.write_bytes(out.read_bytes()[: out.stat().st_size * 2 // 3])
+    capsys.readouterr()
+
+    assert main(["replay", str(cut), graph.file, "--speed", "0", "--redis", f"main={target.url}"]) == 0
+    assert "its recorder was cut short" in capsys.readouterr().err
+    fresh = redis.Redis.from_url(target.url)
+    got = {topic: [f for _, f in fresh.xrange(topic.partition(":")[2])] for topic in whole}
+    fresh.close()
+    assert 0 < sum(map(len, got.values())) < sum(map(len, whole.values()))
+    for topic, fields in got.items():
+        assert fields == [f for _, f in whole[topic]][: len(fields)]

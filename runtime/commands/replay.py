@@ -10,6 +10,7 @@ new ids in the target; the recorded relative timing is kept, scaled by ``--speed
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def cmd_replay(args: argparse.Namespace) -> int:
     recording = open_recording(args.recording)
+    if not recording.complete:
+        print(f"graphrun: {args.recording} has no summary (its recorder was cut short): replaying what it holds "
+              "up to the cut, each stream in its order", file=sys.stderr)
     graph = load_graph(args.graph)
     figures = replay(recording, graph, dict(args.redis), speed=args.speed, ports=args.ports)
     for topic, count in figures["streams"].items():
