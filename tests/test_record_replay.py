@@ -279,3 +279,30 @@ def test_a_recording_cut_short_replays_what_it_holds_in_each_stream_s_order(
     assert 0 < sum(map(len, got.values())) < sum(map(len, whole.values()))
     for topic, fields in got.items():
         assert fields == [f for _, f in whole[topic]][: len(fields)]
+
+
+def test_entries_trimmed_before_the_recorder_read_them_are_counted_and_reported(
+        graph_file, start_agent, redis_server, tmp_path, capsys) -> None:
+    graph = running_graph(graph_file, start_agent, redis_server.url, count=0, back=0, interval=0.1)
+    client = redis.Redis.from_url(redis_server.url)
+
+    def write_and_trim() -> None:
+        time.sleep(0.5)
+        client.xadd("rec.front", {"h": b"{}", "n": b"kept"})
+        time.sleep(0.5)
+        pipe = client.pipeline(transaction=True)  # written and trimmed at once: no reader can see them
+        for n in range(5):
+            pipe.xadd("rec.front", {"h": b"{}", "n": str(n).encode()})
+        pipe.xtrim("rec.front", maxlen=0)
+        pipe.execute()
+        client.xadd("rec.front", {"h": b"{}", "n": b"after"})
+
+    writer = threading.Thread(target=write_and_trim)
+    writer.start()
+    assert record(graph, redis_server.url, tmp_path / "gaps.mcap", "--ports", "front.shots", "--duration", "2") == 0
+    writer.join()
+    client.close()
+    printed = capsys.readouterr()
+    assert "main:rec.front: 2 entries, 5 trimmed before the recorder read them" in printed.out
+    assert "the recording has gaps" in printed.err
+    assert [f[b"n"] for _, f in recorded(tmp_path / "gaps.mcap")["main:rec.front"]] == [b"kept", b"after"]
