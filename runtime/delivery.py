@@ -29,7 +29,7 @@ from typing import Any
 
 from . import codec
 from .backoff import Backoff
-from .errors import DeadLetter, Retry
+from .errors import DeadLetter, MessageFormatError, Retry
 from .graph import InputBinding
 from .health import Counters
 from .message import Message
@@ -110,7 +110,8 @@ class Delivery:
                  outbox: Outbox, counters: Counters, handle: Callable[[Message], None],
                  handle_batch: Callable[[list[Message]], None] | None,
                  payload_types: Mapping[str, type | None] | None = None,
-                 on_batch: Callable[[list[Message], float], None] | None = None):
+                 on_batch: Callable[[list[Message], float], None] | None = None,
+                 index_key: Callable[[InputBinding, Mapping[str, Any]], str | None] | None = None):
         self._agent = agent_name
         self._consumer = consumer
         self._inputs = inputs
@@ -122,6 +123,7 @@ class Delivery:
         self._handle_one = handle
         self._handle_batch = handle_batch  # None: the agent handles one message at a time
         self._on_batch = on_batch  # (messages, seconds) after each batch: the metrics' histograms
+        self._index_key = index_key  # (input, payload) -> the index list of a dead letter, for trace
         self.held: dict[tuple[str, str], InputBinding] = {}  # (stream, entry id) -> binding
         self.retries = RetrySchedule()
         self.attempt: Attempt | None = None
@@ -266,6 +268,15 @@ class Delivery:
         if isinstance(exc, Retry):
             log.info("retry of %d message(s) in %.1f s: %s", len(messages), wait, exc)
 
+    def _dead_letter_index(self, binding: InputBinding, fields: Mapping[bytes, Any], excerpt: bool) -> str | None:
+        """The index list of a dead letter: its message's, so a part's trace shows it with why."""
+        if self._index_key is None or excerpt:  # an excerpt is of an entry that does not decode
+            return None
+        try:
+            return self._index_key(binding, codec.decode(fields).payload)
+        except MessageFormatError:
+            return None
+
     def dead_letter(self, binding: InputBinding, entry: Entry, reason: str, *, excerpt: bool = False) -> None:
         """Move an entry to its dead-letter stream with why, and acknowledge it there-after.
 
@@ -290,7 +301,8 @@ class Delivery:
             b"dl:time": repr(time.time()).encode(),
         }
         target = binding.dead_letter
-        self._outbox.commit([Write(target.instance, target.key, DEAD_LETTER_MAXLEN, record)], {binding: [entry.id]})
+        self._outbox.commit([Write(target.instance, target.key, DEAD_LETTER_MAXLEN, record,
+                                   index_key=self._dead_letter_index(binding, fields, excerpt))], {binding: [entry.id]})
         self.retries.forget(binding.instance, binding.key, [entry.id])
         self._last_errors.pop(entry.id, None)
         self._counters.dead_lettered += 1

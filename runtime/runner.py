@@ -113,7 +113,17 @@ class AgentRunner:
         self._delivery = Delivery(agent_name=agent_name, consumer=consumer, inputs=self.node.inputs,
                                   outbox=self._outbox, counters=self.counters, handle=self.agent.handle,
                                   handle_batch=self.agent.handle_batch if overridden else None,
-                                  payload_types=self._input_types(), on_batch=self.metrics.batch)
+                                  payload_types=self._input_types(), on_batch=self.metrics.batch,
+                                  index_key=self._dead_letter_index)
+
+    def _dead_letter_index(self, binding: InputBinding, payload: Mapping[str, Any]) -> str | None:
+        """A dead letter's index list: by the field its stream's writer indexes (part_id when
+        the writer is outside the graph)."""
+        field: str | None = index.DEFAULT_FIELD
+        if binding.source is not None:
+            writer = self.graph.agents[binding.source[0]].outputs.get(binding.source[1])
+            field = writer.index if writer is not None else field
+        return index.key_of(self.graph.name, field, payload)
 
     def _input_types(self) -> dict[str, type | None]:
         """Each input's declared payload type: its port's, or its port set's."""

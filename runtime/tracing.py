@@ -4,11 +4,13 @@ Reading goes through the index only (``index``): per Redis instance one LRANGE o
 value's list, then one XRANGE of exactly one entry id per message, in one pipeline. The
 cost depends on how many messages carry the value, never on how long the streams are.
 A message the index names but its stream no longer holds (the stream's length bound
-trimmed it) is kept in the trace as trimmed, so a gap in the audit trail is visible.
+trimmed it) is kept in the trace as trimmed, so a gap in the audit trail is visible. A
+message an agent gave up on is indexed in its dead-letter stream too, with why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from . import codec, index
@@ -26,6 +28,7 @@ class Traced:
     writer: str | None  # "agent.port" of the graph writing the stream, when there is one
     message: Message | None  # None: trimmed from its stream (or unreadable: ``problem``)
     problem: str | None = None
+    dead: dict[str, str] = dataclasses.field(default_factory=dict)  # a dead letter's dl:* fields (error, agent…)
 
     @property
     def written(self) -> float:
@@ -34,8 +37,12 @@ class Traced:
 
 
 def writers(graph: Graph) -> dict[StreamRef, str]:
-    """Each output stream of the graph, with the ``agent.port`` writing it."""
-    return {b.stream: f"{node.name}.{port}" for node in graph.agents.values() for port, b in node.outputs.items()}
+    """Each output stream of the graph with the ``agent.port`` writing it, and each dead-letter
+    stream with the input whose messages it takes."""
+    found = {b.dead_letter: f"{node.name}.{port} (dead letter)" for node in graph.agents.values()
+             for port, b in node.inputs.items()}
+    found.update({b.stream: f"{node.name}.{port}" for node in graph.agents.values() for port, b in node.outputs.items()})
+    return found
 
 
 def trace(found: RunningGraph, field: str, value: str) -> list[Traced]:
@@ -65,9 +72,11 @@ def trace(found: RunningGraph, field: str, value: str) -> list[Traced]:
             if not entries:
                 traced.append(Traced(at, writer, None))
                 continue
+            fields = entries[0][1]
+            dead = {k[3:].decode(): v.decode(errors="replace") for k, v in fields.items() if k.startswith(b"dl:")}
             try:
-                traced.append(Traced(at, writer, codec.decode(entries[0][1])))
+                traced.append(Traced(at, writer, codec.decode(fields), dead=dead))
             except MessageFormatError as exc:
-                traced.append(Traced(at, writer, None, f"unreadable: {exc}"))
+                traced.append(Traced(at, writer, None, f"unreadable: {exc}", dead))
     traced.sort(key=lambda t: (t.written, tuple(int(p) for p in t.at.entry_id.split("-"))))
     return traced

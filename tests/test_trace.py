@@ -209,6 +209,31 @@ def test_an_index_entry_expires_after_its_ttl(tmp_path: Path, redis_server: Redi
     assert "no message with seq 1" in capsys.readouterr().err
 
 
+def test_a_message_an_agent_gave_up_on_is_in_the_trace_with_why(
+    tmp_path: Path, redis_server: RedisServer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "counted.yaml"
+    path.write_text(SOURCE.format(url=redis_server.url, count=6, extra="") + """
+  relay:
+    type: sample_agents:Relay
+    params: {reject: [4]}
+    inputs: {items: source.items}
+    outputs: {copies: {stream: copies, index: seq}}
+""")
+    client = redis.Redis.from_url(redis_server.url)
+    with running(load_graph(path), redis_urls={"main": redis_server.url}):
+        wait_until(lambda: client.exists("items:dead") and client.exists("copies") and client.xlen("copies") >= 5,
+                   what="five copies and one dead letter")
+    [item, dead] = trace_json(path, 4, capsys, "--field", "seq")
+    assert (item["writer"], dead["writer"]) == ("source.items", "relay.items (dead letter)")
+    assert dead["stream"] == "items:dead" and dead["payload"] == {"seq": 4}
+    assert dead["dead_letter"]["error"] == "DeadLetter: item 4 is rejected" and dead["dead_letter"]["agent"] == "relay"
+    assert dead["dead_letter"]["id"] == item["entry_id"]
+    assert [t["writer"] for t in trace_json(path, 3, capsys, "--field", "seq")] == ["source.items", "relay.copies"]
+    assert main(["trace", str(path), "4", "--field", "seq"]) == 0
+    assert "dead letter: DeadLetter: item 4 is rejected (agent relay)" in capsys.readouterr().out
+
+
 def test_an_output_whose_index_is_null_is_not_indexed(tmp_path: Path, redis_server: RedisServer) -> None:
     path = tmp_path / "counted.yaml"
     path.write_text(SOURCE.format(url=redis_server.url, count=3, extra="").replace("index: seq", "index: null"))

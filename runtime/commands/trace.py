@@ -91,7 +91,8 @@ def lines(graph: Graph, t: Traced) -> list[str]:
     head = f"{clock(t.written)} {t.writer or '?'}  {t.at.instance}:{t.at.stream} {t.at.entry_id}"
     if t.message is None:
         return [head, f"    {t.problem or 'trimmed: no longer in its stream' + bound(graph, t)}"]
-    return [head, f"    path: {path_text(t.message)}", f"    {payload_text(t.message)}"]
+    dead = [f"    dead letter: {t.dead.get('error', '?')} (agent {t.dead.get('agent', '?')})"] if t.dead else []
+    return [head, *dead, f"    path: {path_text(t.message)}", f"    {payload_text(t.message)}"]
 
 
 def as_record(t: Traced) -> dict[str, Any]:
@@ -100,6 +101,8 @@ def as_record(t: Traced) -> dict[str, Any]:
                               "writer": t.writer, "written": t.written, "trimmed": t.message is None and not t.problem}
     if t.problem:
         record["problem"] = t.problem
+    if t.dead:
+        record["dead_letter"] = t.dead
     if t.message is not None:
         record.update(id=t.message.id, producer=t.message.producer, created=t.message.created,
                       path=path_steps(t.message), payload=summarize(t.message.payload))
