@@ -28,6 +28,7 @@ from .errors import (
 )
 from .graph import AgentNode, Graph, load_graph, redis_url
 from .message import Hop, Message
+from .observe import GraphHealth
 from .pacing import Pacer
 from .ports import Input, Inputs, Output, Outputs
 from .transport import connect as connect_redis
@@ -42,6 +43,7 @@ __all__ = [
     "Deployment",
     "Graph",
     "GraphError",
+    "GraphHealth",
     "GraphrunError",
     "Hop",
     "Input",

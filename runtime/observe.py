@@ -13,6 +13,7 @@ records); a stream's write rate needs two looks, so an ``Observer`` keeps the la
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,9 +22,10 @@ from typing import Any
 import redis
 
 from . import transport
+from .errors import GraphNotRunning
 from .graph import Graph, StreamRef
 from .health import STALE_INTERVALS, health_key
-from .locate import STALE_AFTER, RunningGraph
+from .locate import STALE_AFTER, RunningGraph, connect
 
 # Which state an agent shows when its replicas differ: the first that any replica is in.
 STATE_ORDER = ("degraded", "stale", "starting", "stopping", "running", "stopped")
@@ -257,3 +259,67 @@ class Observer:
         now = time.time()
         return GraphView(self.running.graph.name, now, self.agents(now), self.streams(),
                          dict(self.running.unreachable))
+
+
+def as_json(view: GraphView) -> dict[str, Any]:
+    """A view as plain JSON for a page: per agent its state and heartbeat age, per stream
+    each group's lag and pending count; what is stale says so."""
+    agents = [{"name": a.name, "state": a.state, "reason": a.reason, "replicas": [a.seen, a.declared],
+               "age": min((r.age for r in a.replicas), default=None),
+               "stale": a.state in ("stale", NO_HEARTBEAT) or a.unreachable is not None} for a in view.agents]
+    streams = [{"stream": str(s.ref), "length": s.length, "write_per_s": s.write_per_s, "dead": s.dead,
+                "unreachable": s.unreachable,
+                "groups": [{"group": g.group, "lag": g.lag, "pending": g.pending} for g in s.groups]}
+               for s in view.streams]
+    return {"graph": view.graph, "time": view.time, "agents": agents, "streams": streams,
+            "unreachable": view.unreachable, "stale": False}
+
+
+class GraphHealth:
+    """The health of the graph an agent runs in, for agents that show it (the HMI).
+
+    ``snapshot`` may be called from any thread, as often as a page polls: it looks at the
+    graph at most every ``min_interval`` seconds (heartbeats come every two) and otherwise
+    answers the last look. When a look fails, the last one is answered marked stale, with
+    its age. Outside a runner (the test harness) there is no graph: ``snapshot`` is None.
+    """
+
+    def __init__(self, agent: Any, *, min_interval: float = 1.0):
+        # Imported here: the runner imports every agent, and agents import this module.
+        from .runner import AgentRunner
+
+        context = getattr(agent, "_context", None)
+        self._runner = context if isinstance(context, AgentRunner) else None
+        self._min_interval = min_interval
+        self._observer: Observer | None = None
+        self._last: dict[str, Any] | None = None
+        self._looked = 0.0
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, Any] | None:
+        if self._runner is None:
+            return None
+        with self._lock:
+            if time.monotonic() - self._looked >= self._min_interval:
+                self._looked = time.monotonic()
+                try:
+                    if self._observer is None:
+                        # The URLs the runner was given (the engine's own: no agent reads them).
+                        urls = self._runner._overrides
+                        self._observer = Observer(connect(self._runner.graph, urls))
+                    view = self._observer.look()
+                    if view.agents and all(a.unreachable for a in view.agents):
+                        raise GraphNotRunning("; ".join(sorted({str(a.unreachable) for a in view.agents})))
+                    self._last = as_json(view)
+                except (GraphNotRunning, *transport.CONNECTION_ERRORS, redis.ResponseError) as exc:
+                    self._last = {**(self._last or {"agents": [], "streams": []}), "stale": True,
+                                  "error": str(exc)}
+            if self._last is None:
+                return None
+            return {**self._last, "age": time.time() - self._last["time"] if "time" in self._last else None}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._observer is not None:
+                self._observer.running.close()
+                self._observer = None

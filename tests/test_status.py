@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -347,3 +350,65 @@ def test_each_compose_service_checks_its_own_replica_s_heartbeat(tmp_path: Path,
     start_agent(load_graph(graph_path), "relay", replica=1, health_interval=0.1)
     wait_until(lambda: health("relay-1") == 0, what="replica 1 healthy")
     assert health("relay-0") == 1  # its own replica is not running
+
+
+# --- the HMI shows the same health -------------------------------------------------------------
+
+HMI_LINE = """\
+name: line
+agents:
+  hmi:
+    type: hmi
+    params: {port: 0}
+    inputs:
+      frames: {front: "main:cam.front.frames"}
+      verdicts: {cls_front: "main:cls.front.verdicts"}
+  relay:
+    type: sample_agents:Relay
+    params: {delay_ms: 3000}
+    inputs: {items: "main:in"}
+    outputs: {copies: main:out}
+"""
+
+
+def hmi_health(port: int) -> dict | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10) as answer:
+        return json.loads(answer.read())["health"]
+
+
+def test_the_hmi_shows_each_agent_s_heartbeat_and_each_stream_s_backlog_stale_marked_stale(
+        redis_server, redis_client, graph_file, start_agent, tmp_path: Path) -> None:
+    graph = graph_file(HMI_LINE)
+    hmi = start_agent(graph, "hmi", health_interval=0.1)
+    start_agent(graph, "relay", health_interval=0.1)
+    wait_until(lambda: "url" in hmi.status, what="the HMI's web server")
+    port = hmi.agent.server.port
+    write_messages(redis_client, "in", [{"seq": i} for i in range(5)])  # 3 s each: the relay hangs on them
+
+    def shown() -> bool:
+        health = hmi_health(port)
+        agents = {a["name"]: a for a in health["agents"]} if health else {}
+        return agents.get("relay", {}).get("state") == "stale" and agents["hmi"]["state"] == "running"
+
+    wait_until(shown, what="the relay shown stale, the HMI running")
+    health = hmi_health(port)
+    assert health["stale"] is False and health["graph"] == "line"
+    relay = next(a for a in health["agents"] if a["name"] == "relay")
+    assert relay["stale"] is True and relay["replicas"] == [0, 1] and "no heartbeat" in relay["reason"]
+    backlog = {(s["stream"], g["group"]): g for s in health["streams"] for g in s["groups"]}
+    assert backlog[("main:in", "relay")]["lag"] == 0 and backlog[("main:in", "relay")]["pending"] >= 4
+    assert backlog[("main:cam.front.frames", "hmi")] == {"group": "hmi", "lag": 0, "pending": 0}
+
+    browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if browser is not None:  # the page draws it: the relay's chip says stale, the backlog has its row
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", "--dump-dom",
+                              f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=60, check=False).stdout
+        assert '<span class="chip stale" data-agent="relay"' in dom and ">relay · stale<" in dom
+        assert '<span class="chip running" data-agent="hmi"' in dom
+        assert re.search(r'<tr data-stream="main:in" data-group="relay"><td>main:in</td><td>relay</td>'
+                         r'<td>0</td><td>[1-5]</td></tr>', dom)
+
+    redis_server.stop()  # the graph's Redis gone: the last look is still shown, marked stale
+    wait_until(lambda: hmi_health(port)["stale"] is True, what="the health marked stale")
+    assert {a["name"] for a in hmi_health(port)["agents"]} == {"hmi", "relay"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graphrun import Agent, DeadLetter, Inputs, Message
+from graphrun import Agent, DeadLetter, GraphHealth, Inputs, Message
 
 from ..errors import AgentConfigError, PreviewError
 from ..messages import Frame, Verdict
@@ -39,6 +39,7 @@ class HmiAgent(Agent):
         self.live = LiveState(views=len(self.verdicts), history=p.history, incomplete_after=p.incomplete_after,
                               ports=self.frames)
         self.previews = PreviewCache(p.preview_width, p.jpeg_quality)
+        self.health = GraphHealth(self)  # every agent's heartbeat and every stream's lag, as graphrun status
         page = PAGE.read_bytes()
         site = Site(page, self._state, self._jpeg, self._next_jpeg, stream_interval=1.0 / p.stream_fps)
         self.server = HmiServer(site, host=p.host, port=p.port, log=self.log)
@@ -50,6 +51,9 @@ class HmiAgent(Agent):
         server = getattr(self, "server", None)
         if server is not None:
             server.stop()
+        health = getattr(self, "health", None)
+        if health is not None:
+            health.close()
 
     def handle(self, msg: Message) -> None:
         # Frames and verdicts meet by the camera name they carry: port names are the graph's to choose.
@@ -68,7 +72,8 @@ class HmiAgent(Agent):
     def _state(self) -> dict[str, Any]:
         state = self.live.snapshot()
         state.update(title=self.params.title, agent=self.name, graph=self.graph,
-                     refresh_ms=self.params.refresh_ms, previews_encoded=self.previews.encoded)
+                     refresh_ms=self.params.refresh_ms, previews_encoded=self.previews.encoded,
+                     health=self.health.snapshot())
         return state
 
     def _jpeg(self, camera: str) -> bytes | None:
