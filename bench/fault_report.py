@@ -105,7 +105,7 @@ def count(scenario: str, what: str, done: str, entries: list[Entry], writes: lis
 
     frames: list[_Msg] = []
     verdicts: list[_Msg] = []
-    parts: list[_Msg] = []  # every message naming a part before it is judged: triggers, frames
+    parts: list[_Msg] = []  # every message announcing a part: a source's (trigger's), frames
     every_part: list[_Msg] = []  # the same after the cut-off too: for the ids the PLC got
     triggers: list[_Msg] = []  # part messages that are not frames (a trigger's)
     sent: Counter[str] = Counter()
@@ -117,7 +117,7 @@ def count(scenario: str, what: str, done: str, entries: list[Entry], writes: lis
         if round(m.t0, 6) in their_chains:
             made_from_injected[e.stream.producer or e.stream.key] += 1
             continue
-        names_part = m.part_id is not None and e.stream.type_name != "Verdict"
+        names_part = m.part_id is not None and e.stream.names_parts
         if names_part:
             every_part.append(m)
         if m.t0 > times.cut:
@@ -262,6 +262,24 @@ def count(scenario: str, what: str, done: str, entries: list[Entry], writes: lis
         "dead (injected)": str(len(dl_ours)), "stall s": f"{stall:.1f}",
     }
     return fig
+
+
+def unwritten_parts(entries: list[Entry], writes: list[PlcWrite], injected: list[Injected], cut: float) -> int:
+    """Parts sent up to ``cut`` (by a trigger or a camera) with no PLC result since: the drain waits on it."""
+    ours = {round(i.t0, 6) for i in injected}
+    written: dict[int | None, float] = {}
+    for w in writes:
+        written[w.part_id] = max(written.get(w.part_id, 0.0), w.received)
+    open_parts = set()
+    for e in entries:
+        if e.stream.role != "output" or not e.stream.names_parts:
+            continue
+        m = _message(e)
+        if m is None or m.part_id is None or m.t0 > cut or round(m.t0, 6) in ours:
+            continue
+        if written.get(m.part_id, 0.0) < m.t0:
+            open_parts.add(m.part_id)
+    return len(open_parts)
 
 
 def summary_table(figures: list[Figures]) -> str:

@@ -54,6 +54,12 @@ class Watched:
     role: str  # "output" (with producer and type), "dead" (a dead-letter stream)
     producer: str = ""
     type_name: str = ""
+    source: bool = False  # the producer has no inputs: it starts chains (a trigger, a free-running camera)
+
+    @property
+    def names_parts(self) -> bool:
+        """Whether its messages announce parts (frames, a source's triggers), rather than report on them."""
+        return self.type_name == "Frame" or self.source
 
 
 @dataclass
@@ -95,7 +101,8 @@ def watched_streams(graph: Graph) -> list[Watched]:
         for port, binding in agent.outputs.items():
             declared = ports.get(port)
             type_name = getattr(getattr(declared, "type", None), "__name__", "any")
-            found[(binding.instance, binding.key)] = Watched(binding.instance, binding.key, "output", name, type_name)
+            found[(binding.instance, binding.key)] = Watched(binding.instance, binding.key, "output", name, type_name,
+                                                             source=not agent.inputs)
     for agent in graph.agents.values():
         for binding in agent.inputs.values():
             dead = binding.dead_letter
