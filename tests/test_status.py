@@ -210,6 +210,19 @@ def test_a_live_graph_shows_its_rates_and_each_stream_s_backlog(redis_server, re
     assert float(stream_rows(out)[("main:out", "-")]["writes/s"]) > 10
 
 
+def test_watch_redraws_until_ctrl_c_and_then_exits_0(redis_server, graph_file, start_agent) -> None:
+    graph = graph_file(RELAY.format(delay_ms=0))
+    start_agent(graph, "relay", health_interval=0.2)
+    watch = subprocess.Popen([sys.executable, "-m", "graphrun", "status", graph.file, "--watch",
+                              "--redis", f"main={redis_server.url}"], env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(5)  # a few redraws (a pipe gets the last table only, when the watch ends)
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    assert agent_row(out, "relay")["state"] == "running" and "Traceback" not in err
+
+
 def test_a_hung_agent_s_old_heartbeat_shows_stale(redis_server, redis_client, graph_file, start_agent, capsys) -> None:
     graph = graph_file(RELAY.format(delay_ms=6000))  # handling one message takes 6 s: no heartbeat meanwhile
     start_agent(graph, "relay", health_interval=0.1)

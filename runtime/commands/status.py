@@ -63,18 +63,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 200)
     try:
         observer = Observer(found)
-        observer.look()  # the first look is the baseline of the write rates
         if not args.watch:
+            observer.look()  # the baseline of the write rates
             time.sleep(REFRESH)
             console.print(render(observer.look(), only=args.agent))
             return 0
         with Live(console=console, auto_refresh=False) as live:
-            try:
-                while True:
-                    time.sleep(REFRESH)
-                    live.update(render(observer.look(), only=args.agent), refresh=True)
-            except KeyboardInterrupt:
-                return 0
+            while True:  # the first table has no write rates yet: they need two looks
+                live.update(render(observer.look(), only=args.agent), refresh=True)
+                time.sleep(REFRESH)
+    except KeyboardInterrupt:  # how --watch ends
+        return 0
     finally:
         found.close()
 
