@@ -113,7 +113,10 @@ class Health:
     def publish(self, counters: Counters, status: Mapping[str, Any], *, held: int, retrying: int,
                 final: bool = False, stopping: bool = False, last_error: str | None = None) -> None:
         if self._reports % TRIM_EVERY == 0 or final:
-            self._trimmed = self._count_trimmed()
+            try:
+                self._trimmed = self._count_trimmed()
+            except (*transport.CONNECTION_ERRORS, redis.ResponseError) as exc:  # an input's Redis away
+                log.debug("trimmed entries not counted (the last count stands): %s", exc)
         self._reports += 1
         now = time.time()
         state, reason = state_of(status, stopping=stopping, final=final)

@@ -43,13 +43,17 @@ def _is_outage(exc: BaseException) -> bool:
 
 class Outages:
     def __init__(self, *, stopping: threading.Event, counters: Counters, status: dict[str, Any],
-                 outbox: Outbox, recover: Callable[[], None], relieve: Callable[[], int]):
+                 outbox: Outbox, recover: Callable[[], None], relieve: Callable[[], int],
+                 report: Callable[[], None] | None = None, report_every: float = 2.0):
         self._stopping = stopping
         self._counters = counters
         self._status = status
         self._outbox = outbox
         self._recover = recover  # the runner's: groups, then the outbox, then own pending
         self._relieve = relieve  # the runner's: trims what every reader has consumed; returns entries freed
+        self._report = report  # the runner's: publishes the health record, so "degraded" is seen meanwhile
+        self._report_every = report_every
+        self._reported = 0.0
         self._full_logged = 0.0
         self._stop_seen = 0.0
         self._unwritten_reported = False
@@ -71,6 +75,7 @@ class Outages:
                     self._full(exc, delay)
                 else:
                     self._status["redis"] = f"unreachable: {exc}"
+                self._say_degraded()
                 if self._stopping.is_set():
                     self._stop_seen = self._stop_seen or time.monotonic()
                     left = STOP_FLUSH_GRACE - (time.monotonic() - self._stop_seen)
@@ -90,6 +95,19 @@ class Outages:
                     continue
                 was = self._status.pop("redis", "")
                 log.info("Redis has room again" if was.startswith("full") else "Redis reachable again")
+
+    def _say_degraded(self) -> None:
+        """Publish the health record now and then during an outage, where it can still be
+        written (the home Redis may be another instance than the one that failed):
+        otherwise the replica would only look stale, without why."""
+        now = time.monotonic()
+        if self._report is None or now - self._reported < self._report_every:
+            return
+        self._reported = now
+        try:
+            self._report()
+        except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+            log.debug("health record not published during the outage: %s", exc)
 
     def _full(self, exc: BaseException, delay: float) -> None:
         """A full Redis (maxmemory reached) is a state to report and recover from: trim what

@@ -95,7 +95,8 @@ class AgentRunner:
         self._reader_threads: list[ReaderThread] = []
         self._inbox: queue.Queue[Read] | None = None  # from reader threads, when there are any
         self._outages = Outages(stopping=self.stopping, counters=self.counters, status=self.status,
-                                outbox=self._outbox, recover=self._recover, relieve=self._trim_consumed)
+                                outbox=self._outbox, recover=self._recover, relieve=self._trim_consumed,
+                                report=self._publish_record, report_every=health_interval)
         self._with_redis = self._outages.run
         try:
             self.agent: Agent = self.node.agent_class(
@@ -364,6 +365,10 @@ class AgentRunner:
             self._drain_own_pending()
         self._outbox.flush(counts=True)  # counts an idle reader has not written yet
         self.metrics.read_backlog(self._clients, self.group)  # lag and pending, while metrics are served
+        self._publish_record(final)
+
+    def _publish_record(self, final: bool = False) -> None:
+        """The health record alone, nothing flushed: also what an outage publishes (``Outages``)."""
         self._health.publish(self.counters, self.status, held=len(self._delivery.held),
                              retrying=len(self._delivery.retries), final=final,
                              stopping=self.stopping.is_set(), last_error=self._delivery.last_error)

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,8 @@ from graphrun.cli import main
 from graphrun.graph import load_graph
 from graphrun.locate import connect
 from graphrun.observe import AgentView, Observer
+from graphrun.redis_server import RedisServer
+from graphrun.runner import AgentRunner
 from pydantic import BaseModel
 
 ENV = {**os.environ, "PYTHONPATH": str(TESTS)}  # the test agents importable by `graphrun run`
@@ -253,6 +256,35 @@ agents:
     assert (camera["state"], camera["why"]) == ("degraded", "lens fogged up")
     code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}", "--agent", "camera", "--check")
     assert code == 1 and out.strip() == "camera-0: unhealthy: degraded (lens fogged up)"
+
+
+def test_a_redis_the_agent_cannot_reach_shows_degraded_with_why(redis_server, graph_file, capsys) -> None:
+    """Its input's Redis is down, its home Redis answers: the record says why it waits."""
+    graph = graph_file("""\
+name: t
+nodes: {box: {redis: main}}
+redis: {main: {}, cams: {}}
+agents:
+  relay: {type: sample_agents:Relay, node: box, inputs: {items: "cams:in"}, outputs: {copies: main:out}}
+""")
+    with RedisServer(name="cams") as cams:
+        urls = {"main": redis_server.url, "cams": cams.url}
+        runner = AgentRunner(graph, "relay", replica=0, redis_urls=urls, health_interval=0.1)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        try:
+            running = connect(graph, {"main": redis_server.url})
+            wait_until(lambda: Observer(running).agents()[0].state == "running", what="the relay running")
+            cams.stop()
+            wait_until(lambda: Observer(running).agents()[0].state == "degraded", what="the degraded record")
+            code, out = status(capsys, graph.file, "--redis", f"main={redis_server.url}", "--redis", f"cams={cams.url}")
+            assert code == 0
+            relay = agent_row(out, "relay")
+            assert relay["state"] == "degraded" and relay["why"].startswith("Redis unreachable: ")
+            assert "Connection refused" in relay["why"] or "connecting" in relay["why"]
+        finally:
+            runner.request_stop()
+            thread.join(30)
 
 
 def test_starting_and_stopping_are_shown_while_they_last(redis_server, graph_file, start_agent, capsys,
