@@ -3,7 +3,7 @@
     graphrun GRAPH                      run the whole graph here (same as `graphrun run`)
     graphrun validate GRAPH             check a graph file against the agent classes
     graphrun agent GRAPH AGENT          run one agent in the foreground (container entrypoint)
-    graphrun status GRAPH               the health records the agents publish
+    graphrun status GRAPH [--watch]     agents' states and rates, streams' lag and pending (--check: health check)
 
 Packages add subcommands through the ``graphrun.commands`` entry-point group.
 """
