@@ -86,7 +86,8 @@ def running(graph: Graph, overrides: Mapping[str, str] | None = None, *,
     """Like ``connect``, and at least one agent has a heartbeat younger than ``stale_after``."""
     found = connect(graph, overrides)
     now = time.time()
-    if not any(now - record.get("time", 0) < stale_after for _, _, record in found.heartbeats()):
+    if not any(now - record.get("time", 0) < stale_after and record.get("state") != "stopped"
+               for _, _, record in found.heartbeats()):
         found.close()
         raise GraphNotRunning(f"graph {graph.name!r} is not running: its Redis answers, but no agent has "
                               f"reported in the last {stale_after:.0f} s")
