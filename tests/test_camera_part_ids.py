@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from conftest import read_messages, wait_until
+from graphrun import DeadLetter
 from graphrun.graph import Graph
 from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
@@ -85,3 +87,23 @@ def test_a_trigger_older_than_trigger_max_age_is_skipped_not_fired_on_a_later_pa
         h.send("trigger", {"part_id": 6})
         assert [f["part_id"] for f in h.take("frames")] == [6]
         assert h.status["stale_triggers"] == 1
+
+
+def test_a_trigger_without_a_part_id_is_refused_where_cameras_take_every_id_from_the_trigger() -> None:
+    """Cameras sharing a trigger must agree on every id: a trigger without one would be
+    labelled with each camera's own count, an id the trigger never issued or already used."""
+    params = {"source": "synthetic", "width": 64, "height": 48, "trigger": "software", "trigger_part_id": "required"}
+    with AgentHarness(CameraAgent, params=params, name="cam") as h:
+        with pytest.raises(DeadLetter, match="no part_id"):
+            h.send("trigger", {})
+        with pytest.raises(DeadLetter, match="negative"):
+            h.send("trigger", {"part_id": -1})
+        h.send("trigger", {"part_id": 8})
+        assert [f["part_id"] for f in h.take("frames")] == [8]
+
+
+def test_a_trigger_without_a_part_id_takes_the_cameras_own_count_by_default() -> None:
+    params = {"source": "synthetic", "width": 64, "height": 48, "trigger": "software", "part_id_start": 3}
+    with AgentHarness(CameraAgent, params=params, name="cam") as h:
+        h.send("trigger", {})
+        assert [f["part_id"] for f in h.take("frames")] == [3]

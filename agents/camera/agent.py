@@ -31,7 +31,7 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired
 
-from graphrun import Agent, AgentStartError, Backoff, Deployment, Input, Message, Output, Pacer, Retry
+from graphrun import Agent, AgentStartError, Backoff, DeadLetter, Deployment, Input, Message, Output, Pacer, Retry
 from graphrun_agents.errors import (
     CameraConfigError,
     CameraError,
@@ -75,6 +75,9 @@ class CameraParams(BaseModel):
     trigger_max_age: float | None = Field(
         None, gt=0, description="skip a trigger made longer ago than this many seconds: its part has left the camera"
     )
+    trigger_part_id: Literal["optional", "required"] = Field(
+        "optional", description="required: a trigger without a part_id is dead-lettered, never labelled with the "
+        "camera's own count (cameras sharing a trigger must agree on every id)")
     pixel_format: str | None = Field(None, description="synthetic: Mono8 or BGR8; others: convert frames to it")
     # synthetic
     view: Literal["front", "back"] = "front"
@@ -210,6 +213,11 @@ class CameraAgent(Agent):
         if self._finished():
             return
         wanted = msg.get("part_id")
+        if wanted is None and self.params.trigger_part_id == "required":
+            raise DeadLetter("the trigger carries no part_id, and this camera takes every part id from its "
+                             "trigger (trigger_part_id: required)")
+        if wanted is not None and wanted < 0:
+            raise DeadLetter(f"part id {wanted} is negative")
         if self._stale(msg):
             return
         part_id = int(wanted) if wanted is not None else self._ids.next
