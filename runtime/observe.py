@@ -95,6 +95,16 @@ class AgentView:
         return self._sum("dead_lettered") or 0
 
     @property
+    def trimmed(self) -> int:
+        """Entries trimmed before this agent read them, over its inputs (a group's count,
+        so the largest any replica reports, per input)."""
+        per_input: dict[str, int] = {}
+        for r in self.replicas:
+            for port, n in (r.record.get("trimmed_before_read") or {}).items():
+                per_input[port] = max(per_input.get(port, 0), int(n or 0))
+        return sum(per_input.values())
+
+    @property
     def restarts(self) -> int:
         """Starts beyond each consumer's first, counted across its processes."""
         return sum(max(0, int(r.record.get("starts") or 0) - 1) for r in self.replicas)
@@ -265,7 +275,7 @@ def as_json(view: GraphView) -> dict[str, Any]:
     """A view as plain JSON for a page: per agent its state and heartbeat age, per stream
     each group's lag and pending count; what is stale says so."""
     agents = [{"name": a.name, "state": a.state, "reason": a.reason, "replicas": [a.seen, a.declared],
-               "age": min((r.age for r in a.replicas), default=None),
+               "trimmed": a.trimmed, "age": min((r.age for r in a.replicas), default=None),
                "stale": a.state in ("stale", NO_HEARTBEAT) or a.unreachable is not None} for a in view.agents]
     streams = [{"stream": str(s.ref), "length": s.length, "write_per_s": s.write_per_s, "dead": s.dead,
                 "unreachable": s.unreachable,

@@ -2,11 +2,13 @@
 
 The read strategy forms batches without paying for huge replies. Small entries are
 read ``batch`` at a time in one XREADGROUP. For large entries (frames of megabytes)
-one reply of many entries costs more to parse than the round trips it saves, so a
-read asks for two: a second entry means a backlog, and the rest of the batch is then
-fetched with single-entry reads pipelined in one round trip. When the consumer keeps
-up, a read costs what a single-entry read costs; when it falls behind, the agent gets
-whole batches (``handle_batch`` of up to ``batch`` frames, for inference).
+one reply of many entries costs more to parse than the round trips it saves, so, for an
+agent that overrides ``handle_batch`` (inference), a read asks for two: a second entry
+means a backlog, and the rest of the batch is then fetched with single-entry reads
+pipelined in one round trip. When the consumer keeps up, a read costs what a
+single-entry read costs; when it falls behind, the agent gets whole batches. An agent
+that handles one message at a time reads large entries one at a time: gathering a batch
+would only hold back their acknowledgements (and with them a bounded producer).
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ class StreamReader:
     it keeps the running mean entry size that the read strategy uses.
     """
 
-    def __init__(self, client: redis.Redis, group: str, consumer: str, bindings: Sequence[InputBinding]):
+    def __init__(self, client: redis.Redis, group: str, consumer: str, bindings: Sequence[InputBinding], *,
+                 batches: bool = True):
         self.client = client
+        # False: the agent handles one message at a time, so large entries are read one at
+        # a time too (gathering a batch of frames only delays their acknowledgements).
+        self.batches = batches
         self.group = group
         self.consumer = consumer
         self.bindings = list(bindings)
@@ -54,7 +60,7 @@ class StreamReader:
             return 1  # the first read learns the entry size
         if self.entry_bytes * wanted <= READ_BUDGET:
             return wanted
-        return min(wanted, PROBE)
+        return min(wanted, PROBE) if self.batches else 1
 
     def read(self, block_ms: int) -> list[Entry]:
         """One read of new entries, filled for up to ``batch_wait_ms``; [] when none came."""
@@ -64,7 +70,8 @@ class StreamReader:
         if not entries:
             return entries
         self._learn(entries)
-        if len(entries) >= count and len(entries) < self.batch:  # a full reply: there may be a backlog
+        if len(entries) >= count and len(entries) < self.batch and (self.batches or count > 1):
+            # A full reply: there may be a backlog (large entries: only for agents that batch).
             entries += self._more(self.batch - len(entries))
         if self.wait_ms > 0 and len(entries) < self.batch:
             end = time.monotonic() + self.wait_ms / 1000

@@ -91,7 +91,7 @@ class AgentRunner:
         self._by_instance: dict[str, list[InputBinding]] = {}
         for binding in self.node.inputs.values():
             self._by_instance.setdefault(binding.instance, []).append(binding)
-        self._readers = {i: StreamReader(self._clients[i], self.group, consumer, b) for i, b in self._by_instance.items()}
+        self._readers: dict[str, StreamReader] = {}  # made once the agent is known: its batching decides the reads
         self._reader_threads: list[ReaderThread] = []
         self._inbox: queue.Queue[Read] | None = None  # from reader threads, when there are any
         self._outages = Outages(stopping=self.stopping, counters=self.counters, status=self.status,
@@ -111,6 +111,8 @@ class AgentRunner:
         except Exception as exc:
             raise AgentStartError(f"agent {agent_name!r} ({self.node.type}) could not be created: {exc}") from exc
         overridden = type(self.agent).handle_batch is not Agent.handle_batch
+        self._readers = {i: StreamReader(self._clients[i], self.group, consumer, b, batches=overridden)
+                         for i, b in self._by_instance.items()}
         self._delivery = Delivery(agent_name=agent_name, consumer=consumer, inputs=self.node.inputs,
                                   outbox=self._outbox, counters=self.counters, handle=self.agent.handle,
                                   handle_batch=self.agent.handle_batch if overridden else None,

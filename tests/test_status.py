@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from graphrun import transport
 from conftest import TESTS, wait_until, write_messages
 from graphrun import Agent, Output
 from graphrun.cli import main
@@ -91,7 +92,7 @@ def table_rows(text: str, title: str) -> list[list[str]]:
 
 
 def agent_row(text: str, agent: str) -> dict[str, str]:
-    columns = ["agent", "state", "replicas", "in/s", "out/s", "failed", "dead", "restarts", "why"]
+    columns = ["agent", "state", "replicas", "in/s", "out/s", "failed", "dead", "trimmed", "restarts", "why"]
     [row] = [dict(zip(columns, r)) for r in table_rows(text, "agents") if r[0] == agent]
     return row
 
@@ -211,6 +212,20 @@ def test_a_live_graph_shows_its_rates_and_each_stream_s_backlog(redis_server, re
     assert backlog["length"] == "200"
     assert 0 < int(backlog["lag"]) + int(backlog["pending"]) < 200
     assert float(stream_rows(out)[("main:out", "-")]["writes/s"]) > 10
+
+
+def test_entries_trimmed_before_a_slow_reader_read_them_are_shown(redis_server, redis_client, graph_file,
+                                                                  start_agent, capsys) -> None:
+    graph = graph_file(RELAY.format(delay_ms=0))
+    transport.ensure_group(redis_client, "in", "relay")  # the reader is known, then away
+    pipe = redis_client.pipeline()
+    for _ in range(50):
+        pipe.xadd("in", {"h": b""}, maxlen=10, approximate=False)
+    pipe.execute()
+    redis_client.xtrim("in", maxlen=0)  # what is left is dropped too: 50 trimmed before read
+    start_agent(graph, "relay", health_interval=0.1)
+    wait_until(lambda: "50" == agent_row(status(capsys, graph.file, "--redis", f"main={redis_server.url}")[1],
+                                         "relay")["trimmed"], what="status showing the trimmed entries")
 
 
 def test_watch_redraws_until_ctrl_c_and_then_exits_0(redis_server, graph_file, start_agent) -> None:

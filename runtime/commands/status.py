@@ -122,7 +122,8 @@ def render(view: GraphView, *, only: str | None = None) -> Group:
 def agent_table(agents: list[AgentView]) -> Table:
     table = Table(title="agents", title_justify="left", expand=False)
     for name, justify in [("agent", "left"), ("state", "left"), ("replicas", "right"), ("in/s", "right"),
-                          ("out/s", "right"), ("failed", "right"), ("dead", "right"), ("restarts", "right"),
+                          ("out/s", "right"), ("failed", "right"), ("dead", "right"), ("trimmed", "right"),
+                          ("restarts", "right"),
                           ("why / last error", "left")]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for a in agents:
@@ -131,7 +132,7 @@ def agent_table(agents: list[AgentView]) -> Table:
             why = f"{why}; last error: {a.last_error}" if why else f"last error: {a.last_error}"
         table.add_row(a.name, Text(a.state, style=STYLES.get(a.state, "")), f"{a.seen}/{a.declared}",
                       _rate(a.in_per_s), _rate(a.out_per_s), str(a.failed), str(a.dead_lettered),
-                      str(a.restarts), why)
+                      Text(str(a.trimmed), style="yellow" if a.trimmed else ""), str(a.restarts), why)
     return table
 
 
