@@ -70,7 +70,8 @@ class StreamReader:
         if not entries:
             return entries
         self._learn(entries)
-        if len(entries) >= count and len(entries) < self.batch and (self.batches or count > 1):
+        small = self.entry_bytes is not None and self.entry_bytes * 2 <= READ_BUDGET
+        if len(entries) >= count and len(entries) < self.batch and (self.batches or small):
             # A full reply: there may be a backlog (large entries: only for agents that batch).
             entries += self._more(self.batch - len(entries))
         if self.wait_ms > 0 and len(entries) < self.batch:

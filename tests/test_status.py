@@ -150,9 +150,10 @@ def test_status_from_another_folder_shows_every_agent_and_stream_with_what_was_s
             done = graphrun("status", str(graphs / "line.yaml"), cwd=elsewhere)
             if done.returncode != 0:
                 return False
-            relay = agent_row(done.stdout, "relay")
+            relay, source = agent_row(done.stdout, "relay"), agent_row(done.stdout, "source")
+            quiet = relay["in/s"] == "0.0" and source["out/s"] == "0.0"  # rates span a health interval or two
             return relay["dead"] == "1" and relay["replicas"] == "2/2" and "main:copies" in done.stdout and \
-                stream_rows(done.stdout)[("main:copies", "-")]["length"] == "39"
+                stream_rows(done.stdout)[("main:copies", "-")]["length"] == "39" and quiet
 
         wait_until(settled, timeout=90, what="the poison item dead-lettered and the rest copied")
         done = graphrun("status", "../graphs/line.yaml", cwd=elsewhere)
