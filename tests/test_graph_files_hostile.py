@@ -17,21 +17,10 @@ import pytest
 from graphrun import GraphError, cli, registry
 from graphrun.errors import Problem
 from graphrun.graph import load_graph, parse_graph
+from test_graph_validation import GOOD  # the one valid graph the validation tests start from
 
 TESTS = Path(__file__).parent
 
-GOOD = """\
-name: t
-redis:
-  main: {}
-agents:
-  source:
-    type: sample_agents:Source
-    outputs: {items: main:t.items}
-  relay:
-    type: sample_agents:Relay
-    inputs: {items: source.items}
-"""
 
 
 def problems_in(text: str, environ: dict[str, str] | None = None) -> list[Problem]:
