@@ -16,6 +16,7 @@ then cut the PLC link (``stop``/``start``, memory kept) or replace the PLC by a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -28,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import IO, Any
 
 import psutil
@@ -153,6 +155,22 @@ def prepare_graph(source: Path, folder: Path) -> tuple[Path, list[str]]:
     return copy, notes
 
 
+def stop_launcher(process: subprocess.Popen[bytes], seen: Iterable[psutil.Process]) -> None:
+    """SIGTERM to a launcher (it stops its agents and servers), SIGKILL after STOP_GRACE,
+    then SIGKILL for every process of its tree seen earlier that is still there."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for proc in seen:
+        with contextlib.suppress(psutil.Error):
+            if proc.is_running():  # compares the start time too: never a recycled pid
+                proc.kill()
+
+
 class Line:
     """One run of the graph copy: its launcher, its PLCs, and the processes it started."""
 
@@ -207,19 +225,8 @@ class Line:
     def stop(self) -> None:
         """Orderly stop, then SIGKILL for whatever of ours is left: the harness leaves nothing behind."""
         self._descendants()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for proc in self._seen.values():
-            try:
-                if proc.is_running():  # compares the start time too: never a recycled pid
-                    proc.kill()
-            except psutil.Error:
-                pass
+        if self.process is not None:
+            stop_launcher(self.process, self._seen.values())
         for plc in self.plcs:
             plc.stop()
         if self._log is not None:

@@ -38,7 +38,7 @@ from pathlib import Path
 import psutil
 import redis
 import yaml
-from fault_line import STOP_GRACE, free_port
+from fault_line import free_port, stop_launcher
 from graphrun import codec, load_graph
 from graphrun.redis_server import dies_with_owner
 
@@ -133,16 +133,7 @@ class LineRun:
 
     def stop(self) -> None:
         self._tree()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        for proc in self.seen.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.is_running():  # start time compared too: never a recycled pid
-                    proc.kill()
+        stop_launcher(self.process, self.seen.values())
 
 
 @dataclass
