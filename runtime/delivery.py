@@ -35,7 +35,7 @@ from .health import Counters
 from .message import Message
 from .outbox import Outbox, Write
 from .payload_check import payload_checker
-from .transport import Entry
+from .transport import Entry, id_tuple
 
 log = logging.getLogger("graphrun.runner")
 
@@ -88,7 +88,7 @@ class RetrySchedule:
             if when <= now:
                 out[(instance, stream)].append(entry_id)
         for ids in out.values():
-            ids.sort(key=lambda i: tuple(int(p) for p in i.split("-")))
+            ids.sort(key=id_tuple)
         return out
 
     def scheduled(self) -> dict[tuple[str, str], list[str]]:

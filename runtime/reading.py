@@ -108,31 +108,16 @@ class StreamReader:
         return out
 
 
-def own_pending(client: redis.Redis, group: str, consumer: str, binding: InputBinding, *,
-                upto: str | None = None) -> Iterator[list[Entry]]:
-    """This consumer's pending entries of one stream, in batches, oldest first.
-
-    ``upto``: stop after this id. Entries after it were read by a reader thread and
-    are on their way to the handling thread, which must not handle them twice.
-    """
+def own_pending(client: redis.Redis, group: str, consumer: str, binding: InputBinding) -> Iterator[list[Entry]]:
+    """This consumer's pending entries of one stream, in batches, oldest first."""
     after = "0"
-    limit = _id(upto) if upto is not None else None
     while True:
         entries = transport.read_group(client, group, consumer, {binding.key: after},
                                        count=binding.spec.batch, block_ms=None)
         if not entries:
             return
         after = entries[-1].id
-        if limit is not None:
-            entries = [e for e in entries if _id(e.id) <= limit]
-            if not entries:
-                return
         yield entries
-
-
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 # --- reader threads ---------------------------------------------------------------------

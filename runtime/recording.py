@@ -48,6 +48,7 @@ from .errors import ConfigError, RecordingError
 from .graph import Graph, StreamRef
 from .locate import port_stream
 from .ports import declared_ports
+from .transport import id_tuple
 
 ENCODING = "graphrun-entry"
 PROFILE = "graphrun"
@@ -107,9 +108,8 @@ def unpack_entry(data: bytes) -> tuple[str, dict[bytes, bytes]]:
 
 def id_time(entry_id: bytes | str) -> int:
     """An entry id as nanoseconds: its milliseconds, plus its sequence as a tie-break."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms) * 1_000_000 + min(int(seq or 0), 999_999)
+    ms, seq = id_tuple(entry_id)
+    return ms * 1_000_000 + min(seq, 999_999)
 
 
 def origin_time(fields: Mapping[bytes, bytes]) -> int | None:

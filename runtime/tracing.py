@@ -18,6 +18,7 @@ from .errors import MessageFormatError, NotIndexed
 from .graph import Graph, StreamRef
 from .locate import RunningGraph
 from .message import Message
+from .transport import id_tuple
 
 
 @dataclass(frozen=True)
@@ -78,5 +79,5 @@ def trace(found: RunningGraph, field: str, value: str) -> list[Traced]:
                 traced.append(Traced(at, writer, codec.decode(fields), dead=dead))
             except MessageFormatError as exc:
                 traced.append(Traced(at, writer, None, f"unreadable: {exc}", dead))
-    traced.sort(key=lambda t: (t.written, tuple(int(p) for p in t.at.entry_id.split("-"))))
+    traced.sort(key=lambda t: (t.written, id_tuple(t.at.entry_id)))
     return traced

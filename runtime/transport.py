@@ -216,17 +216,18 @@ def trim_consumed(client: redis.Redis, stream: str) -> int:
         return 0
     keep_from: tuple[int, int] | None = None
     for g in groups:
-        ms, seq = _id_tuple(g["last-delivered-id"])
+        ms, seq = id_tuple(g["last-delivered-id"])
         boundary = (ms, seq + 1)  # the first entry this group has not read
         oldest = client.xpending(stream, g["name"])["min"] if g["pending"] else None
         if oldest is not None:  # (None: acknowledged since XINFO answered)
-            boundary = min(boundary, _id_tuple(oldest))
+            boundary = min(boundary, id_tuple(oldest))
         keep_from = boundary if keep_from is None else min(keep_from, boundary)
     assert keep_from is not None
     return int(client.execute_command("XTRIM", stream, "MINID", f"{keep_from[0]}-{keep_from[1]}"))
 
 
-def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
+def id_tuple(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id as (milliseconds, sequence): ids compare in stream order."""
     ms, _, seq = _text(entry_id).partition("-")
     return int(ms), int(seq or 0)
 
@@ -260,11 +261,11 @@ def trimmed_before_read(client: redis.Redis, stream: str, group: str) -> int | N
     g = groups.get(group)
     if g is None:
         return None
-    last = _id_tuple(g["last-delivered-id"])
+    last = id_tuple(g["last-delivered-id"])
     first = info.get("first-entry")
-    if last >= _id_tuple(info["last-generated-id"]):
+    if last >= id_tuple(info["last-generated-id"]):
         unread = 0
-    elif first is None or last < _id_tuple(first[0]):
+    elif first is None or last < id_tuple(first[0]):
         unread = int(info["length"])  # the group is behind the whole stream
     elif g.get("lag") is not None:
         unread = int(g["lag"])  # inside the stream: Redis's own count

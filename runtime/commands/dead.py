@@ -24,7 +24,7 @@ from pathlib import Path
 
 import redis
 
-from .. import locate
+from .. import locate, transport
 from ..cli import add_redis_option
 from ..errors import DeadLetterError, GraphNotRunning
 from ..follow import entry_id
@@ -233,7 +233,7 @@ def _purge(dead: DeadLetters, ids: list[str], args: argparse.Namespace) -> int:
         print(f"purge would delete every dead letter ({summary}) for good: pass --yes", file=sys.stderr)
         return 1
     for ref, last in newest.items():
-        ms, _, seq = last.partition("-")
-        dead.client(ref).xtrim(ref.key, minid=f"{ms}-{int(seq or 0) + 1}", approximate=False)
+        ms, seq = transport.id_tuple(last)
+        dead.client(ref).xtrim(ref.key, minid=f"{ms}-{seq + 1}", approximate=False)
         print(f"purged {counts[ref]} dead letter(s) of {ref}")
     return 0

@@ -108,18 +108,13 @@ class InstanceRecorder(threading.Thread):
         """Read each stream up to its last entry now, then count what was trimmed unread."""
         for key, position in self.positions.items():
             end, added = _stream_info(self._client, key)
-            while _id(position.last_id) < _id(end):
+            while transport.id_tuple(position.last_id) < transport.id_tuple(end):
                 entries = self._client.xrange(key, min=b"(" + position.last_id, max=end, count=COUNT)
                 if not entries:
                     break
                 self._keep(key, entries)
             if added is not None and position.added_at_start is not None:
                 position.missed = max(0, added - position.added_at_start - position.recorded)
-
-
-def _id(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
 
 
 @contextmanager
