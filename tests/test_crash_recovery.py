@@ -39,7 +39,9 @@ def test_kill_9_in_the_middle_of_10000_messages_loses_none(redis_server: RedisSe
     write_messages(redis_client, "in", [{"seq": i} for i in range(10_000)])
 
     first = agent_process(graph, redis_server.url)
-    wait_until(lambda: redis_client.xlen("out") >= 2_000, timeout=120, what="2,000 copies before the kill")
+    # Kill when a batch is in hand (read, not yet acknowledged), not in the instant between two.
+    wait_until(lambda: redis_client.xlen("out") >= 2_000 and redis_client.xpending("in", "relay")["pending"] > 0,
+               timeout=120, what="2,000 copies before the kill, with a batch in hand")
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert redis_client.xlen("out") < 10_000, "the agent finished before it could be killed"
