@@ -91,7 +91,6 @@ class AgentRunner:
         self._by_instance: dict[str, list[InputBinding]] = {}
         for binding in self.node.inputs.values():
             self._by_instance.setdefault(binding.instance, []).append(binding)
-        self._readers: dict[str, StreamReader] = {}  # made once the agent is known: its batching decides the reads
         self._reader_threads: list[ReaderThread] = []
         self._inbox: queue.Queue[Read] | None = None  # from reader threads, when there are any
         self._outages = Outages(stopping=self.stopping, counters=self.counters, status=self.status,
@@ -111,6 +110,7 @@ class AgentRunner:
         except Exception as exc:
             raise AgentStartError(f"agent {agent_name!r} ({self.node.type}) could not be created: {exc}") from exc
         overridden = type(self.agent).handle_batch is not Agent.handle_batch
+        # Made once the agent is known: whether it batches decides how frames are read.
         self._readers = {i: StreamReader(self._clients[i], self.group, consumer, b, batches=overridden)
                          for i, b in self._by_instance.items()}
         self._delivery = Delivery(agent_name=agent_name, consumer=consumer, inputs=self.node.inputs,
@@ -215,9 +215,11 @@ class AgentRunner:
             if now >= next_claim:
                 self._with_redis(self._reclaim)
                 next_claim = now + self._claim_interval()
-            self._with_redis(self._retry_due)
-            wake = [now + BLOCK_MS / 1000, self._delivery.retries.next_due(), deadline,
-                    next_tick if tick is not None else None]
+            retry = self._delivery.retries.next_due()
+            if retry is not None and retry <= now:
+                self._with_redis(self._retry_due)
+                retry = self._delivery.retries.next_due()
+            wake = [now + BLOCK_MS / 1000, retry, deadline, next_tick if tick is not None else None]
             block_ms = max(1, int((min(w for w in wake if w is not None) - now) * 1000))
             self._with_redis(lambda: self._read_and_handle(block_ms))
 
