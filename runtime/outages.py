@@ -70,7 +70,8 @@ class Outages:
                 self._counters.redis_errors += 1
                 backoff = backoff or Backoff(initial=0.05, maximum=5.0)
                 delay = backoff.next()
-                if isinstance(exc, redis.exceptions.OutOfMemoryError):
+                full = isinstance(exc, redis.exceptions.OutOfMemoryError)
+                if full:
                     delay = min(delay, FULL_RETRY)  # readers free room soon: look again often
                     self._full(exc, delay)
                 else:
@@ -84,7 +85,7 @@ class Outages:
                         return None
                     time.sleep(min(delay, left))  # a set Event would not wait at all
                 else:
-                    if "redis" not in self._status or self._status["redis"].startswith("unreachable"):
+                    if not full:  # a full Redis is logged by _full, at most every ten seconds
                         log.warning("Redis unreachable (%s); retrying in %.2f s", exc, delay)
                     self._stopping.wait(delay)
                 try:
@@ -111,7 +112,7 @@ class Outages:
 
     def _full(self, exc: BaseException, delay: float) -> None:
         """A full Redis (maxmemory reached) is a state to report and recover from: trim what
-        every reader has consumed of this agent's outputs, say so, and back off."""
+        every reader has consumed of this agent's streams, say so, and back off."""
         self._status["redis"] = f"full: {exc}"
         try:
             freed = self._relieve()
@@ -121,7 +122,7 @@ class Outages:
         now = time.monotonic()
         if now - self._full_logged > 10.0:  # at most one line in ten seconds
             self._full_logged = now
-            log.warning("Redis is full (%s): trimmed %d consumed entries of this agent's outputs; "
+            log.warning("Redis is full (%s): trimmed %d consumed entries of this agent's streams; "
                         "retrying in %.2f s", exc, freed, delay)
 
     def _report_unwritten(self) -> None:
