@@ -107,8 +107,7 @@ class Health:
         whose start hangs or crashes shows as such, not as missing."""
         home = self._clients[self._home]
         self._starts = int(home.hincrby(self._starts_key, self._consumer, 1))
-        self._write({"agent": self._agent, "consumer": self._consumer, "pid": os.getpid(), "time": time.time(),
-                     "interval": self.interval, "state": "starting", "starts": self._starts})
+        self._write(self._head("starting", time.time()))
 
     def publish(self, counters: Counters, status: Mapping[str, Any], *, held: int, retrying: int,
                 final: bool = False, stopping: bool = False, last_error: str | None = None) -> None:
@@ -121,9 +120,7 @@ class Health:
         now = time.time()
         state, reason = state_of(status, stopping=stopping, final=final)
         record: dict[str, Any] = {
-            "agent": self._agent, "consumer": self._consumer, "pid": os.getpid(), "time": now,
-            "interval": self.interval, "state": state, "starts": self._starts,
-            **asdict(counters), "held": held, "retrying": retrying, "trimmed_before_read": self._trimmed,
+            **self._head(state, now), **asdict(counters), "held": held, "retrying": retrying, "trimmed_before_read": self._trimmed,
             **self._rates(now, counters), "last_error": last_error,
         }
         # The agent's own status: a key the runtime writes ("state") is kept as "agent_state".
@@ -131,6 +128,11 @@ class Health:
         if reason:
             record["reason"] = reason
         self._write(record)
+
+    def _head(self, state: str, now: float) -> dict[str, Any]:
+        """What every record starts with: who, when, how often, in which state."""
+        return {"agent": self._agent, "consumer": self._consumer, "pid": os.getpid(), "time": now,
+                "interval": self.interval, "state": state, "starts": self._starts}
 
     def _rates(self, now: float, counters: Counters) -> dict[str, float | None]:
         """Messages received and sent per second since the previous record (None on the first)."""
