@@ -2,8 +2,10 @@
 
 The order of a flush is the delivery guarantee's second half: every output of a
 batch is written before any acknowledgement of the messages it came from. When one
-Redis instance is involved, outputs and acknowledgements go in one round trip (Redis
-runs a pipeline's commands in order); when several are, all outputs are sent first.
+Redis instance is involved and nothing is to be indexed, outputs and acknowledgements go
+in one MULTI/EXEC; when several instances are, or outputs are indexed (``index``: the
+index entries need the ids Redis gives), all outputs are sent first, then the index
+entries and acknowledgements.
 
 Lists are cleared only after Redis answered, so a flush repeated after a reconnect
 sends them again: an output may be written twice, never lost.
