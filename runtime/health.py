@@ -34,6 +34,7 @@ log = logging.getLogger("graphrun.runner")
 HEALTH_PREFIX = "graphrun:health:"
 TRIM_EVERY = 5  # counting trims reads the stream's ends: every fifth report is often enough
 STALE_INTERVALS = 5  # a heartbeat older than this many health intervals is stale
+STALE_AFTER = 10.0  # seconds, for a record that does not say its interval
 TTL_INTERVALS = 30  # the hash outlives a stale heartbeat long enough to be shown as stale
 STARTS_PREFIX = "graphrun:starts:"
 
@@ -51,6 +52,13 @@ class Counters:
     reclaimed: int = 0
     redis_errors: int = 0
     redis_restarts: int = 0
+
+
+def stale(record: Mapping[str, Any], now: float) -> bool:
+    """Whether a record's heartbeat is too old for the replica to count as there."""
+    interval = record.get("interval")
+    limit = STALE_INTERVALS * float(interval) if interval else STALE_AFTER
+    return now - float(record.get("time", 0)) > limit
 
 
 def health_key(graph: str, agent: str) -> str:

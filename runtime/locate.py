@@ -21,10 +21,9 @@ import redis
 from . import transport
 from .errors import ConfigError, GraphNotRunning, UnknownPort
 from .graph import Graph, InputBinding, StreamRef, redis_url
-from .health import health_key
+from .health import STALE_AFTER, health_key
 
 CONNECT_TIMEOUT = 2.0
-STALE_AFTER = 10.0  # seconds after which a heartbeat is old (five health intervals)
 
 
 @dataclass
@@ -83,7 +82,9 @@ def connect(graph: Graph, overrides: Mapping[str, str] | None = None) -> Running
 
 def running(graph: Graph, overrides: Mapping[str, str] | None = None, *,
             stale_after: float = STALE_AFTER) -> RunningGraph:
-    """Like ``connect``, and at least one agent has a heartbeat younger than ``stale_after``."""
+    """Like ``connect``, and at least one agent, not stopped, has reported within
+    ``stale_after`` seconds. (A replica stale by its own interval still shows the graph is
+    there: status shows it stale.)"""
     found = connect(graph, overrides)
     now = time.time()
     if not any(now - record.get("time", 0) < stale_after and record.get("state") != "stopped"

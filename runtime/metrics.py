@@ -30,6 +30,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from . import transport
 from .errors import ConfigError
 from .graph import InputBinding
 from .health import Counters
@@ -121,7 +122,7 @@ class AgentMetrics:
             except redis.ResponseError:  # the stream is gone (a Redis that restarted empty): no figure
                 continue
             for info in groups:
-                if _text(info["name"]) == group:
+                if transport.text(info["name"]) == group:
                     lag = info.get("lag")
                     backlog[binding.port] = (None if lag is None else int(lag), int(info["pending"]))
         with self._lock:
@@ -190,8 +191,3 @@ def serve(metrics: AgentMetrics, port: int, host: str = DEFAULT_HOST) -> Any:
                           "(another process has the port? give each agent its own --metrics-port)") from None
     metrics.serving = True
     return server
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-

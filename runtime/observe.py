@@ -24,8 +24,9 @@ import redis
 from . import transport
 from .errors import GraphNotRunning
 from .graph import Graph, StreamRef
-from .health import STALE_INTERVALS, health_key
-from .locate import STALE_AFTER, RunningGraph, connect
+from .health import health_key, stale
+from .locate import RunningGraph, connect
+from .transport import text
 
 # Which state an agent shows when its replicas differ: the first that any replica is in.
 STATE_ORDER = ("degraded", "stale", "starting", "stopping", "running", "stopped")
@@ -153,11 +154,9 @@ def _rank(state: str) -> int:
 def judge(consumer: str, record: Mapping[str, Any], now: float) -> ReplicaView:
     """A record as it stands now: stale when its heartbeat is older than five intervals."""
     age = max(0.0, now - float(record.get("time", 0)))
-    interval = record.get("interval")
-    stale_after = STALE_INTERVALS * float(interval) if interval else STALE_AFTER
     state = str(record.get("state", "running"))
     reason = record.get("reason")
-    if state != "stopped" and age > stale_after:
+    if state != "stopped" and stale(record, now):
         state, reason = "stale", f"no heartbeat for {age:.0f} s (was {record.get('state')})"
     return ReplicaView(consumer, state, age, reason, dict(record))
 
@@ -195,7 +194,7 @@ def read_stream(client: redis.Redis, ref: StreamRef, readers: list[tuple[str, St
     exists, length = pipe.execute()
     if exists:
         view.length = int(length)
-        by_name = {_text(g["name"]): g for g in client.xinfo_groups(ref.key)}
+        by_name = {text(g["name"]): g for g in client.xinfo_groups(ref.key)}
         for group, dead in readers:
             info = by_name.get(group)
             lag = None if info is None or info.get("lag") is None else int(info["lag"])
@@ -212,10 +211,6 @@ def read_stream(client: redis.Redis, ref: StreamRef, readers: list[tuple[str, St
         if dclient is not None:
             view.dead += int(dclient.xlen(dead.key))
     return view
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Observer:

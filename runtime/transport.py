@@ -153,11 +153,11 @@ def parse_read(reply: Any) -> list[Entry]:
         return out
     items = reply.items() if isinstance(reply, dict) else reply
     for stream, entries in items:
-        name = _text(stream)
+        name = text(stream)
         if isinstance(entries, list) and entries and isinstance(entries[0], list) and not isinstance(entries[0][0], bytes):
             entries = entries[0]  # RESP3 nests one more level
         for entry_id, fields in entries:
-            out.append(Entry(name, _text(entry_id), fields or None))
+            out.append(Entry(name, text(entry_id), fields or None))
     return out
 
 
@@ -176,7 +176,7 @@ def delivery_counts(client: redis.Redis, stream: str, group: str, ids: Sequence[
     wanted = set(ids)
     counts = {}
     for row in rows:
-        entry_id = _text(row["message_id"])
+        entry_id = text(row["message_id"])
         if entry_id in wanted:
             counts[entry_id] = int(row["times_delivered"])
     return counts
@@ -196,7 +196,7 @@ def claim_abandoned(client: redis.Redis, stream: str, group: str, consumer: str,
         return []
     # Redis 7 drops entries deleted meanwhile from the pending list and does not return them.
     claimed = client.xclaim(stream, group, consumer, min_idle_ms, ids)
-    return [Entry(stream, _text(entry_id), fields or None) for entry_id, fields in claimed]
+    return [Entry(stream, text(entry_id), fields or None) for entry_id, fields in claimed]
 
 
 def claim_own(client: redis.Redis, stream: str, group: str, consumer: str, ids: Sequence[str]) -> list[Entry]:
@@ -205,7 +205,7 @@ def claim_own(client: redis.Redis, stream: str, group: str, consumer: str, ids: 
     if not ids:
         return []
     claimed = client.xclaim(stream, group, consumer, 0, list(ids))
-    return [Entry(stream, _text(entry_id), fields or None) for entry_id, fields in claimed if entry_id]
+    return [Entry(stream, text(entry_id), fields or None) for entry_id, fields in claimed if entry_id]
 
 
 def trim_consumed(client: redis.Redis, stream: str) -> int:
@@ -228,11 +228,12 @@ def trim_consumed(client: redis.Redis, stream: str) -> int:
 
 def id_tuple(entry_id: bytes | str) -> tuple[int, int]:
     """A stream entry id as (milliseconds, sequence): ids compare in stream order."""
-    ms, _, seq = _text(entry_id).partition("-")
+    ms, _, seq = text(entry_id).partition("-")
     return int(ms), int(seq or 0)
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply's bytes as str (replies may come decoded or not)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
