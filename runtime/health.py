@@ -7,8 +7,8 @@ so a stale replica disappears by itself. ``graphrun status`` reads these records
 The record's ``state`` is "starting" (before the agent's start() ran), "running",
 "degraded" (with ``reason``: Redis unreachable or full, or the agent's own
 ``status["degraded"]``), "stopping" and "stopped". A reader calls a record whose
-``time`` is older than ``STALE_INTERVALS`` of its ``interval`` stale: the replica is
-gone or hung. ``starts`` counts the consumer's starts in a counter beside the hash
+``time`` is older than ``STALE_INTERVALS`` of its ``interval`` (and at least
+``STALE_MIN``) stale: the replica is gone or hung. ``starts`` counts the consumer's starts in a counter beside the hash
 that has no time to live, so restarts are counted across processes.
 
 Owner: the runner's handling thread.
@@ -35,7 +35,9 @@ HEALTH_PREFIX = "graphrun:health:"
 TRIM_EVERY = 5  # counting trims reads the stream's ends: every fifth report is often enough
 STALE_INTERVALS = 5  # a heartbeat older than this many health intervals is stale
 STALE_AFTER = 10.0  # seconds, for a record that does not say its interval
+STALE_MIN = 2.0  # seconds: a busy machine delays a short-interval heartbeat this much without anything hung
 TTL_INTERVALS = 30  # the hash outlives a stale heartbeat long enough to be shown as stale
+TTL_MIN = 6 * STALE_MIN  # seconds, for the same reason when the interval is short
 STARTS_PREFIX = "graphrun:starts:"
 
 
@@ -57,7 +59,7 @@ class Counters:
 def stale(record: Mapping[str, Any], now: float) -> bool:
     """Whether a record's heartbeat is too old for the replica to count as there."""
     interval = record.get("interval")
-    limit = STALE_INTERVALS * float(interval) if interval else STALE_AFTER
+    limit = max(STALE_INTERVALS * float(interval), STALE_MIN) if interval else STALE_AFTER
     return now - float(record.get("time", 0)) > limit
 
 
@@ -153,7 +155,7 @@ class Health:
     def _write(self, record: Mapping[str, Any]) -> None:
         pipe = self._clients[self._home].pipeline(transaction=False)
         pipe.hset(self._key, self._consumer, json.dumps(record, default=str))
-        pipe.pexpire(self._key, int(self.interval * TTL_INTERVALS * 1000))
+        pipe.pexpire(self._key, int(max(self.interval * TTL_INTERVALS, TTL_MIN) * 1000))
         pipe.execute()
 
     def _count_trimmed(self) -> dict[str, int]:

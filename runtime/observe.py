@@ -5,8 +5,8 @@ check asks them about one agent; all three read the same heartbeat, so they agre
 
 An agent's state comes from its replicas' health records (``health``): the worst one
 wins, so a degraded or stale replica is not hidden behind a running one. A record
-older than ``health.STALE_INTERVALS`` of its health interval is "stale": the replica
-is gone or hung. Rates of agents come from the records themselves (two successive
+older than ``health.STALE_INTERVALS`` of its health interval (and ``health.STALE_MIN``)
+is "stale": the replica is gone or hung. Rates of agents come from the records themselves (two successive
 records); a stream's write rate needs two looks, so an ``Observer`` keeps the last.
 """
 
@@ -152,7 +152,7 @@ def _rank(state: str) -> int:
 
 
 def judge(consumer: str, record: Mapping[str, Any], now: float) -> ReplicaView:
-    """A record as it stands now: stale when its heartbeat is older than five intervals."""
+    """A record as it stands now: stale when its heartbeat is older than five intervals (and two seconds)."""
     age = max(0.0, now - float(record.get("time", 0)))
     state = str(record.get("state", "running"))
     reason = record.get("reason")
