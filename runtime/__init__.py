@@ -31,6 +31,7 @@ from .message import Hop, Message
 from .observe import GraphHealth
 from .pacing import Pacer
 from .ports import Input, Inputs, Output, Outputs
+from .secrets import operator_token, read_secret, token_matches
 from .transport import connect as connect_redis
 
 __all__ = [
@@ -62,5 +63,8 @@ __all__ = [
     "add_redis_option",
     "connect_redis",
     "load_graph",
+    "operator_token",
+    "read_secret",
     "redis_url",
+    "token_matches",
 ]
