@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from graphrun_agents.errors import EncodingError, RegisterMapError
 from graphrun_agents.modbus.encoding import decode, encode
-from graphrun_agents.modbus.join import Join, Offer, Outcome
+from graphrun_agents.part_join import Join, Offer, Outcome
 from graphrun_agents.modbus.layout import Layout, Request
 from graphrun_agents.modbus.regmap import Entry, RegisterMap
 

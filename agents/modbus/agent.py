@@ -23,7 +23,7 @@ from graphrun import Agent, Backoff, DeadLetter, Inputs, Message, Output, Retry
 
 from ..errors import AgentConfigError, EncodingError, PlcExceptionReply, PlcUnreachable
 from ..messages import PlcResult, Verdict
-from .join import Join, Offer, Outcome, Part
+from ..part_join import Join, Offer, Outcome, Part
 from .layout import Layout
 from .plc import PlcLink
 from .regmap import RegisterMap

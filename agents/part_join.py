@@ -1,5 +1,9 @@
 """Joining verdicts per part: pure logic, no I/O, driven by the agent with the current time.
 
+One join for every agent that hands a part's result to a far side (the Modbus PLC,
+an OPC UA server, an MQTT broker): the same rule of outcome, timeout and duplicates
+wherever a line's results leave it.
+
 A part is complete when every connected view has sent its verdict; it is defective if
 any view says so. A part still missing a view ``timeout`` seconds after its first
 verdict is closed as incomplete: it is never passed silently. Closed parts queue in
@@ -103,7 +107,7 @@ class Join(Generic[T]):
         return expired
 
     def written(self, part: Part[T]) -> None:
-        """The head of the queue reached the PLC: forget it, but remember its id."""
+        """The head of the queue reached the far side: forget it, but remember its id."""
         if not self.queue or self.queue[0] is not part:
             raise ValueError(f"part {part.part_id} is not the next one to write")
         self.queue.popleft()
@@ -111,8 +115,8 @@ class Join(Generic[T]):
         self.remember(part.part_id)
 
     def already_written(self, part_id: int) -> list[T]:
-        """The PLC shows ``part_id`` (learned after verdicts of it arrived: the agent waited
-        for the PLC): drop its part wherever it waits, remember it, and return its items,
+        """The far side shows ``part_id`` (learned after verdicts of it arrived: the agent
+        waited for it): drop its part wherever it waits, remember it, and return its items,
         to be acknowledged without a write."""
         part = self.open.pop(part_id, None) or self._queued.pop(part_id, None)
         if part is not None and part.outcome is not None:
@@ -121,7 +125,7 @@ class Join(Generic[T]):
         return [] if part is None else part.items
 
     def remember(self, part_id: int) -> None:
-        """Treat ``part_id`` as written (the PLC already shows it, after a restart)."""
+        """Treat ``part_id`` as written (the far side already shows it, after a restart)."""
         self._written[part_id] = None
         self._written.move_to_end(part_id)
         while len(self._written) > self._memory:
