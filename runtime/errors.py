@@ -92,6 +92,17 @@ class AgentStartError(GraphrunError):
     """
 
 
+class ParamError(GraphrunError):
+    """A parameter that passed validation proves wrong when the agent starts (a node id
+    the server does not have): raised from ``start`` with ``path``, the field within the
+    agent's ``params``, so the runner names the graph file's line (and, as for any
+    ``AgentStartError``, the launcher does not restart the agent)."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str):
+        self.path = tuple(path)
+        super().__init__(message)
+
+
 # --- control flow, raised by agent code ---------------------------------------------
 
 

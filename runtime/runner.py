@@ -29,7 +29,7 @@ import redis
 from . import codec, index, transport
 from .agent import Agent
 from .delivery import Delivery
-from .errors import AgentStartError, ConfigError
+from .errors import AgentStartError, ConfigError, ParamError
 from .graph import AgentNode, Graph, InputBinding, OutputBinding, redis_url
 from .health import HEALTH_PREFIX, Counters, Health
 from .message import Message
@@ -178,7 +178,10 @@ class AgentRunner:
         if self.stopping.is_set():
             return
         self._say_starting()
-        self._agent_code(self.agent.start)
+        try:
+            self._agent_code(self.agent.start)
+        except ParamError as exc:
+            raise AgentStartError(self._param_problem(exc)) from exc
         self.started.set()
         log.info("agent %s started as consumer %s (%s)", self.node.name, self.consumer,
                  ", ".join(f"{i}={transport.describe(u)}" for i, u in self._urls.items()))
@@ -222,6 +225,14 @@ class AgentRunner:
             wake = [now + BLOCK_MS / 1000, retry, deadline, next_tick if tick is not None else None]
             block_ms = max(1, int((min(w for w in wake if w is not None) - now) * 1000))
             self._with_redis(lambda: self._read_and_handle(block_ms))
+
+    def _param_problem(self, exc: ParamError) -> str:
+        """``FILE:LINE:COL: message (field)`` of a parameter the agent found wrong at start."""
+        path = ("agents", self.node.name, "params", *exc.path)
+        source = self.graph.source
+        if source is None:
+            return f"{self.graph.file}: {exc} (agents.{self.node.name}.params)"
+        return str(source.problem(path, f"agent {self.node.name!r} could not start: {exc}"))
 
     def _agent_code(self, call: Callable[[], None]) -> None:
         """Run a hook outside message handling (start, tick, produce, stop) as an attempt:
