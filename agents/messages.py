@@ -48,6 +48,10 @@ class Verdict(TypedDict):
     backend: str
     preprocess_ms: float
     inference_ms: float
+    # Where the defect is, from a model with a per-cell output (the shipped one has it):
+    # h x w uint8, 255 = certainly defective, over the frame pixels x, y, width, height.
+    defect_map: NotRequired[np.ndarray]
+    defect_map_region: NotRequired[list[int]]
     truth: NotRequired[Truth | None]
 
 

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from graphrun_agents.camera.synthetic import SyntheticConfig, render_part
+from defect_map import add_defect_map  # beside this script
 
 INPUT_W, INPUT_H = 320, 256
 CELL = 16  # input pixels per cell of the output grid (four 2x poolings)
@@ -407,7 +408,7 @@ def export(model, path: Path, threshold: float, version: str, opset: int) -> Non
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = "Finger-follower surface defects vs dust and particles; output: P(defective)."
-    onnx.save(proto, str(path))
+    onnx.save(add_defect_map(proto), str(path))  # where the defect is, for the operator's screen
 
 
 def evaluate(path: Path, args: argparse.Namespace) -> dict:

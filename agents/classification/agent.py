@@ -21,7 +21,7 @@ from graphrun_agents.errors import FrameFormatError, ModelError, PreprocessConfi
 from graphrun_agents.messages import Frame, Verdict
 
 from . import backends, redisai
-from .model import DEFAULT_MODEL, ModelInfo, defect_scores, read_model, spec_for
+from .model import DEFAULT_MODEL, ModelInfo, defect_scores, map_to_bytes, read_model, spec_for
 from .params import ClassificationParams
 from .preprocess import Preprocessor
 from .versions import ModelVersions, instance_id
@@ -172,9 +172,9 @@ class ClassificationAgent(Agent):
             self.log.error("inference of %d frame(s) failed, trying again in 1 s: %s", len(batch), exc)
             return False
         del self._queue[:count]
-        for q, (score, normalise_ms, inference_ms) in zip(batch, results):
+        for q, (score, normalise_ms, inference_ms, cells) in zip(batch, results):
             q.preprocess_ms += normalise_ms
-            self.verdicts.send(self._verdict(judge, q, score, inference_ms), parent=q.msg)
+            self.verdicts.send(self._verdict(judge, q, score, inference_ms, cells), parent=q.msg)
         held = [q.msg for q in batch if q.held]
         if held:
             self.release(*held)
@@ -183,9 +183,10 @@ class ClassificationAgent(Agent):
         self.status.update(verdicts=self._judged, rejected=self._rejected)
         return True
 
-    def _infer(self, judge: Judge, images: list[np.ndarray]) -> list[tuple[float, float, float]]:
-        """(score, normalisation ms, inference ms) per image, batched by size and by the model's fixed batch."""
-        results: list[tuple[float, float, float] | None] = [None] * len(images)
+    def _infer(self, judge: Judge, images: list[np.ndarray]) -> list[tuple[float, float, float, np.ndarray | None]]:
+        """(score, normalisation ms, inference ms, defect map or None) per image, batched by size and
+        by the model's fixed batch."""
+        results: list[tuple[float, float, float, np.ndarray | None] | None] = [None] * len(images)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
             by_shape.setdefault(image.shape, []).append(i)
@@ -200,13 +201,15 @@ class ClassificationAgent(Agent):
                 if fixed and len(chunk) < fixed:  # a frozen batch axis: pad with copies of the first
                     tensor = np.concatenate([tensor, np.repeat(tensor[:1], fixed - len(chunk), axis=0)])
                 began = time.perf_counter()
-                scores = defect_scores(judge.model.run(tensor))
+                output, cells = judge.model.run_with_map(tensor)
+                scores = defect_scores(output)
                 elapsed = (time.perf_counter() - began) * 1000
-                for i, score in zip(chunk, scores):
-                    results[i] = (float(score), normalise_ms, elapsed)
+                for k, (i, score) in enumerate(zip(chunk, scores)):
+                    results[i] = (float(score), normalise_ms, elapsed, None if cells is None else cells[k])
         return results  # type: ignore[return-value]
 
-    def _verdict(self, judge: Judge, q: _Queued, score: float, inference_ms: float) -> Verdict:
+    def _verdict(self, judge: Judge, q: _Queued, score: float, inference_ms: float,
+                 cells: np.ndarray | None = None) -> Verdict:
         defective = score >= judge.threshold
         self._rejected += defective
         verdict: Verdict = {
@@ -222,9 +225,27 @@ class ClassificationAgent(Agent):
             "preprocess_ms": round(q.preprocess_ms, 3),
             "inference_ms": round(inference_ms, 3),
         }
+        region = self._map_region(judge, q.msg) if cells is not None else None
+        if region is not None:
+            verdict["defect_map"] = map_to_bytes(cells)
+            verdict["defect_map_region"] = region
         if "truth" in q.msg.payload:
             verdict["truth"] = q.msg["truth"]
         return verdict
+
+    @staticmethod
+    def _map_region(judge: Judge, msg: Message) -> list[int] | None:
+        """The frame pixels (x, y, width, height) the defect map covers: the crop, or the whole frame.
+
+        None for a letterboxed input, whose map also covers the padding.
+        """
+        spec = judge.preprocessor.spec
+        if spec.keep_aspect:
+            return None
+        if spec.roi is not None:
+            return list(spec.roi)
+        image = msg["image"]
+        return [0, 0, int(image.shape[1]), int(image.shape[0])]
 
     # --- models and versions ----------------------------------------------------------------
 

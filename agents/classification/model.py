@@ -30,6 +30,9 @@ META_THRESHOLD = "graphrun.threshold"
 META_NAME = "graphrun.name"
 META_VERSION = "graphrun.version"
 META_LABELS = "graphrun.labels"
+#: An optional second output: P(defective) per cell of the model's input, [N, 1, h, w]
+#: (a fully convolutional model's map; ``training/defect_map.py`` adds it on export).
+DEFECT_MAP = "defect_map"
 
 #: The shipped finger-follower defect model (its card is MODEL_CARD.md beside it): package
 #: data, so an installed wheel has it wherever the package is.
@@ -73,6 +76,10 @@ class ModelInfo:
         """(label of a good part, label of a defective one)."""
         ok, _, bad = self.metadata.get(META_LABELS, "ok,defect").partition(",")
         return ok, bad or "defect"
+
+    @property
+    def has_defect_map(self) -> bool:
+        return DEFECT_MAP in self.output_names
 
     @property
     def fixed_batch(self) -> int | None:
@@ -138,6 +145,19 @@ def defect_scores(output: np.ndarray) -> np.ndarray:
         shifted = np.exp(out - out.max(axis=1, keepdims=True))
         return shifted[:, 1] / shifted.sum(axis=1)
     raise ModelError(f"model output of shape {list(out.shape)}: expected (N,), (N, 1) or (N, 2) defect scores")
+
+
+def map_to_bytes(cells: np.ndarray) -> np.ndarray:
+    """A model's per-cell probabilities ([1, h, w] or [h, w]) as an h x w uint8 map, 255 = certain.
+
+    A few hundred bytes in a verdict, enough to draw where the defect is.
+    """
+    cells = np.asarray(cells, dtype=np.float64)
+    if cells.ndim == 3 and cells.shape[0] == 1:
+        cells = cells[0]
+    if cells.ndim != 2:
+        raise ModelError(f"model output {DEFECT_MAP!r} of shape {list(cells.shape)} per frame: expected [1, h, w]")
+    return np.round(np.clip(np.nan_to_num(cells), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def spec_for(info: ModelInfo, overrides: dict[str, Any], version: str) -> PreprocessSpec:

@@ -7,7 +7,7 @@ import onnxruntime as ort
 
 from graphrun_agents.errors import ModelError
 
-from .model import ModelInfo, info_from_session
+from .model import DEFECT_MAP, ModelInfo, info_from_session
 
 
 class OnnxRuntimeModel:
@@ -42,6 +42,13 @@ class OnnxRuntimeModel:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The model's first output for ``batch``."""
         return self.session.run(self.info.output_names[:1], {self.info.input_name: batch})[0]
+
+    def run_with_map(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The first output and, if the model has one, its defect map, from one inference."""
+        if not self.info.has_defect_map:
+            return self.run(batch), None
+        scores, cells = self.session.run([self.info.output_names[0], DEFECT_MAP], {self.info.input_name: batch})
+        return scores, cells
 
     def close(self) -> None:
         """Nothing to release remotely; the session goes with the object."""

@@ -219,6 +219,10 @@ class RedisAIModel:
             raise RedisAIError(f"AI.DAGEXECUTE on model {self.key!r} failed: {exc}") from exc
         return parse_dag_reply(reply)
 
+    def run_with_map(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
+        """The first output; the DAG fetches no other, so there is no defect map on RedisAI."""
+        return self.run(batch), None
+
     def close(self) -> None:
         """The stored model stays: other replicas, and a rollback, may use it."""
 
