@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MessageFormatError
-from .message import SCHEMA_VERSION, Hop, Message
+from .message import SCHEMA_VERSION, Hop, Message, Request
 
 HEADER = b"h"
 _ARRAY_KEY = "__ndarray__"
@@ -54,6 +54,9 @@ def encode(message: Message) -> dict[bytes, Any]:
         "hops": [[h.agent, h.received, h.sent] for h in message.hops],
         "p": message.payload,
     }
+    if message.request is not None:
+        r = message.request
+        header["rq"] = {"id": r.id, "to": list(r.reply), "ans": r.answer, "dl": r.deadline, "pri": r.priority}
     try:
         text = json.dumps(header, default=default, allow_nan=True, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -94,9 +97,20 @@ def decode(fields: Mapping[bytes, bytes]) -> Message:
             created=float(header["t0"]),
             hops=hops,
             schema=version,
+            request=_request(header.get("rq")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageFormatError(f"envelope field is missing or malformed: {exc!r}") from exc
+
+
+def _request(raw: Any) -> Request | None:
+    """The request an envelope carries, if any; KeyError, TypeError or ValueError if malformed."""
+    if raw is None:
+        return None
+    instance, key = raw["to"]
+    deadline = raw.get("dl")
+    return Request(str(raw["id"]), (str(instance), str(key)), str(raw["ans"]),
+                   None if deadline is None else float(deadline), int(raw.get("pri", 0)))
 
 
 def _array(fields: Mapping[bytes, bytes], name: Any, spec: dict[str, Any]) -> np.ndarray:

@@ -18,6 +18,7 @@ Owner: the runner's handling thread. Reader threads never touch this state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -185,7 +186,7 @@ class Delivery:
             self.retries.forget(binding.instance, binding.key, [message.entry_id or ""])
             self._last_errors.pop(message.entry_id or "", None)
         self._counters.handled += len(messages)
-        self._outbox.commit(attempt.writes, acks)
+        self._outbox.commit(_mark_answers_ended(attempt.writes), acks)
 
     # --- a batch read from Redis -----------------------------------------------------------
 
@@ -218,14 +219,29 @@ class Delivery:
             if problem is not None:
                 self.dead_letter(binding, entry, f"payload does not fit input {binding.port!r}: {problem}")
                 continue
+            if message.request is not None and message.request.expired(received):
+                self._skip_expired(binding, entry, message)
+                continue
             message.port, message.entry_id, message.stream, message.received = binding.port, entry.id, entry.stream, received
             raw[(entry.stream, entry.id)] = entry
             good.append(message)
+        if any(m.request is not None and m.request.priority for m in good):
+            good.sort(key=lambda m: -m.request.priority if m.request is not None else 0)  # stable: else in order
         if good:
             started = time.perf_counter()
             self._handle(good, raw)
             if self._on_batch is not None:
                 self._on_batch(good, time.perf_counter() - started)
+
+    def _skip_expired(self, binding: InputBinding, entry: Entry, message: Message) -> None:
+        """A request its caller no longer waits for: acknowledged, not handled."""
+        self._outbox.commit([], {binding: [entry.id]})
+        self.retries.forget(binding.instance, binding.key, [entry.id])
+        self._counters.expired += 1
+        request = message.request
+        late = 0.0 if request is None or request.deadline is None else time.time() - request.deadline
+        log.info("skipped %s/%s: request %s expired %.3f s before it was handled",
+                 binding.key, entry.id, request.id if request else "?", late)
 
     def _handle(self, messages: list[Message], raw: Mapping[tuple[str, str], Entry]) -> None:
         if self._handle_batch is None:
@@ -307,3 +323,15 @@ class Delivery:
         self._last_errors.pop(entry.id, None)
         self._counters.dead_lettered += 1
         log.error("dead-lettered %s/%s to %s: %s", binding.key, entry.id, target, reason)
+
+
+REPLY_END = b"end"  # the field that marks the last entry of an answer on a reply stream
+
+
+def _mark_answers_ended(writes: list[Write]) -> list[Write]:
+    """Marks the last reply of each request among one attempt's writes: a streamed answer
+    (chunks sent while one message was handled) ends there, and the caller stops reading."""
+    last = {w.reply: i for i, w in enumerate(writes) if w.reply is not None}
+    for i in last.values():
+        writes[i] = dataclasses.replace(writes[i], fields={**writes[i].fields, REPLY_END: b"1"})
+    return writes

@@ -51,6 +51,7 @@ class Counters:
     failed: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    expired: int = 0  # requests skipped: their caller's deadline had passed
     reclaimed: int = 0
     redis_errors: int = 0
     redis_restarts: int = 0

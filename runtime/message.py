@@ -49,6 +49,28 @@ class Hop:
     sent: float
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What makes a message part of a request from outside the graph (``graphrun.client``).
+
+    It travels in the envelope from the request to every message derived from it, so an
+    agent needs no code of its own to answer: when the agent and port named by ``answer``
+    send, the runtime also writes that output to the reply stream ``reply`` (a Redis
+    instance of the graph and a key), where the caller waits for the correlation ``id``.
+    ``deadline`` (wall-clock seconds) is when the caller stops waiting: a request not yet
+    handled by then is skipped, not processed. ``priority`` orders the requests of one read.
+    """
+
+    id: str
+    reply: tuple[str, str]  # (Redis instance, key of the reply stream)
+    answer: str  # "AGENT.PORT" whose output is the answer
+    deadline: float | None = None
+    priority: int = 0
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now > self.deadline
+
+
 @dataclass(slots=True)
 class Message(Generic[P]):
     """A payload with its envelope.
@@ -63,6 +85,7 @@ class Message(Generic[P]):
     created: float = field(default_factory=time.time)
     hops: tuple[Hop, ...] = ()
     schema: int = SCHEMA_VERSION
+    request: Request | None = None  # set when the message answers a request from outside
     # Set on received messages only.
     port: str | None = None
     entry_id: str | None = None
@@ -84,7 +107,9 @@ class Message(Generic[P]):
         return time.time() - self.created
 
     def derive(self, payload: Mapping[str, Any], *, producer: str, sent: float | None = None) -> Message:
-        """A new message made from this one: it keeps the origin time and extends the trace."""
+        """A new message made from this one: it keeps the origin time and the request it
+        answers, and extends the trace."""
         now = time.time() if sent is None else sent
         hop = Hop(producer, self.received if self.received is not None else now, now)
-        return Message(payload, producer=producer, created=self.created, hops=self.hops + (hop,))
+        return Message(payload, producer=producer, created=self.created, hops=self.hops + (hop,),
+                       request=self.request)

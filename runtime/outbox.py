@@ -41,6 +41,8 @@ class Write:
     max_bytes: int | None = None
     index_key: str | None = None  # the index list that names this entry (``index``), if any
     index_ttl: int = index.DEFAULT_TTL
+    expire: int | None = None  # seconds the stream lives after this write (reply streams), if set
+    reply: str | None = None  # the correlation id of the request this entry answers, if any
 
     def bound(self) -> int:
         """The length bound: ``maxlen``, or fewer when that many entries of this size
@@ -98,6 +100,8 @@ class Outbox:
             if w.index_key is not None:
                 indexed[w.instance].append((len(outputs[w.instance]), w.index_key, w))
             outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.bound(), "*", *_flat(w.fields)))
+            if w.expire is not None:
+                outputs[w.instance].append(("EXPIRE", w.key, w.expire))
         after: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for binding, ids in self.acks.items():
             if ids:

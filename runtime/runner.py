@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from . import codec, index, transport
+from . import codec, index, replies, transport
 from .agent import Agent
 from .delivery import Delivery
 from .errors import AgentStartError, ConfigError, ParamError
@@ -146,12 +146,19 @@ class AgentRunner:
 
     def emit(self, port: str, payload: Mapping[str, Any], parent: Message | None) -> None:
         binding: OutputBinding | None = self.node.outputs.get(port)
-        if binding is None:
-            return  # a dynamic output the graph does not connect
         parent = parent or self._delivery.current
+        request = parent.request if parent is not None else None
+        answers = request is not None and request.answer == f"{self.node.name}.{port}"
+        if binding is None and not answers:
+            return  # a dynamic output the graph does not connect
         message = Message(payload, producer=self.node.name) if parent is None else parent.derive(payload, producer=self.node.name)
-        self._delivery.emit(Write(binding.instance, binding.key, binding.maxlen, codec.encode(message), binding.max_bytes,
-                                  index.key_of(self.graph.name, binding.index, payload), binding.index_ttl))
+        fields = codec.encode(message)
+        if binding is not None:
+            self._delivery.emit(Write(binding.instance, binding.key, binding.maxlen, fields, binding.max_bytes,
+                                      index.key_of(self.graph.name, binding.index, payload), binding.index_ttl))
+        if answers:  # the answer to a request from outside also goes to its caller's reply stream
+            self.redis(request.reply[0])  # a client for the reply's instance, for the outbox
+            self._delivery.emit(replies.answer(request, fields))
 
     def hold(self, message: Message) -> None:
         self._delivery.hold(message)
