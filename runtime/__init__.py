@@ -10,6 +10,7 @@ Everything here is the public API, for agents and for the packages that ship the
 
 __version__ = "0.1.0"  # first: the command line, imported below, reads it
 
+from .access import KeyGrant, RedisAccess
 from .agent import Agent, NoParams
 from .backoff import Backoff
 from .cli import add_redis_option
@@ -50,6 +51,7 @@ __all__ = [
     "Hop",
     "Input",
     "Inputs",
+    "KeyGrant",
     "Message",
     "MessageFormatError",
     "NoParams",
@@ -59,6 +61,7 @@ __all__ = [
     "ParamError",
     "PortError",
     "Problem",
+    "RedisAccess",
     "RedisModule",
     "RedisUnavailable",
     "Retry",

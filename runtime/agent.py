@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from .access import RedisAccess
 from .deployment import Deployment, network_address
 from .message import Message
 from .ports import Sender, _Port, declared_ports
@@ -176,6 +177,17 @@ class Agent:
         ``dataclasses.replace(super().deployment(params), ...)``.
         """
         return network_address(params)
+
+    @classmethod
+    def redis_access(cls, params: Any, *, graph: str, agent: str, home: str) -> RedisAccess:
+        """What this agent opens in Redis beyond its ports, for its ACL user (``graphrun acl``).
+
+        ``params`` is the agent's validated ``Params``; ``graph`` and ``agent`` the names
+        its keys are made of; ``home`` its node's Redis instance. The runtime grants the
+        ports, health and dead letters itself; override this for keys an agent keeps
+        through ``self.redis(...)`` (see ``graphrun.KeyGrant``). The default: nothing more.
+        """
+        return RedisAccess()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
