@@ -67,6 +67,17 @@ class UnknownPort(GraphrunError):
     the agents or the ports that exist."""
 
 
+class RequestTimeout(GraphrunError, TimeoutError):
+    """A request from outside the graph (``GraphClient``) got no answer by its deadline.
+    Nothing of it is left behind: the request is taken back from its stream if no agent
+    took it, an agent that takes it later skips it, and the reply stream expires."""
+
+
+class BacklogFull(GraphrunError):
+    """A ``GraphClient`` refused a request: the port's consumer group has more entries
+    waiting (not yet read, or read and not yet acknowledged) than the client's limit."""
+
+
 class RenderError(GraphrunError):
     """A picture of a graph could not be drawn: Graphviz's ``dot`` is missing or failed."""
 
