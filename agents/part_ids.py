@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from graphrun import Agent, ConfigError
+from graphrun import Agent, ConfigError, KeyGrant
 
 KEY_PREFIX = "graphrun:part_id"
 
@@ -28,6 +28,12 @@ KEY_PREFIX = "graphrun:part_id"
 def part_id_key(graph: str, agent: str) -> str:
     """Where the next part id of ``agent`` in ``graph`` is kept."""
     return f"{KEY_PREFIX}:{graph}:{agent}"
+
+
+def part_ids_access(graph: str, agent: str, home: str) -> KeyGrant:
+    """What an agent numbering parts needs in Redis: its own next-id key, read and written
+    (for ``Agent.redis_access``)."""
+    return KeyGrant(home, ("get", "set"), (part_id_key(graph, agent),))
 
 
 class PartIds:

@@ -31,7 +31,8 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired
 
-from graphrun import Agent, AgentStartError, Backoff, DeadLetter, Deployment, Input, Message, Output, Pacer, Retry
+from graphrun import (Agent, AgentStartError, Backoff, DeadLetter, Deployment, Input, Message, Output, Pacer,
+                      RedisAccess, Retry)
 from graphrun_agents.errors import (
     CameraConfigError,
     CameraError,
@@ -41,7 +42,7 @@ from graphrun_agents.errors import (
     PixelFormatError,
 )
 from graphrun_agents.messages import Frame
-from graphrun_agents.part_ids import PartIds
+from graphrun_agents.part_ids import PartIds, part_ids_access
 
 from .deployment import camera_deployment
 from .pixel_formats import convert
@@ -164,6 +165,11 @@ class CameraAgent(Agent):
     @classmethod
     def deployment(cls, params: CameraParams) -> Deployment:
         return camera_deployment(params)
+
+    @classmethod
+    def redis_access(cls, params: CameraParams, *, graph: str, agent: str, home: str) -> RedisAccess:
+        """Its next part id (a camera numbering its own frames), kept on its home Redis."""
+        return RedisAccess(grants=(part_ids_access(graph, agent, home),))
 
     def start(self) -> None:
         self._source = make_source(self.params)

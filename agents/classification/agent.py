@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 
-from graphrun import Agent, DeadLetter, Deployment, GraphrunError, Input, Message, Output, RedisModule
+from graphrun import (Agent, DeadLetter, Deployment, GraphrunError, Input, KeyGrant, Message, Output, RedisAccess,
+                      RedisModule)
 from graphrun_agents.errors import FrameFormatError, ModelError, PreprocessConfigError, RedisAIError
 from graphrun_agents.messages import Frame, Verdict
 
@@ -24,7 +25,7 @@ from . import backends, redisai
 from .model import DEFAULT_MODEL, ModelInfo, defect_scores, map_to_bytes, read_model, spec_for
 from .params import ClassificationParams
 from .preprocess import Preprocessor
-from .versions import ModelVersions, instance_id
+from .versions import AGENT_COMMANDS, ModelVersions, instance_id, keys_of
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,18 @@ class ClassificationAgent(Agent):
     Params = ClassificationParams
     params: ClassificationParams
     tick_interval = 0.2  # set per instance in start(): the version poll and the batch wait
+
+    @classmethod
+    def redis_access(cls, params: ClassificationParams, *, graph: str, agent: str, home: str) -> RedisAccess:
+        """Its model versions (following deployments, registering its first model) and, where
+        RedisAI may run it, MODULE LIST and the module's commands on its own models' keys."""
+        grants = []
+        if params.model_updates:
+            grants.append(KeyGrant(params.registry_instance(home), AGENT_COMMANDS, (keys_of(agent),)))
+        if params.redisai and params.backend != "onnxruntime":
+            grants += [KeyGrant(params.redisai, ("module|list",)),
+                       KeyGrant(params.redisai, redisai.COMMANDS, (f"{keys_of(agent)[:-1]}ai:*",))]
+        return RedisAccess(grants=tuple(grants))
 
     @classmethod
     def deployment(cls, params: ClassificationParams) -> Deployment:

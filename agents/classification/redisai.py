@@ -20,6 +20,8 @@ from .model import ModelInfo
 
 #: RedisAI's name in MODULE LIST.
 MODULE_NAME = "ai"
+#: What the agent runs on its models' keys (ACL): store, look up and run them.
+COMMANDS = ("exists", "ai.modelstore", "ai.dagexecute", "ai.modelexecute", "ai.tensorset", "ai.tensorget")
 #: Chunk size for model blobs: under Redis' default proto-max-bulk-len of 512 MB.
 DEFAULT_CHUNK_BYTES = 500 * 1024 * 1024
 #: RedisAI is not in the plain Redis image: the module's published images (amd64 only)...

@@ -25,6 +25,13 @@ import redis
 from graphrun_agents.errors import ModelError
 
 PREFIX = "graphrun:model"
+#: What a running agent does with its versions: read them, add the first, report itself.
+AGENT_COMMANDS = ("get", "set", "hget", "hset", "hdel", "hgetall", "rpush", "lrange", "watch", "unwatch")
+
+
+def keys_of(agent: str) -> str:
+    """The key pattern of every key of one agent's versions (RedisAI's copies included)."""
+    return f"{PREFIX}:{agent}:*"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graphrun import Agent, DeadLetter, GraphHealth, Inputs, Message
+from graphrun import Agent, DeadLetter, GraphHealth, Inputs, Message, RedisAccess
 
 from ..errors import AgentConfigError, PreviewError
 from ..messages import Frame, Verdict
@@ -31,6 +31,12 @@ class HmiAgent(Agent):
 
     Params = HmiParams
     params: HmiParams
+
+    @classmethod
+    def redis_access(cls, params: HmiParams, *, graph: str, agent: str, home: str) -> RedisAccess:
+        """The page shows every agent's heartbeat and every stream's backlog: it reads what
+        ``graphrun status`` reads."""
+        return RedisAccess(observe=True)
 
     def start(self) -> None:
         if not self.frames and not self.verdicts:

@@ -16,8 +16,8 @@ from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphrun import Agent, Output, Pacer
-from graphrun_agents.part_ids import PartIds
+from graphrun import Agent, Output, Pacer, RedisAccess
+from graphrun_agents.part_ids import PartIds, part_ids_access
 
 #: Default bound of a ``parts`` stream: tiny messages, and a camera behind by more than
 #: this many parts has missed them anyway.
@@ -46,6 +46,11 @@ class TriggerAgent(Agent):
 
     Params = TriggerParams
     params: TriggerParams
+
+    @classmethod
+    def redis_access(cls, params: TriggerParams, *, graph: str, agent: str, home: str) -> RedisAccess:
+        """Its next part id, kept on its home Redis."""
+        return RedisAccess(grants=(part_ids_access(graph, agent, home),))
 
     def start(self) -> None:
         self._ids = PartIds.of(self, self.params.part_id_start)
