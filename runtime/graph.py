@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -54,6 +54,15 @@ class _Strict(BaseModel):
 Persistence = Literal["aof", "rdb", "none"]
 
 
+class TlsSpec(_Strict):
+    """Files for TLS to a Redis instance (``rediss://``); a relative path is the graph file's folder's."""
+
+    ca: str = Field(description="the CA certificate the server's certificate is checked against (PEM)")
+    cert: str | None = Field(None, description="this client's certificate, for a server that asks for one (PEM)")
+    key: str | None = Field(None, description="the private key of cert (PEM)")
+    check_hostname: bool = Field(True, description="the server's certificate must name the host of the url")
+
+
 class RedisSpec(_Strict):
     """A named Redis instance. Without a url, ``graphrun run`` starts a local redis-server.
 
@@ -66,6 +75,7 @@ class RedisSpec(_Strict):
     maxmemory: str | None = Field(None, description="for a server graphrun starts, e.g. '2gb'")
     persistence: Persistence = Field(
         "aof", description="aof: append-only file fsynced each second; rdb: snapshots only; none: memory only")
+    tls: TlsSpec | None = Field(None, description="CA and client certificate files for a rediss:// url")
 
 
 class NodeSpec(_Strict):
@@ -365,6 +375,8 @@ class _Resolver:
         for name, r in self.spec.redis.items():
             if r.url and urlsplit(r.url).scheme.lower() not in REDIS_SCHEMES:
                 self.fail(("redis", name, "url"), f"bad Redis url {r.url!r}: use a redis://, rediss:// or unix:// URL")
+            elif r.tls is not None and r.url and urlsplit(r.url).scheme.lower() != "rediss":
+                self.fail(("redis", name, "tls"), f"tls is for a rediss:// url, not {r.url!r}")
 
     def _check_nodes(self) -> None:
         for node, n in self.spec.nodes.items():
@@ -717,7 +729,26 @@ def state_dir(graph: Graph) -> Path:
 
 
 def redis_url(graph: Graph, instance: str, overrides: dict[str, str] | None = None) -> str:
-    """The URL of a Redis instance: command line, graph file, environment, or a running launcher."""
+    """The URL of a Redis instance: command line, graph file, environment, or a running launcher.
+
+    A ``rediss://`` URL of an instance with ``tls`` gets the certificate files as redis-py's
+    ``ssl_*`` parameters, so every client of the instance speaks TLS with them."""
+    return with_tls(graph, instance, _located_url(graph, instance, overrides))
+
+
+def with_tls(graph: Graph, instance: str, url: str) -> str:
+    """``url`` with the instance's ``tls`` files as ``ssl_*`` query parameters (rediss:// only)."""
+    spec = graph.redis.get(instance)
+    if spec is None or spec.tls is None or urlsplit(url).scheme != "rediss" or "ssl_ca_certs=" in url:
+        return url
+    here = Path(graph.file).resolve().parent
+    files = {"ssl_ca_certs": spec.tls.ca, "ssl_certfile": spec.tls.cert, "ssl_keyfile": spec.tls.key}
+    params = {k: str(here / v) for k, v in files.items() if v}
+    params.update(ssl_cert_reqs="required", ssl_check_hostname=str(spec.tls.check_hostname).lower())
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+def _located_url(graph: Graph, instance: str, overrides: dict[str, str] | None = None) -> str:
     if overrides and instance in overrides:
         return overrides[instance]
     spec = graph.redis.get(instance)

@@ -41,6 +41,23 @@ def read_secret(name: str, *, environ: Mapping[str, str] | None = None) -> str |
     return env.get(key) or None
 
 
+REDIS_USER = "GRAPHRUN_REDIS_USER"  # the Redis ACL user of this process (an agent's: <graph>-<agent>)
+REDIS_PASSWORD = "REDIS_PASSWORD"  # its password: GRAPHRUN_REDIS_PASSWORD or the file GRAPHRUN_REDIS_PASSWORD_FILE
+
+
+def redis_login(*, environ: Mapping[str, str] | None = None) -> tuple[str | None, str] | None:
+    """(user, password) this process logs in to Redis with, or None: Redis's default user.
+
+    ``graphrun run --secure`` and ``graphrun compose`` give each agent process its own, in
+    its environment; a URL with a password of its own is used as it is.
+    """
+    env = os.environ if environ is None else environ
+    password = read_secret(REDIS_PASSWORD, environ=env)
+    if password is None:
+        return None
+    return env.get(REDIS_USER) or None, password
+
+
 def operator_token(*, environ: Mapping[str, str] | None = None) -> str | None:
     """The operator's access token for everything on HTTP but the read-only views."""
     return read_secret(OPERATOR_TOKEN, environ=environ)

@@ -21,10 +21,13 @@ from redis.connection import (
     Connection,
     HiredisRespSerializer,
     PythonRespSerializer,
+    SSLConnection,
     UnixDomainSocketConnection,
     parse_url,
 )
 from redis.retry import Retry as RedisRetry
+
+from .secrets import redis_login
 
 READ_BUFFER = 1 << 20
 # Wider than any BLOCK we use, so a silent server is noticed without cutting a wait short.
@@ -82,10 +85,16 @@ def connect(url: str, *, socket_timeout: float | None = SOCKET_TIMEOUT, name: st
     command is never silently sent twice behind its back.
     """
     options = parse_url(url)
+    login = redis_login() if "password" not in options else None
+    if login is not None:  # this process's own ACL user (graphrun run --secure, compose)
+        options["username"], options["password"] = login
     unix = urlparse(url).scheme == "unix"
     if not unix and options.pop("connection_class", None) is not None:
-        # rediss:// keeps redis-py's SSL connection class; only plain TCP is tuned.
-        return redis.Redis.from_url(url, socket_timeout=socket_timeout, client_name=name)
+        # rediss:// keeps redis-py's SSL connection class (CA and client certificate from the
+        # URL's ssl_* parameters, see graph.redis_url); only plain TCP is tuned.
+        options.update(socket_timeout=socket_timeout, socket_connect_timeout=5.0, client_name=name,
+                       retry=RedisRetry(NoBackoff(), 0))
+        return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=SSLConnection, **options))
     options.update(
         connection_class=TunedUnixConnection if unix else TunedConnection,
         socket_read_size=READ_BUFFER,
