@@ -76,3 +76,12 @@ class PlcResult(TypedDict):
     missing: list[str]  # views with no verdict (an incomplete part)
     verdicts: list[str]  # the verdicts joined, as "stream entry-id"
     time: float  # when the PLC took the last request, seconds since the epoch
+
+
+class MqttMessage(TypedDict):
+    """One message the MQTT agent received from its broker (a recipe change from the MES, say)."""
+
+    topic: str  # the topic it was published to (the subscription may have had wildcards)
+    payload: Any  # parsed JSON, text, or a uint8 array of the raw bytes, as the subscription's format says
+    retain: bool  # the broker's retained last value, sent on subscribing, rather than a new publication
+    received: float  # when the agent received it, seconds since the epoch
