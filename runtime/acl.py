@@ -11,7 +11,8 @@ One user per agent, ``<graph>-<agent>``, on every Redis instance it uses:
 - the graph's message index (``graphrun:index:<graph>:*``) where it writes messages or
   dead letters: an index list is named by a payload's value, not by its writer;
 - whatever its class declares through ``Agent.redis_access`` (``access``);
-- without keys: PING, INFO (a server's run id tells a restart), CLIENT SETNAME/SETINFO,
+- without keys: PING, INFO (a server's run id tells a restart), CLIENT SETNAME (redis-py
+  tries CLIENT SETINFO too and goes on when refused: Redis 7.0 does not know it),
   MULTI/EXEC/DISCARD (its writes and acknowledgements go together).
 
 Each set of commands is an ACL selector paired with exactly its keys, so XADD never
@@ -45,8 +46,8 @@ from .transport import STATS_PREFIX
 
 OBSERVER = "observer"
 #: Commands that name no key, for every user.
-CONNECTION = ("ping", "info", "select", "client|setname", "client|setinfo", "multi", "exec", "discard")
-OBSERVER_CONNECTION = ("ping", "select", "client|setname", "client|setinfo")
+CONNECTION = ("ping", "info", "select", "client|setname", "multi", "exec", "discard")
+OBSERVER_CONNECTION = ("ping", "select", "client|setname")
 INPUT_STREAM = ("xreadgroup", "xack", "xclaim", "xautoclaim", "xpending", "xinfo|stream", "xinfo|groups",
                 "xinfo|consumers", "xgroup|create", "xgroup|createconsumer", "xtrim")
 READ_COUNTERS = ("hsetnx", "hincrby", "hgetall")
