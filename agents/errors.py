@@ -89,6 +89,22 @@ class PlcExceptionReply(GraphrunError):
         self.code = code
 
 
+# --- opcua ----------------------------------------------------------------------------
+
+
+class OpcuaUnreachable(GraphrunError):
+    """The OPC UA server did not answer: no connection, a closed session, or no reply in time."""
+
+
+class OpcuaRefused(GraphrunError):
+    """The OPC UA server answered a request with a bad status (a node it lacks, a wrong type,
+    access denied)."""
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
+
+
 # --- hmi ------------------------------------------------------------------------------
 
 
