@@ -14,9 +14,11 @@ from .access import KeyGrant, RedisAccess
 from .agent import Agent, NoParams
 from .backoff import Backoff
 from .cli import add_redis_option
+from .client import GraphClient, Ticket
 from .deployment import Deployment, RedisModule
 from .errors import (
     AgentStartError,
+    BacklogFull,
     ConfigError,
     DeadLetter,
     GraphError,
@@ -26,6 +28,7 @@ from .errors import (
     PortError,
     Problem,
     RedisUnavailable,
+    RequestTimeout,
     Retry,
 )
 from .graph import AgentNode, Graph, load_graph, redis_url
@@ -41,10 +44,12 @@ __all__ = [
     "AgentNode",
     "AgentStartError",
     "Backoff",
+    "BacklogFull",
     "ConfigError",
     "DeadLetter",
     "Deployment",
     "Graph",
+    "GraphClient",
     "GraphError",
     "GraphHealth",
     "GraphrunError",
@@ -64,7 +69,9 @@ __all__ = [
     "RedisAccess",
     "RedisModule",
     "RedisUnavailable",
+    "RequestTimeout",
     "Retry",
+    "Ticket",
     "add_redis_option",
     "connect_redis",
     "load_graph",

@@ -1,0 +1,305 @@
+"""Requests into a running graph from outside it: an MES, a test bench, a notebook.
+
+    with GraphClient("line.yaml") as client:
+        verdict = client.request("classification.frames", frame, timeout=2.0)
+
+A request is a message written to an input port's stream; its envelope carries a
+correlation id, the caller's reply stream, the answering port and a deadline, and every
+message derived from it carries them on, so agents answer with no code of their own: the
+runtime writes the answering port's output to the reply stream too. One reader thread
+per client takes every answer from that stream and hands it to its caller.
+
+At-least-once delivery may answer a request twice (an agent that crashed after sending):
+the first answer counts, later ones are dropped. A request that times out is taken back
+from its stream (XDEL; an agent that already took it skips it once it has expired), and
+the reply stream expires on its own: a client that went away leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+
+from . import transport
+from .backoff import Backoff
+from .calls import Port, Target, backlog, parse_reply, request_fields
+from .errors import BacklogFull, GraphrunError, RequestTimeout
+from .graph import Graph
+from .message import Message, Request, new_id
+from .replies import reply_key
+
+__all__ = ["GraphClient", "Ticket"]
+
+log = logging.getLogger("graphrun.client")
+
+DEFAULT_TIMEOUT = 10.0  # seconds a request waits for its answer unless told otherwise
+READ_BLOCK_MS = 200  # how long the reply reader blocks; bounds how fast close() is seen
+READ_COUNT = 1000  # replies taken in one read
+TRIM_INTERVAL = 1.0  # seconds between trims of the replies already read
+BACKLOG_CHECK_INTERVAL = 0.1  # seconds a port's backlog is taken as known, for the limit
+
+
+class Sink(Protocol):
+    """Where the reader hands the answers of one request."""
+
+    def deliver(self, message: Message, end: bool) -> None: ...
+    def fail(self, error: BaseException) -> None: ...
+
+
+class _Waiter:
+    """The answers of one blocking request, in arrival order."""
+
+    def __init__(self) -> None:
+        self.replies: queue.SimpleQueue[tuple[Message | None, bool, BaseException | None]] = queue.SimpleQueue()
+
+    def deliver(self, message: Message, end: bool) -> None:
+        self.replies.put((message, end, None))
+
+    def fail(self, error: BaseException) -> None:
+        self.replies.put((None, True, error))
+
+
+@dataclass
+class Ticket:
+    """A request on its way (``submit``); ``GraphClient.result`` waits for its answer."""
+
+    id: str
+    port: str
+    answer: str
+    deadline: float  # time.time() when its caller stops waiting
+    instance: str
+    stream: str
+    entry_id: str | None = None
+    waiter: _Waiter = field(default_factory=_Waiter, repr=False)
+
+
+class ReplyReader(threading.Thread):
+    """Reads a client's reply stream and hands each answer to the request it answers."""
+
+    def __init__(self, client: redis.Redis, key: str):
+        super().__init__(name=f"graphrun-replies-{key}", daemon=True)
+        self._client = client
+        self._key = key
+        self._sinks: dict[str, Sink] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.dropped = 0  # answers nobody waits for: late, or a second delivery
+
+    def register(self, correlation: str, sink: Sink) -> None:
+        with self._lock:
+            self._sinks[correlation] = sink
+
+    def forget(self, correlation: str) -> None:
+        with self._lock:
+            self._sinks.pop(correlation, None)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        last = "0-0"  # the stream is this client's own: everything in it is for it
+        trim_due = time.monotonic() + TRIM_INTERVAL
+        backoff = Backoff(initial=0.05, maximum=2.0)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    reply = self._client.xread({self._key: last}, count=READ_COUNT, block=READ_BLOCK_MS)
+                    backoff.reset()
+                except transport.CONNECTION_ERRORS as exc:
+                    log.warning("reply stream %s: Redis unreachable (%s); reading again", self._key, exc)
+                    self._stopping.wait(backoff.next())
+                    continue
+                for entry in transport.parse_read(reply):
+                    last = entry.id
+                    self._dispatch(entry.fields or {})
+                if reply and time.monotonic() >= trim_due:
+                    self._client.xtrim(self._key, minid=last, approximate=False)
+                    trim_due = time.monotonic() + TRIM_INTERVAL
+        except Exception as exc:  # noqa: BLE001 - every waiting caller learns why, at once
+            log.exception("reply reader of %s died", self._key)
+            with self._lock:
+                sinks, self._sinks = list(self._sinks.values()), {}
+            for sink in sinks:
+                sink.fail(GraphrunError(f"the reader of reply stream {self._key} died: {exc!r}"))
+
+    def _dispatch(self, fields: Mapping[bytes, bytes]) -> None:
+        try:
+            message, end = parse_reply(fields)
+        except GraphrunError as exc:
+            log.error("reply stream %s: an entry that is no answer: %s", self._key, exc)
+            return
+        request = message.request
+        with self._lock:
+            sink = self._sinks.get(request.id) if request is not None else None
+            if sink is not None and end:
+                del self._sinks[request.id]  # type: ignore[union-attr]
+        if sink is None:
+            self.dropped += 1
+            return
+        sink.deliver(message, end)
+
+
+class GraphClient:
+    """Requests into a running graph, from a graph file (ports ``AGENT.PORT``) or a Redis
+    URL (ports named by stream key; ``answer=`` then names the answering AGENT.PORT).
+
+    ``max_backlog``: refuse a request (``BacklogFull``) while the port's consumer group has
+    that many entries unfinished, rather than queue work nobody will wait for. Thread-safe:
+    one client serves many threads, all answers arriving through one reader.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | Graph, *, redis_urls: Mapping[str, str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, max_backlog: int | None = None, name: str = "client"):
+        self.target = Target(target, redis_urls)
+        self.timeout = timeout
+        self.max_backlog = max_backlog
+        self.name = name
+        self._clients = {i: transport.connect(u, name=f"graphrun-{name}") for i, u in self.target.urls.items()}
+        self.reply_key = reply_key(self.target.name, new_id())
+        self.reply_instance = self.target.reply_instance
+        self._backlogs: dict[str, tuple[float, int]] = {}  # port -> (checked at, backlog)
+        reader_client = transport.connect(self.target.urls[self.reply_instance], name=f"graphrun-{name}-replies")
+        self._reader = ReplyReader(reader_client, self.reply_key)
+        self._reader.start()
+
+    # --- requests --------------------------------------------------------------------
+
+    def request(self, port: str, payload: Mapping[str, Any], *, timeout: float | None = None,
+                priority: int = 0, answer: str | None = None) -> Message:
+        """The answer to ``payload`` sent to ``port``; raises RequestTimeout when none
+        came within ``timeout`` seconds. A streamed answer's last part is returned."""
+        return self.result(self.submit(port, payload, timeout=timeout, priority=priority, answer=answer))
+
+    def submit(self, port: str, payload: Mapping[str, Any], *, timeout: float | None = None,
+               priority: int = 0, answer: str | None = None) -> Ticket:
+        """Send a request and return at once; ``result`` waits for its answer."""
+        return self.submit_many(port, [payload], timeout=timeout, priority=priority, answer=answer)[0]
+
+    def submit_many(self, port: str, payloads: Sequence[Mapping[str, Any]], *, timeout: float | None = None,
+                    priority: int = 0, answer: str | None = None) -> list[Ticket]:
+        """Send several requests in one round trip (pipelined), each with its own answer."""
+        tickets = self.prepare(port, len(payloads), timeout=timeout, answer=answer)
+        fields = [self.fields_of(t, p, priority) for t, p in zip(tickets, payloads)]
+        client = self._clients[tickets[0].instance] if tickets else None
+        try:
+            if len(tickets) == 1:
+                ids = [client.xadd(tickets[0].stream, fields[0])]  # type: ignore[union-attr]
+            elif tickets:
+                pipe = client.pipeline(transaction=False)  # type: ignore[union-attr]
+                for t, f in zip(tickets, fields):
+                    pipe.xadd(t.stream, f)
+                ids = pipe.execute()
+        except BaseException:
+            for t in tickets:
+                self._reader.forget(t.id)
+            raise
+        for t, entry_id in zip(tickets, ids if tickets else ()):
+            t.entry_id = transport.text(entry_id)
+        return tickets
+
+    def prepare(self, port: str, count: int, *, timeout: float | None, answer: str | None) -> list[Ticket]:
+        """Tickets for ``count`` requests to ``port``, registered with the reader (the part
+        of ``submit`` before the write, shared with the asyncio client)."""
+        p = self.target.port(port)
+        answering = self.target.answer_of(p, answer)
+        self._admit(p, count)
+        deadline = time.time() + (self.timeout if timeout is None else timeout)
+        tickets = [Ticket(new_id(), port, answering, deadline, p.instance, p.key) for _ in range(count)]
+        for t in tickets:
+            self._reader.register(t.id, t.waiter)
+        return tickets
+
+    def fields_of(self, ticket: Ticket, payload: Mapping[str, Any], priority: int) -> dict[bytes, Any]:
+        request = Request(ticket.id, (self.reply_instance, self.reply_key), ticket.answer, ticket.deadline, priority)
+        return request_fields(payload, request, f"client:{self.name}")
+
+    def result(self, ticket: Ticket) -> Message:
+        """The answer to a submitted request (a streamed answer's last part); raises
+        RequestTimeout at the request's deadline."""
+        last = None
+        for message in self._parts(ticket):
+            last = message
+        assert last is not None
+        return last
+
+    def stream(self, port: str, payload: Mapping[str, Any], *, timeout: float | None = None,
+               priority: int = 0, answer: str | None = None) -> Iterator[Message]:
+        """The parts of a streamed answer (chunks, tokens), in order, until its last; the
+        timeout bounds the whole answer."""
+        return self._parts(self.submit(port, payload, timeout=timeout, priority=priority, answer=answer))
+
+    def _parts(self, ticket: Ticket) -> Iterator[Message]:
+        while True:
+            try:
+                message, end, error = ticket.waiter.replies.get(timeout=max(0.0, ticket.deadline - time.time()))
+            except queue.Empty:
+                self.give_up(ticket)
+                raise RequestTimeout(f"no answer from {ticket.answer} to request {ticket.id} sent to {ticket.port} "
+                                     f"within its deadline") from None
+            if error is not None:
+                raise error
+            assert message is not None
+            yield message
+            if end:
+                return
+
+    def give_up(self, ticket: Ticket) -> None:
+        """Forget a request nobody waits for any more, and take it back from its stream: an
+        agent that has not taken it never sees it (one that has skips it: it has expired)."""
+        self._reader.forget(ticket.id)
+        if ticket.entry_id is not None:
+            try:
+                self._clients[ticket.instance].xdel(ticket.stream, ticket.entry_id)
+            except transport.CONNECTION_ERRORS as exc:
+                log.warning("request %s could not be taken back from %s: %s", ticket.id, ticket.stream, exc)
+
+    # --- flow control ---------------------------------------------------------------
+
+    def backlog(self, port: str) -> int:
+        """Entries of ``port``'s stream its agent has not finished (not read, or read and not
+        acknowledged): the signal for more replicas, and for refusing requests."""
+        p = self.target.port(port)
+        return backlog(self._clients[p.instance], p)
+
+    def _admit(self, port: Port, count: int) -> None:
+        """Refuse ``count`` more requests over the limit; the backlog is looked up at most
+        every ``BACKLOG_CHECK_INTERVAL`` and counts what was admitted since."""
+        if self.max_backlog is None:
+            return
+        now = time.monotonic()
+        checked, known = self._backlogs.get(port.name, (float("-inf"), 0))
+        if now - checked > BACKLOG_CHECK_INTERVAL:
+            checked, known = now, backlog(self._clients[port.instance], port)
+        if known + count > self.max_backlog:
+            self._backlogs[port.name] = (checked, known)
+            raise BacklogFull(f"{port.name}: {known} request(s) waiting, the limit is {self.max_backlog}")
+        self._backlogs[port.name] = (checked, known + count)
+
+    # --- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop reading answers and delete the reply stream (answers still on their way
+        make it again, and it expires)."""
+        self._reader.stop()
+        self._reader.join(READ_BLOCK_MS / 1000 + 2)
+        try:
+            self._clients[self.reply_instance].delete(self.reply_key)
+        except transport.CONNECTION_ERRORS as exc:
+            log.warning("reply stream %s not deleted (%s); it expires", self.reply_key, exc)
+        for client in self._clients.values():
+            client.connection_pool.disconnect()
+
+    def __enter__(self) -> GraphClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
