@@ -103,3 +103,18 @@ def start_agent(redis_server: RedisServer) -> Iterator[Callable[..., AgentRunner
         runner.request_stop()
     for _, thread in started:
         thread.join(15)
+
+
+# --- an MQTT broker ------------------------------------------------------------------------
+
+from graphrun_agents.mqtt.broker import Mosquitto, find_mosquitto  # noqa: E402
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A fresh mosquitto for one test: a generated config (a listener on 127.0.0.1 on a free
+    port, anonymous clients, persistence off); ``stop()``/``start()`` restart it on that port."""
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed (.ci/run installs it: apt-get install mosquitto)")
+    with Mosquitto() as broker:
+        yield broker
