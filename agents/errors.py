@@ -105,6 +105,13 @@ class OpcuaRefused(GraphrunError):
         self.status = status
 
 
+# --- mqtt ---------------------------------------------------------------------------
+
+
+class BrokerUnreachable(GraphrunError):
+    """The MQTT broker did not answer, refused the connection or a subscription, or the link dropped."""
+
+
 # --- hmi ------------------------------------------------------------------------------
 
 
