@@ -11,7 +11,9 @@ Packages add subcommands through the ``graphrun.commands`` entry-point group.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import sys
 from importlib.metadata import entry_points
@@ -20,7 +22,7 @@ from pathlib import Path
 from . import __version__, commands, logs, metrics
 from .errors import AgentStartError, ConfigError, GraphError, GraphrunError
 from .graph import load_graph
-from .launcher import EXIT_CONFIG, Launcher
+from .launcher import EXIT_CONFIG, URLS_VARIABLE, Launcher
 from .logs import FORMATS, LEVELS
 from .metrics import DEFAULT_HOST as METRICS_HOST
 
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, metavar="BASE",
                      help="serve each agent replica's Prometheus metrics on its own port: BASE, BASE+1, ...")
     run.add_argument("--log-dir", type=Path, help="also write each agent replica's output to DIR/AGENT.log (rotated)")
+    run.add_argument("--secure", action="store_true",
+                     help="ACL users from the graph on the Redis servers started here: each agent gets its own")
     _common(run)
     run.set_defaults(func=cmd_run)
 
@@ -139,8 +143,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"graph {graph.name!r} has no node {args.node!r} (nodes: {', '.join(graph.nodes)})")
     launcher = Launcher(graph, node=args.node, redis_urls=dict(args.redis), state=args.state_dir,
                         log_level=args.log_level, log_format=args.log_format, log_dir=args.log_dir,
-                        metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+                        metrics_port=args.metrics_port, metrics_host=args.metrics_host, secure=args.secure)
     return launcher.run(args.duration)
+
+
+def _launcher_urls() -> dict[str, str]:
+    """The Redis URLs ``graphrun run`` gives an agent process in its environment."""
+    raw = os.environ.get(URLS_VARIABLE)
+    try:
+        urls = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise ConfigError(f"{URLS_VARIABLE} is not JSON: {exc}") from None
+    if not isinstance(urls, dict):
+        raise ConfigError(f"{URLS_VARIABLE} is not a JSON object of instance names and URLs")
+    return {str(k): str(v) for k, v in urls.items()}
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -153,7 +169,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         if own_level is not None:
             logs.configure(own_level, args.log_format, agent=args.agent)
         runner = AgentRunner(graph, args.agent, replica=args.replica, consumer=args.consumer,
-                             redis_urls=dict(args.redis))
+                             redis_urls={**_launcher_urls(), **dict(args.redis)})
     except GraphError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

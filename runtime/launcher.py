@@ -20,16 +20,19 @@ import subprocess
 import sys
 import threading
 import time
+from secrets import token_urlsafe
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from . import acl
 from .backoff import Backoff
 from .errors import ConfigError
 from .graph import AgentNode, Graph, env_name, state_dir
 from .logs import AgentLogFile
 from .metrics import DEFAULT_HOST as METRICS_HOST
 from .redis_server import RedisServer, dies_with_owner
+from .secrets import REDIS_USER
 from .transport import describe
 
 EXIT_CONFIG = 78  # an agent that exits with this cannot start: restarting would not help
@@ -45,6 +48,9 @@ AGENT_COMMAND: tuple[str, ...] = (
 # What an agent logs once its start() returned (runner.py), the launcher's sign that it came up.
 STARTED_LINE = "started as consumer"
 LOCK_FILE = "launcher.lock"  # in the state folder; holds the pid of the launcher using it
+# The Redis URLs an agent process is given (JSON, instance -> URL): as `--redis`, but out of `ps`.
+URLS_VARIABLE = "GRAPHRUN_AGENT_REDIS_URLS"
+PASSWORD_VARIABLE = "GRAPHRUN_REDIS_PASSWORD"  # a process's Redis password; also the prefix of each agent's
 
 
 def _alive(pid: int) -> bool:
@@ -85,8 +91,10 @@ class Launcher:
     def __init__(self, graph: Graph, *, node: str | None = None, redis_urls: dict[str, str] | None = None,
                  state: Path | None = None, log_level: str = "INFO", out: IO[str] | None = None,
                  log_format: str = "text", log_dir: Path | None = None, metrics_port: int | None = None,
-                 metrics_host: str = METRICS_HOST):
+                 metrics_host: str = METRICS_HOST, secure: bool = False):
         self.graph = graph
+        self.secure = secure
+        self.passwords: dict[str, str] = {}  # ACL user -> password, with secure
         self.node = node
         self.overrides = dict(redis_urls or {})
         self.state = state or state_dir(graph)
@@ -169,8 +177,9 @@ class Launcher:
                 self.say(f"graphrun: redis {name}: {describe(url)}")
                 continue
             self._lock_state()  # only a launcher that keeps data there uses the folder
+            aclfile, login = self._acl_file(name) if self.secure else (None, None)
             server = RedisServer(name=name, data_dir=self.state / f"redis-{name}", maxmemory=spec.maxmemory,
-                                 persistence=spec.persistence)
+                                 persistence=spec.persistence, aclfile=aclfile, login=login)
             server.start(pass_fds=self._servers_fds())
             self.servers[name] = server
             self.urls[name] = server.unix_url  # agents on this machine take the faster unix socket
@@ -179,6 +188,46 @@ class Launcher:
         if self.servers:
             self.state.mkdir(parents=True, exist_ok=True)
             (self.state / "redis.json").write_text(json.dumps(self.urls, indent=2))
+
+    # --- ACL users (secure) ---------------------------------------------------------------
+
+    def _make_users(self) -> None:
+        """Each agent's user and the observer, with their passwords: from their secrets
+        (``GRAPHRUN_REDIS_PASSWORD_<AGENT>``, as Redis servers elsewhere were given them by
+        ``graphrun acl``), else new ones for this run. The observer's is written to a file
+        only this user can read, for ``graphrun status`` and the other tools."""
+        self.users = acl.users(self.graph, self.node)
+        given = acl.passwords(self.users)
+        self.passwords = {u.name: given[u.name] or token_urlsafe(24) for u in self.users}
+        observer = acl.user_name(self.graph, acl.OBSERVER)
+        folder = self.state / "secrets"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / acl.OBSERVER
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(self.passwords[observer] + "\n")
+        self.say(f"graphrun: ACL users from the graph on the Redis servers started here; tools log in as "
+                 f"{REDIS_USER}={observer} GRAPHRUN_REDIS_PASSWORD_FILE={path.resolve()}")
+
+    def _acl_file(self, instance: str) -> tuple[Path, tuple[str, str]]:
+        """The instance's ACL file (passwords as hashes only), and the readiness check's login."""
+        path = self.state / "acl" / f"{instance}.acl"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(acl.aclfile(self.users, instance, self.passwords))
+        path.chmod(0o600)
+        observer = acl.user_name(self.graph, acl.OBSERVER)
+        return path, (observer, self.passwords[observer])
+
+    def _environment(self, replica: _Replica) -> dict[str, str]:
+        """A replica's environment: the Redis URLs (never on its command line, which ``ps``
+        shows to every local user) and, with secure, its agent's credentials alone."""
+        env = {**os.environ, **replica.node.spec.env, "PYTHONUNBUFFERED": "1", URLS_VARIABLE: json.dumps(self.urls)}
+        if self.secure:
+            for name in [n for n in env if n.startswith(PASSWORD_VARIABLE)]:
+                del env[name]  # other agents' secrets, the launcher's own
+            user = acl.user_name(self.graph, replica.node.name)
+            env.update({REDIS_USER: user, PASSWORD_VARIABLE: self.passwords[user]})
+        return env
 
     def _watch_redis(self) -> None:
         for name, server in self.servers.items():
@@ -196,9 +245,7 @@ class Launcher:
                 "--replica", str(replica.index), "--log-level", self.log_level, "--log-format", self.log_format]
         if replica.metrics_port is not None:
             args += ["--metrics-port", str(replica.metrics_port), "--metrics-host", self.metrics_host]
-        for name, url in self.urls.items():
-            args += ["--redis", f"{name}={url}"]
-        env = {**os.environ, **replica.node.spec.env, "PYTHONUNBUFFERED": "1"}
+        env = self._environment(replica)
         # Own session, for an orderly stop on Ctrl-C; killed when the launcher dies, since no one
         # would stop it after that. SIGKILL, not SIGTERM: a graceful stop has no bound without a
         # launcher to enforce one, and at-least-once delivery hands what it held to the next run.
@@ -272,6 +319,8 @@ class Launcher:
         previous = {s: signal.signal(s, lambda *_: self._stop.set()) for s in (signal.SIGINT, signal.SIGTERM)} \
             if threading.current_thread() is threading.main_thread() else {}
         try:
+            if self.secure:
+                self._make_users()
             self._start_redis()
             self._open_logs()
             for replica in self.replicas:

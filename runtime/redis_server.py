@@ -119,6 +119,15 @@ def dies_with_owner(sig: signal.Signals) -> Callable[[], None] | None:
     return hook
 
 
+def _resp(*args: str) -> bytes:
+    """One command in Redis's protocol (a password may hold any character)."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,8 +142,13 @@ class RedisServer:
     """
 
     def __init__(self, *, data_dir: str | Path | None = None, port: int | None = None, name: str = "redis",
-                 persistence: Persistence = "aof", maxmemory: str | None = None):
+                 persistence: Persistence = "aof", maxmemory: str | None = None, aclfile: Path | None = None,
+                 login: tuple[str, str] | None = None):
+        """``aclfile``: the server's users (``graphrun run --secure``); ``login`` is then the
+        (user, password) its readiness check logs in with, since the default user is off."""
         self.name = name
+        self.aclfile = aclfile
+        self.login = login
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix=f"graphrun-{name}-")
         self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +191,8 @@ class RedisServer:
         ]
         if self.maxmemory:
             args += ["--maxmemory", self.maxmemory]
+        if self.aclfile is not None:
+            args += ["--aclfile", str(Path(self.aclfile).resolve())]  # --dir changes the folder first
         # Own session: a Ctrl-C in the terminal must not kill Redis before the agents have flushed.
         # Yet it must not outlive its owner: SIGTERM when the owner dies, so it still writes its
         # append-only file out as on a clean stop.
@@ -194,10 +210,17 @@ class RedisServer:
         raise RedisUnavailable(f"redis-server for {self.name!r} did not answer within {timeout:.0f} s")
 
     def ping(self) -> bool:
+        commands = ([("AUTH", *self.login)] if self.login else []) + [("PING",)]
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")  # -LOADING while it replays its AOF
+                s.sendall(b"".join(_resp(*c) for c in commands))
+                replies = b""
+                while replies.count(b"\r\n") < len(commands):
+                    chunk = s.recv(256)
+                    if not chunk:
+                        return False
+                    replies += chunk
+                return replies.split(b"\r\n")[len(commands) - 1].startswith(b"+PONG")  # -LOADING while it replays its AOF
         except OSError:
             return False
 
