@@ -15,6 +15,7 @@ from .agent import Agent, NoParams
 from .backoff import Backoff
 from .cli import add_redis_option
 from .client import GraphClient, Ticket
+from .client_async import AsyncGraphClient
 from .deployment import Deployment, RedisModule
 from .errors import (
     AgentStartError,
@@ -43,6 +44,7 @@ __all__ = [
     "Agent",
     "AgentNode",
     "AgentStartError",
+    "AsyncGraphClient",
     "Backoff",
     "BacklogFull",
     "ConfigError",

@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,7 +78,7 @@ class Ticket:
     instance: str
     stream: str
     entry_id: str | None = None
-    waiter: _Waiter = field(default_factory=_Waiter, repr=False)
+    waiter: Any = field(default_factory=_Waiter, repr=False)  # the Sink its answers go to
 
 
 class ReplyReader(threading.Thread):
@@ -205,14 +205,16 @@ class GraphClient:
             t.entry_id = transport.text(entry_id)
         return tickets
 
-    def prepare(self, port: str, count: int, *, timeout: float | None, answer: str | None) -> list[Ticket]:
+    def prepare(self, port: str, count: int, *, timeout: float | None, answer: str | None,
+                sink: Callable[[], Sink] = _Waiter) -> list[Ticket]:
         """Tickets for ``count`` requests to ``port``, registered with the reader (the part
-        of ``submit`` before the write, shared with the asyncio client)."""
+        of ``submit`` before the write, shared with the asyncio client, whose ``sink``
+        hands answers to its event loop)."""
         p = self.target.port(port)
         answering = self.target.answer_of(p, answer)
         self._admit(p, count)
         deadline = time.time() + (self.timeout if timeout is None else timeout)
-        tickets = [Ticket(new_id(), port, answering, deadline, p.instance, p.key) for _ in range(count)]
+        tickets = [Ticket(new_id(), port, answering, deadline, p.instance, p.key, waiter=sink()) for _ in range(count)]
         for t in tickets:
             self._reader.register(t.id, t.waiter)
         return tickets
@@ -250,6 +252,10 @@ class GraphClient:
             yield message
             if end:
                 return
+
+    def forget(self, ticket: Ticket) -> None:
+        """Stop handing answers to ``ticket`` (an answer that still comes is dropped)."""
+        self._reader.forget(ticket.id)
 
     def give_up(self, ticket: Ticket) -> None:
         """Forget a request nobody waits for any more, and take it back from its stream: an

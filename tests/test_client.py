@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import time
 from collections import Counter
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from conftest import wait_until
-from graphrun import BacklogFull, ConfigError, GraphClient, RequestTimeout
+from graphrun import AsyncGraphClient, BacklogFull, ConfigError, GraphClient, RequestTimeout
 from graphrun.replies import REPLY_PREFIX
 from request_agents import ask_many
 
@@ -125,22 +126,22 @@ def test_a_timeout_raises_and_leaves_nothing_behind_in_redis(graph_file, redis_s
     assert reply_keys(redis_client) == []
 
 
-def test_an_answer_after_the_timeout_is_dropped_and_its_reply_stream_expires(graph_file, redis_server,
+def test_a_request_given_up_is_taken_back_and_a_vanished_callers_reply_stream_expires(graph_file, redis_server,
                                                                               redis_client, start_agent):
     graph = graph_file(CHUNKER.format(url=redis_server.url, pause=0))
     client = GraphClient(graph)
     try:
         ticket = client.submit("chunker.texts", {"text": "late answer"}, timeout=30)
         client.give_up(ticket)  # the caller stops waiting before any agent ran
-        # An agent that took the request before it was taken back still answers it:
-        # that answer goes to a stream nobody reads, with a time to live.
         runner = start_agent(graph, "chunker")
         wait_until(runner.started.is_set, what="chunker started")
-        client.request("chunker.texts", {"text": "now"}, timeout=20)
+        assert client.request("chunker.texts", {"text": "now"}, timeout=20)["word"] == "now"
+        assert runner.counters.received == 1  # the request given up never reached the agent
     finally:
         client.close()
     assert reply_keys(redis_client) == []
-    # Without close (a caller that died), the runtime's writes keep a time to live.
+    # Without close (a caller that died), the reply stream lives on the time to live the
+    # runtime gives it with each answer: the request's deadline and a grace period.
     crashed = GraphClient(graph)
     crashed.request("chunker.texts", {"text": "one two"}, timeout=5)
     crashed._reader.stop()
@@ -209,3 +210,23 @@ def test_an_unknown_port_is_named_with_the_ports_there_are(doublers):
 def test_graph_file_path_is_accepted_as_the_target(doublers):
     with GraphClient(Path(doublers.file)) as client:
         assert client.request("first.numbers", {"value": 2, "seq": 0}, timeout=20)["value"] == 12
+
+
+def test_the_asyncio_client_requests_streams_and_times_out(graph_file, redis_server, redis_client, start_agent):
+    graph = graph_file(CHUNKER.format(url=redis_server.url, pause=1))
+    runner = start_agent(graph, "chunker")
+    wait_until(runner.started.is_set, what="chunker started")
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with AsyncGraphClient(graph) as client:
+            answers = await asyncio.gather(*(client.request("chunker.texts", {"text": f"x{i} y{i}"}, timeout=20)
+                                             for i in range(10)))
+            parts = [m["word"] async for m in client.stream("chunker.texts", {"text": "a b c d"}, timeout=20)]
+            with pytest.raises(RequestTimeout, match="nobody.answers"):  # no agent has that port
+                await client.request("chunker.texts", {"text": "never"}, timeout=0.3, answer="nobody.answers")
+            return [a["word"] for a in answers], parts
+
+    words, parts = asyncio.run(main())
+    assert words == [f"y{i}" for i in range(10)]
+    assert parts == ["a", "b", "c", "d"]
+    assert reply_keys(redis_client) == []

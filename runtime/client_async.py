@@ -1,0 +1,136 @@
+"""The asyncio variant of ``GraphClient``, for event-loop programs (an HTTP gateway).
+
+    async with AsyncGraphClient("line.yaml") as client:
+        verdict = await client.request("classification.frames", frame, timeout=2.0)
+
+It shares everything but the waiting with the blocking client: ports, answering ports,
+the reply reader thread (which hands each answer to the event loop) and flow control.
+Requests are written with redis-py's asyncio client, so the loop never blocks on them;
+the backlog, when a limit is set, is looked up at most every 0.1 s with a short
+blocking call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import redis.asyncio
+
+from . import transport
+from .client import DEFAULT_TIMEOUT, GraphClient, Ticket
+from .errors import RequestTimeout
+from .graph import Graph
+from .message import Message
+
+__all__ = ["AsyncGraphClient"]
+
+
+class _LoopWaiter:
+    """The answers of one request, handed from the reader thread to an event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self.replies: asyncio.Queue[tuple[Message | None, bool, BaseException | None]] = asyncio.Queue()
+
+    def deliver(self, message: Message, end: bool) -> None:
+        self._loop.call_soon_threadsafe(self.replies.put_nowait, (message, end, None))
+
+    def fail(self, error: BaseException) -> None:
+        self._loop.call_soon_threadsafe(self.replies.put_nowait, (None, True, error))
+
+
+class AsyncGraphClient:
+    """``GraphClient`` for asyncio: ``await request``, ``await submit`` / ``await result``,
+    ``async for part in stream(...)``, ``backlog``. Make it inside the running loop."""
+
+    def __init__(self, target: str | os.PathLike[str] | Graph, *, redis_urls: Mapping[str, str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, max_backlog: int | None = None, name: str = "client"):
+        self._client = GraphClient(target, redis_urls=redis_urls, timeout=timeout, max_backlog=max_backlog, name=name)
+        self._redis = {i: redis.asyncio.Redis.from_url(u, client_name=f"graphrun-{name}-async")
+                       for i, u in self._client.target.urls.items()}
+
+    async def request(self, port: str, payload: Mapping[str, Any], *, timeout: float | None = None,
+                      priority: int = 0, answer: str | None = None) -> Message:
+        """The answer to ``payload`` sent to ``port`` (a streamed answer's last part)."""
+        return await self.result(await self.submit(port, payload, timeout=timeout, priority=priority, answer=answer))
+
+    async def submit(self, port: str, payload: Mapping[str, Any], *, timeout: float | None = None,
+                     priority: int = 0, answer: str | None = None) -> Ticket:
+        return (await self.submit_many(port, [payload], timeout=timeout, priority=priority, answer=answer))[0]
+
+    async def submit_many(self, port: str, payloads: Sequence[Mapping[str, Any]], *, timeout: float | None = None,
+                          priority: int = 0, answer: str | None = None) -> list[Ticket]:
+        loop = asyncio.get_running_loop()
+        tickets = self._client.prepare(port, len(payloads), timeout=timeout, answer=answer,
+                                       sink=lambda: _LoopWaiter(loop))
+        if not tickets:
+            return tickets
+        try:
+            pipe = self._redis[tickets[0].instance].pipeline(transaction=False)
+            for t, p in zip(tickets, payloads):
+                pipe.xadd(t.stream, self._client.fields_of(t, p, priority))
+            ids = await pipe.execute()
+        except BaseException:
+            for t in tickets:
+                self._client.forget(t)
+            raise
+        for t, entry_id in zip(tickets, ids):
+            t.entry_id = transport.text(entry_id)
+        return tickets
+
+    async def result(self, ticket: Ticket) -> Message:
+        last = None
+        async for message in self._parts(ticket):
+            last = message
+        assert last is not None
+        return last
+
+    async def stream(self, port: str, payload: Mapping[str, Any], *, timeout: float | None = None,
+                     priority: int = 0, answer: str | None = None) -> AsyncIterator[Message]:
+        """The parts of a streamed answer, in order, until its last."""
+        ticket = await self.submit(port, payload, timeout=timeout, priority=priority, answer=answer)
+        async for message in self._parts(ticket):
+            yield message
+
+    async def _parts(self, ticket: Ticket) -> AsyncIterator[Message]:
+        while True:
+            try:
+                message, end, error = await asyncio.wait_for(ticket.waiter.replies.get(),
+                                                             max(0.0, ticket.deadline - time.time()))
+            except (asyncio.TimeoutError, TimeoutError):
+                await self._give_up(ticket)
+                raise RequestTimeout(f"no answer from {ticket.answer} to request {ticket.id} sent to {ticket.port} "
+                                     "within its deadline") from None
+            if error is not None:
+                raise error
+            assert message is not None
+            yield message
+            if end:
+                return
+
+    async def _give_up(self, ticket: Ticket) -> None:
+        self._client.forget(ticket)
+        if ticket.entry_id is not None:
+            try:
+                await self._redis[ticket.instance].xdel(ticket.stream, ticket.entry_id)
+            except transport.CONNECTION_ERRORS:
+                pass  # it is skipped when taken: it has expired
+
+    def backlog(self, port: str) -> int:
+        return self._client.backlog(port)
+
+    async def aclose(self) -> None:
+        for client in self._redis.values():
+            await client.aclose()
+        await asyncio.to_thread(self._client.close)
+
+    async def __aenter__(self) -> AsyncGraphClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
