@@ -37,6 +37,7 @@ from .message import Hop, Message
 from .observe import GraphHealth
 from .pacing import Pacer
 from .ports import Input, Inputs, Output, Outputs
+from .request_payloads import image_payload, json_payload
 from .secrets import operator_token, read_secret, token_matches
 from .transport import connect as connect_redis
 
@@ -76,6 +77,8 @@ __all__ = [
     "Ticket",
     "add_redis_option",
     "connect_redis",
+    "image_payload",
+    "json_payload",
     "load_graph",
     "operator_token",
     "read_secret",

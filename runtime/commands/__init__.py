@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from importlib import import_module
 
-NAMES = ["status", "graph", "echo", "hz", "dead", "record", "replay", "trace", "acl"]
+NAMES = ["status", "graph", "echo", "hz", "dead", "record", "replay", "trace", "acl", "request"]
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
