@@ -55,6 +55,26 @@ class Verdict(TypedDict):
     truth: NotRequired[Truth | None]
 
 
+class OperatorEvent(TypedDict):
+    """What an operator did at the HMI, or what its reject-rate alarm did.
+
+    ``event`` is ``acknowledged`` (a reject: ``part_id``, ``label``, ``reason``),
+    ``counters_reset`` (``shift``: the ended shift's parts, rejects, started, ended),
+    ``reject_rate_alarm`` or ``reject_rate_normal`` (``window``: its size, parts,
+    rejects, rate and alarm threshold).
+    """
+
+    event: str
+    time: float  # seconds since the epoch
+    hmi: str  # the HMI agent's name
+    client: NotRequired[str]  # the address the request came from
+    part_id: NotRequired[int]
+    label: NotRequired[str]
+    reason: NotRequired[str | None]
+    shift: NotRequired[dict[str, Any]]
+    window: NotRequired[dict[str, Any]]
+
+
 class PlcRegisters(TypedDict):
     """One write request as the PLC received it: consecutive addresses of one table."""
 

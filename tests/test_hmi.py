@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -339,14 +340,53 @@ def read_part(stream: Any) -> np.ndarray:
 
 def test_an_mjpeg_stream_sends_each_new_frame_and_ends_when_the_agent_stops() -> None:
     with AgentHarness(HmiAgent, params={"port": 0, "stream_fps": 60}, groups=TWO_CAMERAS) as h:
+        h.send("front", frame_payload("cam_front", 1, np.full((60, 80), 30, np.uint8)))  # the camera is known
         stream = urllib.request.urlopen(f"http://127.0.0.1:{port_of(h)}/stream/cam_front.mjpg", timeout=10)
         assert stream.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=graphrun-frame"
-        h.send("front", frame_payload("cam_front", 1, np.full((60, 80), 30, np.uint8)))
         assert abs(float(read_part(stream).mean()) - 30) < 3
         h.send("front", frame_payload("cam_front", 2, np.full((60, 80), 220, np.uint8)))
         assert abs(float(read_part(stream).mean()) - 220) < 3
 
     assert stream.read() == b""  # the server closed it: no viewer keeps a stopped HMI's thread
+
+
+def open_and_drop(port: int, path: str, *, read_first: bytes = b"") -> int:
+    """Requests ``path``, reads the status line (and up to ``read_first``), then hangs up: a viewer going away."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"GET {path} HTTP/1.0\r\nHost: hmi\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n" not in answer or (read_first and read_first not in answer):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return int(answer.split(b" ", 2)[1])
+
+
+def threads_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads running now that did not run at ``before``: the ones this test's requests started."""
+    return [t for t in threading.enumerate() if t not in before]
+
+
+def test_a_stream_of_an_unknown_camera_is_not_found_and_holds_no_thread(hmi: AgentHarness) -> None:
+    hmi.send("front", frame_payload("cam_front", 1, np.zeros((60, 80), np.uint8)))
+    before = set(threading.enumerate())
+
+    statuses = [open_and_drop(port_of(hmi), f"/stream/nocam{i}.mjpg") for i in range(200)]
+
+    wait_until(lambda: not threads_since(before), timeout=20, what="the request threads to end")
+    assert set(statuses) == {404}
+
+
+def test_every_stream_ends_when_its_viewer_goes_even_with_no_new_frame(hmi: AgentHarness) -> None:
+    hmi.send("front", frame_payload("cam_front", 1, np.zeros((60, 80), np.uint8)))
+    before = set(threading.enumerate())
+
+    for _ in range(20):  # each viewer gets the tile's frame, then no other comes, then it hangs up
+        assert open_and_drop(port_of(hmi), "/stream/cam_front.mjpg", read_first=b"\xff\xd9") == 200
+    assert threads_since(before), "no thread served the streams"
+
+    wait_until(lambda: not threads_since(before), timeout=20, what="the stream threads to end")
 
 
 

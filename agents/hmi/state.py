@@ -12,7 +12,6 @@ belong to the same part; the newest frame, unjudged, when none of those kept has
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PreviewError
+from .parts import Reject, RejectLog, RejectWindow, verdict_view
 
 #: Frame arrivals kept per camera to measure its rate; enough for a 2 s window at 30 fps.
 RATE_SAMPLES = 64
@@ -86,16 +86,26 @@ class _Part:
         return "INCOMPLETE" if now - self.first >= incomplete_after else "PENDING"
 
 
+class ActionRefused(Exception):
+    """An operator's request that cannot be done; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class LiveState:
     """The latest frame and verdict of every camera, recent parts, and counters.
 
     ``views`` is how many verdicts make a part complete (one per connected verdict
     input). A part is REJECT as soon as one view says defective, OK once every view
     says good, and INCOMPLETE when a view is still missing ``incomplete_after``
-    seconds after its first verdict.
+    seconds after its first verdict. ``parts`` and ``rejects`` count the shift (since
+    the last reset); ``window`` is the reject rate over the last parts.
     """
 
-    def __init__(self, *, views: int, history: int, incomplete_after: float, ports: Sequence[str] = ()):
+    def __init__(self, *, views: int, history: int, incomplete_after: float, ports: Sequence[str] = (),
+                 window: int = 100, alarm: float | None = None):
         self.views = max(1, views)
         self.ports = tuple(ports)  # frames ports in the graph's order: the order of the tiles
         self.history = history
@@ -107,9 +117,13 @@ class LiveState:
         # Part ids already counted, and whether as a reject: verdicts are delivered at
         # least once, and a copy must not count twice even after its row left the list.
         self._counted: OrderedDict[int, bool] = OrderedDict()
-        self._memory = max(4096, 4 * history)
+        self._memory = max(4096, 4 * history, 2 * window)
         self.parts = 0
         self.rejects = 0
+        self.shift_started = time.time()
+        self.window = RejectWindow(window, alarm)
+        self.reject_log = RejectLog(history)
+        self.version = 0  # counts changes: a pushed page is sent the state when it moved
 
     # --- writers (the agent) -------------------------------------------------------
 
@@ -128,29 +142,63 @@ class LiveState:
             cam.recent.append(Shot(camera, cam.frames, image, str(payload.get("pixel_format") or ""),
                                    None if part_id is None else int(part_id), payload.get("frame"), now))
             cam.arrivals.append(now)
-            self._changed.notify_all()
             cam.frame_latency.append(now - created)
+            self._changed_now()
 
     def add_verdict(self, camera: str, payload: Mapping[str, Any], created: float,
-                    now: float | None = None) -> None:
+                    now: float | None = None, source: Any = None) -> bool | None:
+        """Counts the verdict; returns the reject-rate alarm's new state if this verdict changed it.
+
+        ``source`` is the verdict's message: acknowledging the part is traced from it.
+        """
         now = time.time() if now is None else now
-        verdict = {
-            "part_id": payload.get("part_id"),
-            "label": str(payload.get("label", "")),
-            "score": _finite(payload.get("score")),
-            "threshold": _finite(payload.get("threshold")),
-            "defective": bool(payload.get("defective")),
-            "model": payload.get("model"),
-            "model_version": payload.get("model_version"),
-        }
+        verdict = verdict_view(payload)
         with self._lock:
             cam = self._camera(camera)
             cam.verdict, cam.verdict_at = verdict, now
             cam.verdicts += 1
             cam.verdict_latency.append(now - created)
-            self._changed.notify_all()
-            if verdict["part_id"] is not None:
-                self._add_to_part(int(verdict["part_id"]), camera, verdict, now)
+            self._changed_now()
+            if verdict["part_id"] is None:
+                return None
+            self._add_to_part(int(verdict["part_id"]), camera, verdict, now, source)
+            return self.window.update_alarm()
+
+    def reset_counters(self, now: float | None = None) -> dict[str, Any]:
+        """Starts a new shift: the shift's counts go back to zero; returns the shift that ended."""
+        now = time.time() if now is None else now
+        with self._lock:
+            ended = {"parts": self.parts, "rejects": self.rejects, "started": self.shift_started, "ended": now}
+            self.parts = self.rejects = 0
+            self.shift_started = now
+            self._changed_now()
+            return ended
+
+    def acknowledge(self, part_id: int, reason: str | None, now: float | None = None) -> Reject:
+        """Marks a listed reject acknowledged; ActionRefused for a part not listed as a reject, or done twice."""
+        now = time.time() if now is None else now
+        with self._lock:
+            reject = self.reject_log.get(part_id)
+            if reject is None:
+                listed = part_id in self._parts
+                raise ActionRefused(409 if listed else 404, f"part {part_id} is not a reject" if listed else
+                                    f"part {part_id} is not among the last {self.reject_log.keep} rejects")
+            if reject.acknowledged is not None:
+                raise ActionRefused(409, f"part {part_id} was acknowledged already")
+            reject.acknowledged = {"time": now, "reason": reason}
+            self._changed_now()
+            return reject
+
+    def _changed_now(self) -> None:
+        """Under the lock: wakes the MJPEG streams and pushed pages waiting for news."""
+        self.version += 1
+        self._changed.notify_all()
+
+    def wait_changed(self, after: int, timeout: float) -> int:
+        """The state's version once it is another than ``after``, or as it is after ``timeout`` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version != after, timeout)
+            return self.version
 
     def _camera(self, name: str) -> _Camera:
         cam = self._cameras.get(name)
@@ -158,7 +206,7 @@ class LiveState:
             cam = self._cameras[name] = _Camera(name)
         return cam
 
-    def _add_to_part(self, part_id: int, camera: str, verdict: dict[str, Any], now: float) -> None:
+    def _add_to_part(self, part_id: int, camera: str, verdict: dict[str, Any], now: float, source: Any) -> None:
         rejected = self._counted.get(part_id)
         if rejected is None:
             self.parts += 1
@@ -168,14 +216,23 @@ class LiveState:
             self._parts[part_id] = _Part(part_id, now)
             if len(self._parts) > self.history:
                 self._parts.popitem(last=False)
-        if verdict["defective"] and not rejected:
-            self.rejects += 1
-            self._counted[part_id] = True
+            self.window.add_part(part_id)
+        if verdict["defective"]:
+            if not rejected:
+                self.rejects += 1
+                self._counted[part_id] = True
+                self.window.mark_reject(part_id)
+            self.reject_log.add(part_id, camera, verdict["label"], now, source)
         part = self._parts.get(part_id)
         if part is not None:  # None: a late copy for a part no longer listed
             part.views.setdefault(camera, verdict)  # the first verdict of a view stands
 
     # --- readers (the web server) ---------------------------------------------------
+
+    def camera_names(self) -> list[str]:
+        """The cameras with a tile: those a frame or a verdict has named."""
+        with self._lock:
+            return list(self._cameras)
 
     def shown_frame(self, camera: str) -> Shot | None:
         """The frame a camera's tile shows, None before its first frame."""
@@ -219,10 +276,14 @@ class LiveState:
                     "parts": self.parts,
                     "rejects": self.rejects,
                     "reject_rate": self.rejects / self.parts if self.parts else None,
+                    "shift_started": self.shift_started,
                     "frames": sum(c["frames"] for c in cameras),
                     "verdicts": sum(c["verdicts"] for c in cameras),
                     "latency_ms": max(latencies) if latencies else None,
                 },
+                "window": self.window.view(),
+                "rejects": self.reject_log.views(),
+                "unacknowledged": self.reject_log.unacknowledged,
             }
 
     def _rank(self, cam: _Camera) -> int:
@@ -265,15 +326,6 @@ class LiveState:
                 for cam, v in part.views.items()
             },
         }
-
-
-def _finite(value: Any) -> float | None:
-    """A score as JSON can carry it: a model's NaN or infinity, or a missing score, is None."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _rate(arrivals: deque[float], now: float) -> float:
