@@ -215,20 +215,31 @@ def test_graphrun_run_writes_a_log_file_per_agent_and_numbers_the_metrics_ports(
     assert " | " not in printer  # the file has the agent's own lines, not the launcher's prefixes
 
 
-def test_the_plc_simulator_logs_each_result_at_info_and_prints_nothing(
+def test_the_plc_simulator_logs_each_result_at_debug_a_periodic_count_at_info_and_prints_nothing(
         caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """A result a second at INFO would bury every other line of a run: each result is a
+    DEBUG line, and an INFO line counts the results by outcome every summary_interval."""
     port = free_port()
-    verdict = {"part_id": 77, "camera": "front", "defective": True, "label": "chip", "score": 0.8,
-               "threshold": 0.5, "model": "m", "model_version": "1", "backend": "onnxruntime",
-               "preprocess_ms": 1.0, "inference_ms": 1.0}
-    caplog.set_level(logging.INFO, logger="graphrun.agent.plc_sim")
-    with AgentHarness(PlcSimAgent, name="plc_sim", params={"port": port}) as sim:
+    verdicts = [{"part_id": part_id, "camera": "front", "defective": part_id == 77, "label": "chip", "score": 0.8,
+                 "threshold": 0.5, "model": "m", "model_version": "1", "backend": "onnxruntime",
+                 "preprocess_ms": 1.0, "inference_ms": 1.0} for part_id in (76, 77, 78)]
+    caplog.set_level(logging.DEBUG, logger="graphrun.agent.plc_sim")
+    with AgentHarness(PlcSimAgent, name="plc_sim", params={"port": port, "summary_interval": 0.5}) as sim:
         with AgentHarness(ModbusAgent, params={"host": "127.0.0.1", "port": port},
                           groups={"verdicts": ["front"]}) as plc:
-            plc.send("front", verdict)
-        wait_until(lambda: sim.agent.status.get("results") == 1, what="the result at the simulator")
-    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "graphrun.agent.plc_sim"] == [
-        ("INFO", "result 1: part 77, defective")]
+            for verdict in verdicts:
+                plc.send("front", verdict)
+            wait_until(lambda: sim.agent.status.get("results") == 3, what="the results at the simulator")
+        def counted() -> bool:
+            sim.produce()  # the agent's loop: half a second each
+            return any(r.levelname == "INFO" for r in caplog.records if r.name == "graphrun.agent.plc_sim")
+        wait_until(counted, what="the simulator's count of the results")
+        assert sim.agent.status["outcomes"] == {"ok": 2, "defective": 1}
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "graphrun.agent.plc_sim"]
+    assert [m for level, m in lines if level == "DEBUG"] == [
+        "result 1: part 76, ok", "result 2: part 77, defective", "result 3: part 78, ok"]
+    assert [m for level, m in lines if level == "INFO"] == [
+        "3 result(s) in the last 0.5 s (1 defective, 2 ok); 3 in all"]
     assert capsys.readouterr().out == ""
 
 

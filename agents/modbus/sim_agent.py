@@ -4,12 +4,18 @@
       type: graphrun_agents.modbus.sim_agent:PlcSimAgent
       params: {port: 5020}            # same map, port and unit as the modbus agent
 
-It has no ports: it listens for Modbus TCP and logs each result at INFO (as
-``graphrun plc-sim`` prints them; the agent's log level, or ``quiet``, silences them).
-Its health record counts the results received.
+It has no ports: it listens for Modbus TCP. A result a second would bury every other
+line of a run's log: each result is logged at DEBUG (``log_level: DEBUG`` on the agent
+shows them, as ``graphrun plc-sim`` prints them), and every ``summary_interval`` seconds
+one INFO line says how many results came in meanwhile, by outcome (``quiet`` silences it).
+Its health record counts the results received, in all and by outcome.
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +34,7 @@ class PlcSimParams(BaseModel):
     map: RegisterMap = Field(default_factory=RegisterMap, description="the modbus agent's map")
     take_results: bool = Field(True, description="echo each counter in result_read, as a PLC program would")
     quiet: bool = Field(False, description="count results without logging them")
+    summary_interval: float = Field(30.0, gt=0, description="seconds between the INFO lines that count the results")
 
 
 class PlcSimAgent(Agent):
@@ -38,19 +45,41 @@ class PlcSimAgent(Agent):
 
     def start(self) -> None:
         p = self.params
+        self._lock = threading.Lock()  # results arrive on the server's thread
+        self._since: Counter[str] = Counter()  # outcomes since the last summary line
+        self._outcomes: Counter[str] = Counter()  # outcomes in all
+        self._next_summary = time.monotonic() + p.summary_interval
         self._sim = PlcSimulator(p.map, host=p.host, port=p.port, unit=p.unit, take_results=p.take_results,
                                  on_result=self._received)
         self._sim.start()
-        self.status.update(listening=f"{p.host}:{p.port}", results=0)
+        self.status.update(listening=f"{p.host}:{p.port}", results=0, outcomes={})
 
     def produce(self) -> None:
         self.wait(0.5)  # the server works in its own thread
+        if time.monotonic() >= self._next_summary:
+            self._next_summary = time.monotonic() + self.params.summary_interval
+            self._summarise()
+
+    def _summarise(self) -> None:
+        with self._lock:
+            since, self._since = self._since, Counter()
+            total = len(self._sim.results)
+        if since and not self.params.quiet:
+            counted = ", ".join(f"{n} {outcome}" for outcome, n in sorted(since.items()))
+            self.log.info("%d result(s) in the last %g s (%s); %d in all", sum(since.values()),
+                          self.params.summary_interval, counted, total)
 
     def stop(self) -> None:
         if hasattr(self, "_sim"):
             self._sim.stop()
+            self._summarise()
 
     def _received(self, result: PlcResult) -> None:
-        self.status["results"] = len(self._sim.results)
+        outcome = result.outcome_name(self.params.map)
+        with self._lock:
+            self._since[outcome] += 1
+            self._outcomes[outcome] += 1
+            self.status["results"] = len(self._sim.results)
+            self.status["outcomes"] = dict(self._outcomes)
         if not self.params.quiet:
-            self.log.info("%s", result.describe(self.params.map))
+            self.log.debug("%s", result.describe(self.params.map))

@@ -40,16 +40,25 @@ class PlcResult:
     values: dict[str, bool | int | float]
     received: float = field(default_factory=time.time)  # seconds since the epoch
 
-    def describe(self, regmap: RegisterMap) -> str:
+    def outcome_name(self, regmap: RegisterMap) -> str:
+        """The outcome by the map's name ("ok", "defective", "incomplete"), "reject" or
+        "pass" for a boolean one, "outcome N" for a number the map does not name."""
         outcome = self.values.get("outcome")
-        names = {v: k for k, v in regmap.outcomes.model_dump().items()}
+        if isinstance(outcome, bool):
+            return "reject" if outcome else "pass"
+        if outcome is not None:
+            names = {v: k for k, v in regmap.outcomes.model_dump().items()}
+            return names.get(int(outcome), f"outcome {outcome}")
+        if "defective" in self.values:
+            return "reject" if self.values["defective"] else "pass"
+        return "unknown"
+
+    def describe(self, regmap: RegisterMap) -> str:
         parts = [f"result {self.sequence}"]
         if "part_id" in self.values:
             parts.append(f"part {self.values['part_id']}")
-        if isinstance(outcome, bool):
-            parts.append("reject" if outcome else "pass")
-        elif outcome is not None:
-            parts.append(f"{names.get(int(outcome), 'outcome ' + str(outcome))}")
+        if self.values.get("outcome") is not None:
+            parts.append(self.outcome_name(regmap))
         if "defective" in self.values:
             parts.append("reject" if self.values["defective"] else "pass")
         if "score" in self.values:
