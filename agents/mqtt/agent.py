@@ -244,10 +244,11 @@ class MqttAgent(Agent):
             self._link_lost(str(exc))
             return False
         self._rebirth = self._node is not None  # a new session begins with its births
-        if self._down_since is not None:
-            self.log.warning("%s %s after %.1f s; %d message(s) to publish", self._link.where,
-                             "reconnected" if self._ever_up else "connected", time.monotonic() - self._down_since,
-                             len(self._pending))
+        if self._ever_up:
+            self.log.warning("%s reconnected after %.1f s; %d message(s) to publish", self._link.where,
+                             time.monotonic() - (self._down_since or time.monotonic()), len(self._pending))
+        else:
+            self.log.info("connected to %s; %d message(s) to publish", self._link.where, len(self._pending))
         self._down_since = None
         self._ever_up = True
         self._reconnect.reset()

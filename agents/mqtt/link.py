@@ -76,8 +76,8 @@ class BrokerLink:
 
     @property
     def lost(self) -> str | None:
-        """Why the connection ended, once the network thread saw it end."""
-        return self._lost
+        """Why the current connection ended, once the network thread saw it end (None again after ``close``)."""
+        return self._lost if self._client is not None else None
 
     def connect(self, will: tuple[str, bytes] | None = None) -> None:
         """Open a new connection (the old one is dropped); raises BrokerUnreachable."""
