@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from typing_extensions import NotRequired
+
 from graphrun import Agent, Inputs, Message, Output
 
 from ..messages import Verdict
@@ -43,6 +45,7 @@ class NodeChange(TypedDict):
     server_time: float | None
     sequence: int  # changes sent by this agent since it started
     timestamp: float  # when the agent received it, seconds since the epoch
+    part_id: NotRequired[int]  # a subscription named part_id: the value, so it can trigger a camera
 
 
 class OpcuaAgent(Agent):
