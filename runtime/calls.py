@@ -49,9 +49,17 @@ class Target:
             self.urls = {DEFAULT_INSTANCE: target}
         else:
             self.graph = load_graph(Path(target))
+        self.missing: dict[str, str] = {}  # instance -> why it has no URL
         if self.graph is not None:
             overrides = dict(redis_urls or {})
-            self.urls = {i: redis_url(self.graph, i, overrides) for i in self.graph.redis}
+            self.urls = {}
+            for instance in self.graph.redis:
+                try:
+                    self.urls[instance] = redis_url(self.graph, instance, overrides)
+                except ConfigError as exc:  # an error only when a request goes there
+                    self.missing[instance] = str(exc)
+            if not self.urls:
+                raise ConfigError("; ".join(self.missing.values()))
         self.name = self.graph.name if self.graph is not None else "url"
         self.reply_instance = DEFAULT_INSTANCE if DEFAULT_INSTANCE in self.urls else next(iter(self.urls))
         self._ports: dict[str, Port] = {}
@@ -76,6 +84,8 @@ class Target:
             inputs = ", ".join(f"{agent}.{p}" for p in sorted(node.inputs)) or "none"
             raise UnknownPort(f"agent {agent!r} has no input {port!r} connected in graph {graph.name!r}; "
                               f"its inputs: {inputs}")
+        if binding.instance in self.missing:
+            raise ConfigError(f"{name}: {self.missing[binding.instance]}")
         return Port(name, binding.instance, binding.key, agent, answering_port(graph, agent))
 
     def answer_of(self, port: Port, answer: str | None) -> str:

@@ -22,7 +22,7 @@ import redis.asyncio
 
 from . import transport
 from .client import DEFAULT_TIMEOUT, GraphClient, Ticket
-from .errors import RequestTimeout
+from .errors import GraphrunError, RequestTimeout
 from .graph import Graph
 from .message import Message
 
@@ -52,6 +52,17 @@ class AsyncGraphClient:
         self._client = GraphClient(target, redis_urls=redis_urls, timeout=timeout, max_backlog=max_backlog, name=name)
         self._redis = {i: redis.asyncio.Redis.from_url(u, client_name=f"graphrun-{name}-async")
                        for i, u in self._client.target.urls.items()}
+
+    @classmethod
+    def for_agent(cls, agent: Any, **options: Any) -> AsyncGraphClient:
+        """A client for requests into the graph ``agent`` runs in, with the Redis URLs its
+        runner was given (for an agent that takes requests from elsewhere: the HTTP gateway)."""
+        from .runner import AgentRunner  # here: the runner imports every agent, agents import this
+
+        runner = getattr(agent, "_context", None)
+        if not isinstance(runner, AgentRunner):
+            raise GraphrunError(f"{agent!r} does not run in a graph (a test harness has none): no graph to ask")
+        return cls(runner.graph, redis_urls=runner._overrides, **options)
 
     async def request(self, port: str, payload: Mapping[str, Any], *, timeout: float | None = None,
                       priority: int = 0, answer: str | None = None) -> Message:

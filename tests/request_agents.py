@@ -46,3 +46,14 @@ def ask_many(graph_path: str, caller: int, count: int, results: multiprocessing.
             results.put(("dropped", caller, client._reader.dropped))
     finally:
         results.put(None)
+
+
+class ImageSize(Agent):
+    """Answers an image with its shape and the fields that came with it."""
+
+    images = Input()
+    sizes = Output()
+
+    def handle(self, msg: Message) -> None:
+        fields = {k: v for k, v in msg.payload.items() if k not in ("image", "timestamp")}
+        self.sizes.send({"shape": list(msg["image"].shape), "dtype": str(msg["image"].dtype), **fields})
