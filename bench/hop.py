@@ -46,14 +46,15 @@ class Board:
     graphrun's runner find it by a path in their params. Each cell has one writer.
     """
 
-    CONSUMED, LOST, STOP = 0, 1, 2
+    CONSUMED, LOST, STOP, WRITTEN_OFF, GAVE_UP = 0, 1, 2, 3, 4  # the last two: the producer's
+    HEAD = 6
 
     def __init__(self, path: str | os.PathLike[str], capacity: int | None = None):
         self.path = str(path)
         if capacity is not None:  # create
-            np.zeros(4 + capacity, np.float64).tofile(self.path)
+            np.zeros(self.HEAD + capacity, np.float64).tofile(self.path)
         cells = np.memmap(self.path, np.float64, mode="r+")
-        self._head, self.latency = cells[:4], cells[4:]
+        self._head, self.latency = cells[:self.HEAD], cells[self.HEAD:]
 
     @classmethod
     def create(cls, folder: str | os.PathLike[str], capacity: int) -> Board:
@@ -74,15 +75,30 @@ class Board:
     def stop(self) -> None:
         self._head[self.STOP] = 1
 
-    def room(self, seq: int) -> bool:
-        """Whether message ``seq`` may be sent: fewer than WINDOW are unconsumed."""
-        return seq - self.consumed < WINDOW
+    @property
+    def given_up(self) -> int:
+        """Messages the producer stopped waiting for (see ``give_up``): lost at the tail."""
+        return int(self._head[self.GAVE_UP])
+
+    def room(self, seq: int, window: int = WINDOW) -> bool:
+        """Whether message ``seq`` may be sent: fewer than ``window`` are unconsumed."""
+        return seq - max(self.consumed + self.lost, int(self._head[self.WRITTEN_OFF])) < window
+
+    def give_up(self, seq: int) -> None:
+        """The producer stops waiting for the messages before ``seq``: a transport that
+        drops the newest messages of a full window leaves no later one to show the gap."""
+        seen = max(self.consumed + self.lost, int(self._head[self.WRITTEN_OFF]))
+        self._head[self.GAVE_UP] += max(0, seq - seen)
+        self._head[self.WRITTEN_OFF] = seq
 
     def took(self, seq: int, latency: float) -> None:
-        """The consumer has taken message ``seq``; a jump in numbers counts as lost."""
+        """The consumer has taken message ``seq``; a jump in numbers counts as lost until
+        the messages skipped arrive (replicas answer out of order)."""
         n, lost = self.consumed, self.lost
-        if seq > n + lost:
+        if seq >= n + lost:
             self._head[self.LOST] = seq - n
+        elif lost > 0:
+            self._head[self.LOST] = lost - 1
         if n < len(self.latency):
             self.latency[n] = latency
         self._head[self.CONSUMED] = n + 1
