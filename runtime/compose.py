@@ -39,6 +39,7 @@ from .deploy import (
     REDIS_IMAGE,
     REDIS_PORT,
     STOP_GRACE_S,
+    Dumper,
     Environ,
     Placement,
     agent_command,
@@ -218,21 +219,6 @@ def _redis_service(graph: Graph, instance: str, port: int, platform: str | None,
     return service
 
 
-class _Dumper(yaml.SafeDumper):
-    """Plain YAML for people: no anchors, short lists of words on one line."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
-    flow = all(isinstance(i, (str, int, float, bool)) for i in items) and len(str(items)) < 100
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
-
-
-_Dumper.add_representer(list, _list)
-
-
 def render(graph: Graph, file: NodeFile) -> str:
     """The YAML text, behind a header that says what the file is and how to run it."""
     name = compose_file_name(file.node)
@@ -253,7 +239,7 @@ def render(graph: Graph, file: NodeFile) -> str:
     if file.passthrough:
         lines.append("# Taken from this machine's environment (the graph reads them): " + ", ".join(file.passthrough))
     lines += [f"# {note}" for note in file.notes]
-    return "\n".join(lines) + "\n" + yaml.dump(file.document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+    return "\n".join(lines) + "\n" + yaml.dump(file.document, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
 def write(graph: Graph, out: Path, *, image: str = DEFAULT_IMAGE, node: str | None = None,

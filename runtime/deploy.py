@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
+
+import yaml
 
 from . import __version__
 from .deployment import Deployment, RedisModule
@@ -123,10 +126,12 @@ def agent_command(graph_file: str, agent: str, *, replica: int | None = None, co
     return [*command, "--replica", str(replica if replica is not None else 0)]
 
 
-def health_command(graph_file: str, agent: str, *, replica: int | None = None) -> list[str]:
+def health_command(graph_file: str, agent: str, *, replica: int | None = None, consumer: str | None = None) -> list[str]:
     """The heartbeat check `graphrun status` makes: healthy while the replica reports "running"."""
     command = ["graphrun", "status", graph_file, "--agent", agent]
-    if replica is not None:
+    if consumer is not None:
+        command += ["--consumer", consumer]
+    elif replica is not None:
         command += ["--replica", str(replica)]
     return [*command, "--check"]
 
@@ -150,3 +155,25 @@ class Environ(dict):  # type: ignore[type-arg]
     def __contains__(self, name: object) -> bool:
         self.looked_up.add(str(name))
         return super().__contains__(name)
+
+
+class Dumper(yaml.SafeDumper):
+    """Plain YAML for people: no anchors, short lists of words on one line, text of several
+    lines (a graph file in a ConfigMap) as a block."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
+    flow = all(isinstance(i, (str, int, float, bool)) for i in items) and len(str(items)) < 100
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    block = "\n" in text and "\t" not in text and not any(line.endswith(" ") for line in text.splitlines())
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if block else None)
+
+
+Dumper.add_representer(list, _list)
+Dumper.add_representer(str, _text)

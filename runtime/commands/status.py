@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     status.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
     status.add_argument("--agent", metavar="NAME", help="only this agent")
     status.add_argument("--replica", type=int, metavar="N", help="with --check: only this replica (consumer NAME-N)")
+    status.add_argument("--consumer", metavar="C", help="with --check: only the replica of this consumer name "
+                                                        "(a Kubernetes pod's: NAME-<pod>)")
     status.add_argument("--check", action="store_true",
                         help="with --agent: exit 0 when it has a fresh heartbeat in state running, else 1 (health check)")
     add_redis_option(status)
@@ -56,7 +58,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.check:
         if args.agent is None:
             raise ConfigError("--check needs --agent NAME: it answers for one agent")
-        healthy, why = check(graph, args.agent, dict(args.redis), replica=args.replica)
+        healthy, why = check(graph, args.agent, dict(args.redis), replica=args.replica, consumer=args.consumer)
         print(why)
         return 0 if healthy else 1
     found = running(graph, dict(args.redis))
@@ -78,9 +80,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         found.close()
 
 
-def check(graph: Graph, agent: str, overrides: dict[str, str], *, replica: int | None = None) -> tuple[bool, str]:
+def check(graph: Graph, agent: str, overrides: dict[str, str], *, replica: int | None = None,
+          consumer: str | None = None) -> tuple[bool, str]:
     """(healthy, why) of one agent: a fresh heartbeat in state running, of every replica seen
-    (or of the one asked for)."""
+    (or of the one asked for, by replica number or consumer name)."""
     home = graph.home_redis(agent)
     try:
         client = transport.connect(redis_url(graph, home, overrides), socket_timeout=CONNECT_TIMEOUT,
@@ -92,8 +95,8 @@ def check(graph: Graph, agent: str, overrides: dict[str, str], *, replica: int |
     except (ConfigError, *transport.CONNECTION_ERRORS, redis.ResponseError) as exc:
         return False, f"{agent}: unhealthy: its Redis {home!r} cannot be read: {exc}"
     replicas = view.replicas
-    if replica is not None:
-        consumer = f"{agent}-{replica}"
+    if replica is not None or consumer is not None:
+        consumer = consumer if consumer is not None else f"{agent}-{replica}"
         replicas = [r for r in replicas if r.consumer == consumer]
         if not replicas:
             return False, f"{consumer}: unhealthy: no heartbeat"

@@ -1,0 +1,362 @@
+"""`graphrun k8s`: Kubernetes manifests per node, generated from a graph file.
+
+No cluster is needed: every manifest is checked against the Kubernetes JSON schemas that
+the kubernetes-validate package ships (strict: unknown keys are refused), and the command
+line each agent's pod runs, with the environment its manifest gives it, is run here as a
+process against a real redis-server, its probes with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from conftest import wait_until
+from graphrun.cli import main
+from graphrun.commands.status import check
+from graphrun.graph import load_graph
+from graphrun.k8s import MARKER
+from graphrun.redis_server import RedisServer, free_port
+from graphrun.secrets import REDIS_USER
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+
+REPO = Path(__file__).resolve().parents[1]
+K8S_VERSION = "1.30"  # k3s of 2024 and later
+COMMITTED = REPO / "deploy" / "k8s"
+
+LINE = """\
+name: line
+redis:
+  cams: {}
+  edge: {maxmemory: 1gb, persistence: rdb}
+  plant: {url: "redis://db.plant:6379/0"}
+nodes:
+  camera_node: {redis: cams, platform: linux/arm64}
+  infer: {redis: edge}
+  hmi: {}
+agents:
+  cam_front:
+    type: camera
+    node: camera_node
+    params: {source: genicam, cti: /opt/vendor/lib/producer.cti, device: "1"}
+    outputs: {frames: {redis: cams, stream: cam.front.frames, maxlen: 50}}
+  cam_usb:
+    type: camera
+    node: camera_node
+    params: {source: opencv, path: 2}
+  cls:
+    type: classification
+    node: infer
+    replicas: 3
+    params: {providers: [CUDAExecutionProvider, CPUExecutionProvider]}
+    inputs: {frames: cam_front.frames}
+    env: {OMP_NUM_THREADS: "2"}
+  show:
+    type: examples.printer
+    node: hmi
+    inputs: {values: cls.verdicts}
+    outputs: {}
+  archive:
+    type: examples.doubler
+    node: hmi
+    inputs: {numbers: "plant:numbers"}
+"""
+
+
+class Manifests:
+    """What one `graphrun k8s` wrote: node -> its documents, and the shared documents."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.text = {p.stem: p.read_text() for p in sorted(out.glob("*.yaml"))}
+        self.docs = {node: [d for d in yaml.safe_load_all(text) if d] for node, text in self.text.items()}
+
+    def find(self, node: str, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.docs[node] if d["kind"] == kind and d["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind} {name} in {node}.yaml: {len(found)} found"
+        return found[0]
+
+    def kinds(self, node: str) -> list[tuple[str, str]]:
+        return [(d["kind"], d["metadata"]["name"]) for d in self.docs[node]]
+
+    def pod(self, node: str, deployment: str) -> dict[str, Any]:
+        return self.find(node, "Deployment", deployment)["spec"]["template"]["spec"]
+
+
+def generate(tmp_path: Path, text: str, *args: str, name: str = "graph.yaml") -> Manifests:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    graph = tmp_path / name
+    graph.write_text(text)
+    out = tmp_path / "out"
+    assert main(["k8s", str(graph), "--out", str(out), *args]) == 0
+    return Manifests(out)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def validate(document: dict[str, Any]) -> None:
+    kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+
+def test_the_schema_check_refuses_what_kubernetes_would_refuse() -> None:
+    good = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "redis-main"},
+            "spec": {"ports": [{"port": 6379}]}}
+    validate(good)
+    for bad in ({**good, "spec": {"ports": [{"port": "six"}]}},  # a wrong type
+                {**good, "spec": {"ports": [{"port": 6379}], "nodeSelector": {}}}):  # a key Services do not have
+        with pytest.raises(kubernetes_validate.ValidationError):
+            validate(bad)
+
+
+def test_every_manifest_follows_the_kubernetes_schema(tmp_path: Path) -> None:
+    generated = generate(tmp_path, LINE)
+    documents = [d for docs in generated.docs.values() for d in docs]
+    documents += [d for p in sorted(COMMITTED.glob("*/*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    assert len(documents) > 30
+    for document in documents:
+        validate(document)
+
+
+# --- consistent with the graph ---------------------------------------------------------------
+
+
+def test_each_node_gets_a_file_of_its_own_agents_and_the_redis_it_hosts(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    assert sorted(gen.docs) == ["camera_node", "graph", "hmi", "infer"]
+    assert gen.kinds("camera_node") == [
+        ("Service", "redis-cams"), ("StatefulSet", "redis-cams"),
+        ("Secret", "cam-front-redis-user"), ("Deployment", "cam-front"),
+        ("Secret", "cam-usb-redis-user"), ("Deployment", "cam-usb")]
+    assert [k for k in gen.kinds("hmi") if k[0] == "Deployment"] == [("Deployment", "show"), ("Deployment", "archive")]
+    assert not [k for k in gen.kinds("hmi") if k[0] in ("StatefulSet", "Service")]  # hmi hosts no Redis
+    # An instance with a url runs outside the graph: nothing runs it.
+    assert not [k for docs in gen.docs.values() for k in [(d["kind"], d["metadata"]["name"]) for d in docs]
+                if k[1] == "redis-plant"]
+
+
+def test_an_agent_is_a_deployment_with_the_graph_s_replicas_pinned_to_its_node(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    cls = gen.find("infer", "Deployment", "cls")
+    assert cls["spec"]["replicas"] == 3
+    assert cls["spec"]["template"]["spec"]["nodeSelector"] == {"graphrun.io/node": "infer"}
+    labels = cls["spec"]["template"]["metadata"]["labels"]
+    assert all(labels[k] == v for k, v in cls["spec"]["selector"]["matchLabels"].items())
+    # The node's platform pins its pods to machines of that architecture too.
+    assert gen.pod("camera_node", "cam-usb")["nodeSelector"] == {
+        "graphrun.io/node": "camera_node", "kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64"}
+    container = gen.pod("infer", "cls")["containers"][0]
+    assert container["args"] == ["agent", "/graph/graph.yaml", "cls", "--consumer", "cls-$(GRAPHRUN_POD)"]
+    assert env_of(container)["GRAPHRUN_POD"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env_of(container)["OMP_NUM_THREADS"] == "2"  # the agent's env from the graph
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}}  # a CUDA provider
+    assert gen.pod("infer", "cls")["terminationGracePeriodSeconds"] == 20
+
+
+def test_a_hosted_redis_is_a_statefulset_with_a_volume_claim_and_a_service_on_its_node(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    statefulset = gen.find("infer", "StatefulSet", "redis-edge")
+    assert statefulset["spec"]["replicas"] == 1
+    pod = statefulset["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"graphrun.io/node": "infer"}
+    redis_container = pod["containers"][0]
+    assert redis_container["command"] == ["redis-server", "--appendonly", "no", "--save", "3600 1 300 100 60 10000",
+                                          "--maxmemory", "1gb"]
+    assert redis_container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    claim = statefulset["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert redis_container["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+    service = gen.find("infer", "Service", "redis-edge")
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "redis", "port": 6379, "targetPort": "redis"}]
+
+
+def test_agents_reach_a_hosted_redis_through_its_service_and_others_through_the_graph(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    services = {d["metadata"]["name"] for docs in gen.docs.values() for d in docs if d["kind"] == "Service"}
+    env = env_of(gen.pod("infer", "cls")["containers"][0])
+    assert env["GRAPHRUN_REDIS_CAMS"] == "redis://redis-cams:6379/0"  # on another node: one cluster network
+    assert env["GRAPHRUN_REDIS_EDGE"] == "redis://redis-edge:6379/0"
+    for docs in gen.docs.values():
+        for d in docs:
+            if d["kind"] == "Deployment":
+                for value in env_of(d["spec"]["template"]["spec"]["containers"][0]).values():
+                    if isinstance(value, str) and value.startswith("redis://"):
+                        assert value.split("//")[1].split(":")[0] in services
+    # The url of an instance outside the graph is read from the mounted graph.
+    assert "GRAPHRUN_REDIS_PLANT" not in env_of(gen.pod("hmi", "archive")["containers"][0])
+
+
+def test_a_genicam_camera_is_on_the_host_network_and_keeps_the_cluster_s_dns(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    camera = gen.find("camera_node", "Deployment", "cam-front")
+    pod = camera["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert camera["spec"]["strategy"] == {"type": "Recreate"}  # one pod at a time on the host's network
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "host-0", "mountPath": "/opt/vendor/lib", "readOnly": True} in mounts  # the GenTL producer
+    assert {"name": "host-0", "hostPath": {"path": "/opt/vendor/lib"}} in pod["volumes"]
+    usb = gen.pod("camera_node", "cam-usb")
+    assert "hostNetwork" not in usb
+    assert {"name": "device-0", "hostPath": {"path": "/dev/video2", "type": "CharDevice"}} in usb["volumes"]
+
+
+def test_no_manifest_holds_a_password_and_each_agent_reads_only_its_own_secret(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    secret = gen.find("infer", "Secret", "cls-redis-user")
+    assert secret["stringData"] == {"username": "line-cls"}  # the password is the operator's to add
+    env = env_of(gen.pod("infer", "cls")["containers"][0])
+    assert env[REDIS_USER] == {"secretKeyRef": {"name": "cls-redis-user", "key": "username"}}
+    assert env["GRAPHRUN_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "cls-redis-user", "key": "password",
+                                                               "optional": True}}
+    for docs in gen.docs.values():
+        for d in docs:
+            if d["kind"] == "Deployment":
+                refs = {v["secretKeyRef"]["name"] for v in env_of(d["spec"]["template"]["spec"]["containers"][0]).values()
+                        if isinstance(v, dict) and "secretKeyRef" in v}
+                assert refs == {f"{d['metadata']['name']}-redis-user"}
+                assert d["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_the_probes_check_the_heartbeat_of_the_pod_s_own_consumer(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    container = gen.pod("infer", "cls")["containers"][0]
+    command = ["sh", "-c", 'exec graphrun status /graph/graph.yaml --agent cls --consumer "cls-$GRAPHRUN_POD" --check']
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == command
+    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] == 60
+
+
+def test_the_graph_file_is_a_configmap_every_agent_mounts(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    (graph_map,) = gen.docs["graph"]
+    assert graph_map["kind"] == "ConfigMap" and graph_map["data"] == {"graph.yaml": LINE}
+    pod = gen.pod("hmi", "show")
+    assert {"name": "graph", "configMap": {"name": graph_map["metadata"]["name"]}} in pod["volumes"]
+    assert {"name": "graph", "mountPath": "/graph", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+
+
+def test_variables_the_graph_reads_come_from_an_optional_settings_configmap(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE.replace('"redis://db.plant:6379/0"', '"redis://${PLANT_DB:-db.plant}:6379/0"'))
+    container = gen.pod("hmi", "archive")["containers"][0]
+    assert container["envFrom"] == [{"configMapRef": {"name": "graphrun-settings", "optional": True}}]
+    assert "PLANT_DB" in gen.text["hmi"].split("---")[0]  # the header says which
+
+
+def test_generation_is_deterministic_and_drops_files_of_nodes_gone(tmp_path: Path) -> None:
+    first = generate(tmp_path, LINE).text
+    (tmp_path / "out" / "kustomization.yaml").write_text("resources: []\n")  # not generated: left alone
+    assert generate(tmp_path, LINE).text == {**first, "kustomization": "resources: []\n"}
+    fewer = LINE.replace("  hmi: {}\n", "").replace("    node: hmi\n", "    node: infer\n")
+    assert sorted(generate(tmp_path, fewer).text) == ["camera_node", "graph", "infer", "kustomization"]
+
+
+def test_an_unknown_node_and_a_node_named_graph_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(LINE)
+    assert main(["k8s", str(graph), "--node", "press", "--out", str(tmp_path / "out")]) == 1
+    assert "no node 'press' (nodes: camera_node, infer, hmi)" in capsys.readouterr().err
+    graph.write_text(LINE.replace("hmi", "graph"))
+    assert main(["k8s", str(graph), "--out", str(tmp_path / "out2")]) == 1
+    assert "would overwrite the shared graph.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in COMMITTED.iterdir() if p.is_dir()))
+def test_the_committed_manifests_equal_a_fresh_generation(tmp_path: Path, folder: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    committed = COMMITTED / folder
+    (graph_map,) = yaml.safe_load((committed / "graph.yaml").read_text().split("---", 1)[1])["data"]
+    source = REPO / "graphs" / graph_map
+    assert source.exists(), f"deploy/k8s/{folder} has no source in graphs/"
+    for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", source.read_text()):
+        monkeypatch.delenv(name, raising=False)  # committed files take the graph's defaults
+    out = tmp_path / folder
+    assert main(["k8s", str(source), "--out", str(out)]) == 0
+    fresh = {p.name: p.read_text() for p in sorted(out.iterdir())}
+    stale = {p.name: p.read_text() for p in sorted(committed.iterdir())}
+    assert fresh == stale, f"deploy/k8s/{folder} is stale: run `graphrun k8s graphs/{graph_map}`"
+    assert all(MARKER in text.splitlines()[0] for text in stale.values())
+
+
+# --- the pods' command lines, run here ----------------------------------------------------------
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """$(VAR) as Kubernetes expands it in a container's args."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), text)
+
+
+def test_every_agent_s_command_line_runs_as_a_process_and_its_probe_passes(tmp_path: Path,
+                                                                          redis_server: RedisServer) -> None:
+    """Each pod of the committed finger-follower manifests, as a local process: its args and
+    environment from its Deployment (Kubernetes' $(VAR) expansion done here, the Services'
+    addresses replaced by one local redis-server, the HMI and PLC simulator on free ports
+    instead of their fixed ones), the graph from its ConfigMap. Every agent reports running
+    through its own probe command, the line delivers PLC results, and SIGTERM stops each."""
+    folder = COMMITTED / "finger_follower"
+    (graph_map,) = [d for d in yaml.safe_load_all((folder / "graph.yaml").read_text()) if d]
+    graph_dir = tmp_path / "graph"
+    graph_dir.mkdir()
+    hmi_port, plc_port = free_port(), free_port()
+    for name, text in graph_map["data"].items():
+        text = text.replace("port: 8080", f"port: {hmi_port}").replace("params: {port: 5020}", f"params: {{port: {plc_port}}}")
+        (graph_dir / name).write_text(text)
+    pods: list[tuple[str, list[str], dict[str, str], list[str]]] = []
+    for path in sorted(folder.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc["kind"] != "Deployment":
+                continue
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            pod_name = f"{doc['metadata']['name']}-7d9f-x{len(pods)}"
+            env = {"PLC_PORT": str(plc_port), "GRAPHRUN_STATE_DIR": str(tmp_path / "state")}  # the settings ConfigMap
+            for item in container["env"]:
+                if "value" in item:
+                    env[item["name"]] = re.sub(r"redis://redis-[a-z0-9-]+:6379/0", redis_server.url, item["value"])
+                elif "fieldRef" in item["valueFrom"]:
+                    env[item["name"]] = pod_name
+                # secretKeyRef: the Secret has a user but no password here: Redis without ACLs
+            args = [_expand(a, env).replace("/graph/", f"{graph_dir}/") for a in container["args"]]
+            probe = [a.replace("/graph/", f"{graph_dir}/") for a in container["readinessProbe"]["exec"]["command"]]
+            pods.append((doc["metadata"]["name"], args, env, probe))
+    assert sorted(name for name, *_ in pods) == ["cam-back", "cam-front", "cls-back", "cls-front", "hmi", "plc",
+                                                "plc-sim", "trigger"]
+    processes = {name: subprocess.Popen([sys.executable, "-m", "graphrun", *args], env={**os.environ, **env},
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for name, args, env, _ in pods}
+    client = redis.Redis.from_url(redis_server.url)
+    graph = load_graph(graph_dir / "finger_follower.yaml")
+    everywhere = {instance: redis_server.url for instance in graph.redis}
+    try:
+        for name, args, env, probe in pods:
+            agent, consumer = args[2], args[-1]
+
+            def running(name: str = name, agent: str = agent, consumer: str = consumer) -> bool:
+                assert processes[name].poll() is None, f"{name} exited: {processes[name].communicate()[0]}"
+                return check(graph, agent, everywhere, consumer=consumer)[0]
+            wait_until(running, timeout=180, what=f"{name}'s heartbeat")
+            answer = subprocess.run(probe, check=False, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+            assert answer.returncode == 0, f"{name}'s probe: {answer.stdout}{answer.stderr}"
+            assert f"{consumer}: running" in answer.stdout
+        wait_until(lambda: client.xlen("plc.results") >= 3, timeout=120, what="PLC results of parts")
+    finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        outputs = {name: process.communicate(timeout=60)[0] for name, process in processes.items()}
+    for name, process in processes.items():
+        assert process.returncode == 0, f"{name}: {outputs[name]}"
+    # Each replica's consumer is named after its pod.
+    consumers = {c["name"].decode() for c in client.xinfo_consumers("cls.front.verdicts", "plc")}
+    assert consumers == {f"plc-{pods[[n for n, *_ in pods].index('plc')][2]['GRAPHRUN_POD']}"}
