@@ -52,7 +52,7 @@ def image(part_id: int, camera: str, shape: tuple[int, ...] = (96, 128), dtype: 
 
 def frame(part_id: int, camera: str, **kw: Any) -> dict[str, Any]:
     img = kw.pop("image", None)
-    img = image(part_id, camera) if img is None else img
+    img = image(part_id, camera, kw.pop("shape", (96, 128)), kw.pop("dtype", np.uint8)) if img is None else img
     return {"image": img, "camera": camera, "part_id": part_id, "frame": part_id, "timestamp": kw.pop("timestamp", time.time()),
             "pixel_format": "Mono8" if img.dtype == np.uint8 else "Mono16", "width": img.shape[1],
             "height": img.shape[0], "exposure_us": 800.0, "gain": 1.5, **kw}

@@ -59,9 +59,10 @@ def run_archive(graph_file: Callable[[str], Graph], redis_server: RedisServer,
 
 
 def entries(directory: Path, **query: object) -> list[Entry]:
-    if not (directory / Index.FILE).exists():
+    try:
+        index = Index(directory, readonly=True)
+    except FileNotFoundError:  # not made yet
         return []
-    index = Index(directory, readonly=True)
     try:
         return index.query(**query)  # type: ignore[arg-type]
     finally:
