@@ -122,21 +122,29 @@ class EdgeNode:
         self._bd_seq_metric(payload)
         return self.topic_ndeath, payload.SerializeToString()
 
-    def births(self) -> list[Message]:
-        """NBIRTH (seq 0) and, for a device, DBIRTH: every metric with its last value."""
-        self._seq = 0
+    def births(self, *, node: bool = True) -> list[Message]:
+        """The births that declare every metric with its last value: NBIRTH (seq 0 again) and,
+        for a device that has metrics yet, DBIRTH. ``node=False``: the device's DBIRTH alone,
+        continuing the sequence (its metrics changed; the node's did not)."""
         stamp = now_ms()
-        nbirth = Payload(timestamp=stamp, seq=self._next_seq())
-        self._bd_seq_metric(nbirth)
-        rebirth = nbirth.metrics.add(name=REBIRTH, timestamp=stamp)
-        set_value(rebirth, False)
-        target = nbirth
-        out = [(self.topic_nbirth, nbirth)]
+        out: list[tuple[str, Payload]] = []
+        target: Payload | None = None
+        if node:
+            self._seq = 0
+            nbirth = Payload(timestamp=stamp, seq=self._next_seq())
+            self._bd_seq_metric(nbirth)
+            set_value(nbirth.metrics.add(name=REBIRTH, timestamp=stamp), False)
+            out.append((self.topic_nbirth, nbirth))
+            target = nbirth
         if self.topic_dbirth is not None:
-            target = Payload(timestamp=stamp, seq=self._next_seq())
-            out.append((self.topic_dbirth, target))
-        for metric in self._metrics.values():
-            target.metrics.add().CopyFrom(metric)
+            if not self._metrics:
+                target = None  # a device is born with its first message
+            else:
+                target = Payload(timestamp=stamp, seq=self._next_seq())
+                out.append((self.topic_dbirth, target))
+        if target is not None:
+            for metric in self._metrics.values():
+                target.metrics.add().CopyFrom(metric)
         self._declared = {name: m.datatype for name, m in self._metrics.items()}
         return [(topic, p.SerializeToString()) for topic, p in out]
 
@@ -165,7 +173,7 @@ class EdgeNode:
             self._metrics[metric.name] = metric
         out: list[Message] = []
         if any(self._declared.get(m.name) != m.datatype for m in metrics):
-            out += self.births()
+            out += self.births(node=self.topic_dbirth is None)
         data = Payload(timestamp=now_ms(), seq=self._next_seq())
         data.metrics.extend(metrics)
         out.append((self.topic_data, data.SerializeToString()))
