@@ -118,7 +118,7 @@ def test_mermaid_groups_agents_by_node(capsys: pytest.CaptureFixture[str]) -> No
         elif current is not None and (m := _SHAPE.match(line)):
             current.add(shapes[m[1]][1][0])
     assert members == {"camera-front": {"cam_front"}, "camera-back": {"cam_back"},
-                       "inference": {"trigger", "cls_front", "cls_back", "plc"}, "hmi": {"hmi"},
+                       "inference": {"trigger", "cls_front", "cls_back", "plc"}, "hmi": {"hmi", "archive"},
                        "plc-sim": {"plc_sim"}}
 
 
