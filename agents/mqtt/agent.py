@@ -238,6 +238,8 @@ class MqttAgent(Agent):
         p = self.params
         try:
             self._link.connect(will=self._node.new_session() if self._node is not None else None)
+            if self._node is not None:
+                self._node.established()
             filters = [spec.topic for spec in p.subscribe.values()]
             self._link.subscribe(filters + ([self._node.topic_ncmd] if self._node is not None else []))
         except BrokerUnreachable as exc:

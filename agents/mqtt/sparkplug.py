@@ -106,6 +106,7 @@ class EdgeNode:
         self.topic_dbirth = f"{base}/DBIRTH/{node}/{device}" if device else None
         self.topic_data = f"{base}/DDATA/{node}/{device}" if device else f"{base}/NDATA/{node}"
         self.bd_seq = -1  # the first session is 0
+        self._established = False
         self._seq = 0
         self._metrics: dict[str, Payload.Metric] = {}  # every metric seen, with its last value
         self._declared: dict[str, int] = {}  # name -> datatype, as the last birth declared them
@@ -113,9 +114,16 @@ class EdgeNode:
     # --- sessions ---------------------------------------------------------------------
 
     def new_session(self) -> Message:
-        """Start the session of the next connection; returns its NDEATH, the MQTT will."""
-        self.bd_seq = (self.bd_seq + 1) % 256
+        """The NDEATH of the next connection's session, its MQTT will. ``bdSeq`` moves on
+        only once a session was established: attempts the broker never accepted are no session."""
+        if self._established or self.bd_seq < 0:
+            self.bd_seq = (self.bd_seq + 1) % 256
+            self._established = False
         return self.death()
+
+    def established(self) -> None:
+        """The broker accepted the connection whose will ``new_session`` made."""
+        self._established = True
 
     def death(self) -> Message:
         payload = Payload(timestamp=now_ms())
