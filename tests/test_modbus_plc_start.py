@@ -3,6 +3,7 @@ as soon as the PLC listens: against a real redis-server and the real PLC simulat
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import redis
 
 from conftest import caught_up, wait_until, write_messages
 from graphrun.graph import parse_graph
+from graphrun.health import health_key
 from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
 from graphrun_agents.modbus.layout import Request
@@ -137,3 +139,27 @@ def test_a_part_the_plc_already_shows_when_it_returns_is_not_written_again(launc
         agent.watch(lambda: agent.pending() == 0)
         assert [(r.sequence, r.values["part_id"]) for r in plc.results] == [(5, 7), (6, 8), (7, 9)]
     assert agent.thread.is_alive() and not agent.failure
+
+
+def health_record(client: redis.Redis) -> dict:
+    """The agent's one replica's health record (its consumer name is the machine's)."""
+    records = [json.loads(raw) for raw in client.hgetall(health_key("plc-late", "plc")).values()]
+    return records[0] if records else {}
+
+
+def test_a_plc_not_listening_yet_is_a_degraded_state_with_its_reason_not_a_crash(
+    launch: Callable[[int], Running],
+) -> None:
+    """The health record, what `graphrun status` and the HMI show, says what the agent waits for."""
+    agent = launch(free_port())
+    wait_until(lambda: health_record(agent.client).get("state") == "degraded", what="a degraded health record")
+    record = health_record(agent.client)
+    assert record["reason"] == f"waiting for PLC at 127.0.0.1:{agent.port}"
+    assert record["plc"] == "waiting for PLC"
+    with PlcSimulator(RegisterMap(), port=agent.port):
+        wait_until(lambda: health_record(agent.client).get("state") == "running", what="a running health record")
+        assert "reason" not in health_record(agent.client)
+    send_parts(agent.client, range(1, 2))  # the link is found down at the next write
+    wait_until(lambda: health_record(agent.client).get("state") == "degraded", what="degraded again, PLC gone")
+    assert health_record(agent.client)["reason"].startswith("unreachable: ")
+    assert agent.thread.is_alive() and not agent.failure, f"the agent's run ended: {agent.failure}"

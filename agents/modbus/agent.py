@@ -7,7 +7,8 @@ parts queued in order, so nothing is lost, reordered or written twice. A crash
 leaves the held verdicts pending in Redis, to be delivered again on restart.
 
 A PLC that is down when the agent starts is the same case, not a failed start: the
-agent starts, says ``plc: waiting for PLC`` in its health record, holds the verdicts
+agent starts, says ``plc: waiting for PLC`` in its health record (state "degraded",
+with the reason, as while the link is down later), holds the verdicts
 and polls (every ``reconnect_max`` seconds at most) until the PLC answers. Failing the
 start instead would hand the wait to the launcher's restart backoff (up to 16 s), and
 a graph whose PLC simulator is one of its agents would crash at every start.
@@ -15,6 +16,7 @@ a graph whose PLC simulator is one of its agents would crash at every start.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,6 +83,7 @@ class ModbusAgent(Agent):
         self._reconnect = Backoff(initial=min(p.reconnect_min, p.reconnect_max), maximum=p.reconnect_max)
         self._down_since: float | None = None
         self.status.update(written=0, ok=0, defective=0, incomplete=0, queued=0, open=0)
+        self._count()
         try:
             self._link.connect()
         except PlcUnreachable as exc:
@@ -181,6 +184,12 @@ class ModbusAgent(Agent):
         self.status["written"] = self.status.get("written", 0) + 1
         self.status[outcome] = self.status.get(outcome, 0) + 1
         self.status["sequence"] = part.sequence
+        self._count()
+
+    def _count(self) -> None:
+        """What the run's summary line counts (``graphrun run`` prints it when it stops)."""
+        self.status["counts"] = {"parts": self.status["written"], "rejects": self.status["defective"],
+                                 "incomplete": self.status["incomplete"]}
 
     def _report(self, part: Part[Message]) -> None:
         """Send what the PLC now holds for ``part``, traced from its first verdict.
@@ -269,12 +278,13 @@ class ModbusAgent(Agent):
             self._link_lost(exc)
             return False
         if self._down_since is not None:
-            self.log.warning("PLC link %s after %.1f s; %d result(s) to write", "up" if first else "restored",
-                             time.monotonic() - self._down_since, len(self._join.queue))
+            self.log.log(logging.INFO if first else logging.WARNING, "PLC link %s after %.1f s; %d result(s) to write",
+                         "up" if first else "restored", time.monotonic() - self._down_since, len(self._join.queue))
         self._down_since = None
         self._reconnect.reset()
         self.status["plc"] = "connected"
         self.status.pop("plc_error", None)
+        self.status.pop("degraded", None)
         return True
 
     def _resync(self) -> None:
@@ -296,7 +306,8 @@ class ModbusAgent(Agent):
             if self._synced:
                 self.log.error("%s; retrying with backoff, %d result(s) queued", exc, len(self._join.queue))
             else:
-                self.log.warning("%s; waiting for the PLC (verdicts are held until it answers)", exc)
+                # Not there yet (a PLC, or a simulator, starting after the agent): a state to wait in.
+                self.log.info("%s; waiting for the PLC (verdicts are held until it answers)", exc)
         self._reconnect.next()
         if isinstance(exc, PlcExceptionReply):
             self.status["plc"] = f"refused: {exc}"
@@ -304,3 +315,5 @@ class ModbusAgent(Agent):
             self.status.update(plc="waiting for PLC", plc_error=str(exc))
         else:
             self.status["plc"] = f"unreachable: {exc}"
+        # The health record's state: degraded, saying why, until the PLC answers again.
+        self.status["degraded"] = f"{self.status['plc']} at {self.params.host}:{self.params.port}"
