@@ -33,7 +33,8 @@ from .logs import AgentLogFile
 from .metrics import DEFAULT_HOST as METRICS_HOST
 from .redis_server import RedisServer, dies_with_owner
 from .secrets import REDIS_USER
-from .transport import describe
+from .tally import tally
+from .transport import connect, describe
 
 EXIT_CONFIG = 78  # an agent that exits with this cannot start: restarting would not help
 STOP_GRACE = 15.0
@@ -108,6 +109,7 @@ class Launcher:
         self._lock: IO[str] | None = None
         self._stop = threading.Event()
         self._print_lock = threading.Lock()
+        self._began: float | None = None  # when the first agent was started (epoch seconds)
         agents = graph.agents_on(node)
         width = max((len(self._label(a, i)) for a in agents for i in range(a.replicas)), default=8)
         self.replicas = [_Replica(a, i, self._label(a, i).ljust(width)) for a in agents for i in range(a.replicas)]
@@ -323,6 +325,7 @@ class Launcher:
                 self._make_users()
             self._start_redis()
             self._open_logs()
+            self._began = time.time()
             for replica in self.replicas:
                 self._spawn(replica)
             deadline = None if duration is None else time.monotonic() + duration
@@ -368,6 +371,25 @@ class Launcher:
             down.append(f"{agent} (crashed {crashes} {times}, last exit code {codes}; see its messages above)")
         return down
 
+    def _tally_line(self) -> str:
+        """The run in one line, from the agents' last health records (see tally.py)."""
+        clients = {}
+        try:
+            for name, url in self.urls.items():
+                client = connect(url, socket_timeout=2.0, name="graphrun-launcher")
+                if self.secure:
+                    observer = acl.user_name(self.graph, acl.OBSERVER)
+                    client.connection_pool.connection_kwargs.update(username=observer,
+                                                                    password=self.passwords[observer])
+                clients[name] = client
+            began = self._began or time.time()
+            agents = dict.fromkeys(r.node.name for r in self.replicas)
+            return tally(self.graph, agents, clients, since=began, seconds=time.time() - began,
+                         restarts=sum(r.crashes for r in self.replicas)).line()
+        finally:
+            for client in clients.values():
+                client.connection_pool.disconnect()
+
     def _shutdown(self) -> None:
         running = [r for r in self.replicas if r.process and r.process.poll() is None]
         for r in running:
@@ -385,6 +407,11 @@ class Launcher:
         for r in self.replicas:
             if r.log_file is not None:
                 r.log_file.close()
+        if self._began is not None:
+            try:
+                self.say(f"graphrun: {self._tally_line()}")
+            except Exception as exc:  # the summary is a courtesy: the servers must still stop
+                self.say(f"graphrun: the run's counts could not be read: {exc!r}")
         for server in self.servers.values():
             server.close()
         if self.servers:
