@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from graphrun import AgentStartError, GraphError
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.simulator import free_port
@@ -139,9 +138,9 @@ def test_a_result_that_does_not_fit_its_node_s_type_is_refused_at_once(plc: Opcu
     settings = params(url)
     settings["nodes"] = {**NODES, "part_id": {"node": "ns=2;s=Result.PartId", "type": "UInt64"},
                          "sequence": {"node": "ns=2;s=Result.Sequence", "type": "UInt32"}}
-    with AgentHarness(OpcuaAgent, params=settings, groups={"verdicts": ["front", "back"]}) as h:
-        with pytest.raises(DeadLetter, match="part_id -1 does not fit the node's type UInt64"):
-            h.send("front", verdict(-1, "front"))
+    with AgentHarness(OpcuaAgent, params=settings, groups={"verdicts": ["front", "back"]}) as h, \
+            pytest.raises(DeadLetter, match="part_id -1 does not fit the node's type UInt64"):
+        h.send("front", verdict(-1, "front"))
 
 
 def test_a_malformed_node_id_is_reported_with_the_graph_file_s_line(graph_file: Any, url: str) -> None:
@@ -181,9 +180,8 @@ def test_a_node_the_server_lacks_fails_the_start_naming_the_graph_file_s_line(
 
     text = GRAPH.format(url=redis_server.url, plc=url, part_id="ns=2;s=Result.PartNumber")
     graph = graph_file(text, "line.yaml")
-    with pytest.raises(AgentStartError) as caught:
-        with running(graph, redis_urls={"main": redis_server.url}):
-            pass
+    with pytest.raises(AgentStartError) as caught, running(graph, redis_urls={"main": redis_server.url}):
+        pass
     message = str(caught.value)
     assert message.startswith(f"{graph.file}:{line_of(text, 'PartNumber')}:")
     assert "ns=2;s=Result.PartNumber" in message and "BadNodeIdUnknown" in message
@@ -197,6 +195,6 @@ def test_a_node_of_another_type_than_the_graph_says_fails_the_start(
 
     text = GRAPH.format(url=redis_server.url, plc=url, part_id="{node: ns=2;s=Result.PartId, type: Int16}")
     graph = graph_file(text)
-    with pytest.raises(AgentStartError, match=r"has data type UInt64, not Int16 \(agents.plc.params.nodes.part_id.type\)"):
-        with running(graph, redis_urls={"main": redis_server.url}):
-            pass
+    with pytest.raises(AgentStartError, match=r"has data type UInt64, not Int16 \(agents.plc.params.nodes.part_id.type\)"), \
+            running(graph, redis_urls={"main": redis_server.url}):
+        pass

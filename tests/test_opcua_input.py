@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from conftest import read_messages, wait_until
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.simulator import free_port

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import caught_up
 from graphrun import Message, codec
 from graphrun.graph import load_graph

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from asyncua import Client, ua
-
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.simulator import free_port
 from graphrun_agents.opcua.agent import OpcuaAgent

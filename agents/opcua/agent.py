@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from typing_extensions import NotRequired
-
 from graphrun import Agent, Inputs, Message, Output
+from typing_extensions import NotRequired
 
 from ..messages import Verdict
 from .client import ClientMode

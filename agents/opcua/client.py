@@ -11,6 +11,7 @@ sequence number, or recognised as landed when the server already shows it.
 
 from __future__ import annotations
 
+import queue
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +123,7 @@ class ClientMode:
         while True:
             try:
                 change: Change = self.link.changes.get_nowait()
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 return
             spec = self.p.subscribe.get(change.name)
             previous = self.last.get(change.name)
@@ -141,11 +142,11 @@ class ClientMode:
 
     def _flush(self) -> None:
         """Write queued results, oldest first, while the server takes them."""
-        queue = self.join.queue
-        while queue and not self.agent.stopping:
+        waiting = self.join.queue
+        while waiting and not self.agent.stopping:
             if not self._link_up():
                 return
-            part = queue[0]
+            part = waiting[0]
             try:
                 if not self._taken():
                     return

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncua import Client, Node, ua
-from asyncua.crypto import security_policies
-
 from graphrun import read_secret
 
 from ..errors import OpcuaRefused, OpcuaUnreachable
 from .loop import LoopThread
 from .params import NodeSpec, OpcuaParams, Security
+from .security import credentials, policy_class
 
 log = logging.getLogger("graphrun.agent.opcua.link")
 
@@ -31,21 +30,6 @@ log = logging.getLogger("graphrun.agent.opcua.link")
 SERVER_STATE = ua.NodeId(2259, 0)
 #: The session's lifetime without requests; what servers commonly grant (asyncua asks an hour).
 SESSION_TIMEOUT_MS = 600_000
-_POLICIES = {
-    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
-    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
-}
-
-
-def policy_class(name: str) -> type[security_policies.SecurityPolicy]:
-    return _POLICIES[name]
-
-
-def credentials(secret: str) -> tuple[str | None, str | None]:
-    """(user, password) from the secrets ``<secret>_user`` and ``<secret>_password``."""
-    return read_secret(f"{secret}_user"), read_secret(f"{secret}_password")
-
-
 @dataclass(frozen=True)
 class Change:
     """One data change of a subscribed node, as the server reported it."""
@@ -132,8 +116,8 @@ class Link:
     async def _quietly_disconnect(client: Client) -> None:
         try:
             await client.disconnect()
-        except Exception:  # noqa: BLE001 - a session that is gone may fail to close in many ways
-            pass
+        except Exception as exc:  # noqa: BLE001 - a session that is gone may fail to close in many ways
+            log.debug("closing a session that is gone: %r", exc)
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -24,7 +24,8 @@ from asyncua.common.callback import CallbackType
 
 from ..errors import OpcuaUnreachable
 from .loop import LoopThread
-from .params import NodeSpec, OpcuaParams
+from .params import NodeSpec, OpcuaParams, Security
+from .security import new_server, secure_server
 from .values import variant
 
 log = logging.getLogger("graphrun.agent.opcua.simulator")
@@ -52,8 +53,11 @@ class OpcuaPlcSim:
     """Runs the simulated PLC's server in a thread of its own; ``start`` returns once it listens."""
 
     def __init__(self, params: OpcuaParams, *, url: str | None = None, take_results: bool = True,
-                 pulse: float | None = None, on_result: Callable[[SimResult], None] | None = None):
+                 pulse: float | None = None, on_result: Callable[[SimResult], None] | None = None,
+                 security: Security | None = None, user: tuple[str, str] | None = None):
         self.params = params
+        self.security = security  # the server's own policy, certificate and key
+        self.user = user  # the one user name and password accepted
         self.url = url or params.url
         self.take_results = take_results
         self.pulse = pulse
@@ -106,10 +110,11 @@ class OpcuaPlcSim:
         return spec.type or DEFAULT_TYPES.get(name, "Boolean")
 
     async def _serve(self) -> None:
-        server = Server()
+        server = new_server(*(self.user or (None, None)))
         await server.init()
         server.set_endpoint(self.url)
         server.set_server_name("graphrun OPC UA PLC simulator")
+        await secure_server(server, self.security, users=self.user is not None)
         specs = {**self._specs, **self.params.subscribe}
         highest = max((ua.NodeId.from_string(s.node).NamespaceIndex for s in specs.values()), default=1)
         while len(await server.get_namespace_array()) <= highest:

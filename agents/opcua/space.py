@@ -19,16 +19,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from asyncua import Server, ua
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.user_managers import UserManager
-
 from graphrun import DeadLetter, GraphHealth, Message
 
 from ..errors import AgentConfigError
 from ..part_join import Join, Outcome, Part
-from .link import credentials, policy_class
 from .loop import LoopThread
 from .params import OpcuaParams
+from .security import credentials, new_server, secure_server
 
 if TYPE_CHECKING:
     from .agent import OpcuaAgent
@@ -36,19 +33,6 @@ if TYPE_CHECKING:
 _TYPES = {bool: ua.VariantType.Boolean, int: ua.VariantType.UInt64, float: ua.VariantType.Double,
           str: ua.VariantType.String, dt.datetime: ua.VariantType.DateTime}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-class _OneUser(UserManager):
-    """Accepts the one user name and password of the agent's secrets, nobody else."""
-
-    def __init__(self, user: str, password: str):
-        self._user, self._password = user, password
-
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User | None:
-        if username == self._user and password == self._password:
-            return User(role=UserRole.User)
-        return None
 
 
 class ServerMode:
@@ -77,20 +61,11 @@ class ServerMode:
 
     async def _serve(self) -> None:
         user, password = credentials(self.p.secret)
-        server = Server(user_manager=_OneUser(user, password) if user and password else None)
+        server = new_server(user, password)
         await server.init()
         server.set_endpoint(self.p.url)
         server.set_server_name(f"graphrun {self.agent.graph or ''} {self.agent.name}".replace("  ", " "))
-        security = self.p.security
-        if security is not None and security.policy != "None":
-            await server.load_certificate(str(security.certificate))
-            await server.load_private_key(str(security.private_key))
-            kind = getattr(ua.SecurityPolicyType, f"{security.policy.replace('_', '')}_{security.mode}", None)
-            if kind is None:
-                kind = getattr(ua.SecurityPolicyType, f"{security.policy}_{security.mode}")
-            server.set_security_policy([kind])
-        if user and password:
-            server.set_security_IDs(["Username"])
+        await secure_server(server, self.p.security, users=bool(user and password))
         self.idx = await server.register_namespace(self.p.namespace)
         line = await server.nodes.objects.add_object(ua.NodeId("Line", self.idx), ua.QualifiedName("Line", self.idx))
         self.nodes["Line"] = line
@@ -129,7 +104,7 @@ class ServerMode:
         if self.server is not None:
             try:
                 self.loop.run(self.server.stop(), timeout=10)
-            except Exception:  # noqa: BLE001 - stopping: say why, and go on closing the loop
+            except Exception:
                 self.agent.log.exception("the OPC UA server did not stop cleanly")
         self.loop.close()
 
