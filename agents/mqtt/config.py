@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 #: MQTT topic names and filters are at most 65535 bytes of UTF-8 (MQTT 3.1.1, 4.7.3).
 MAX_TOPIC_BYTES = 65535
@@ -135,26 +135,33 @@ class MqttParams(BaseModel):
     tls: Tls | None = None
     keepalive: int = Field(10, ge=2, le=65535, description="seconds; a dead broker link is noticed within 1.5 times it")
     connect_timeout: float = Field(2.0, gt=0, description="seconds to wait for the broker's CONNACK")
+    # Declared before publish: publish's check reads it.
+    sparkplug: Sparkplug | None = Field(None, description="publish Sparkplug B payloads, births and deaths")
     publish: dict[str, Publish] = Field(default_factory=dict, description="input port -> topic")
     subscribe: dict[str, Subscribe] = Field(default_factory=dict, description="output port -> topic filter")
-    sparkplug: Sparkplug | None = Field(None, description="publish Sparkplug B payloads, births and deaths")
     reconnect_min: float = Field(0.1, gt=0, description="first delay before reconnecting to an unreachable broker")
     reconnect_max: float = Field(2.0, gt=0, description="longest delay between reconnection attempts")
     max_inflight: int = Field(100, ge=1, le=65535, description="messages published and not yet acknowledged by the broker")
     max_queue: int = Field(10_000, ge=1, description="messages kept while the broker is away; beyond it, new ones wait in Redis")
     max_bytes: int = Field(256 << 10, ge=1, description="largest payload published; a bigger message is dead-lettered")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> MqttParams:
-        for port, spec in self.publish.items():
-            if self.sparkplug is None and spec.topic is None:
+    @field_validator("publish")
+    @classmethod
+    def _topics(cls, publish: dict[str, Publish], info: ValidationInfo) -> dict[str, Publish]:
+        sparkplug = info.data.get("sparkplug")
+        for port, spec in publish.items():
+            if sparkplug is None and spec.topic is None:
                 raise ValueError(f"publish.{port}: give a topic (or a sparkplug section, which names the topics)")
-            if self.sparkplug is not None and spec.retain:
+            if sparkplug is not None and spec.retain:
                 raise ValueError(f"publish.{port}: Sparkplug B messages are never retained (the specification "
                                  "requires retain false); use a plain topic for a retained last value")
-            if self.sparkplug is not None and spec.topic is not None:
+            if sparkplug is not None and spec.topic is not None:
                 raise ValueError(f"publish.{port}: in Sparkplug B mode the topic is spBv1.0/<group>/NDATA/<node>; "
                                  "leave topic out")
+        return publish
+
+    @model_validator(mode="after")
+    def _apart(self) -> MqttParams:
         both = set(self.publish) & set(self.subscribe)
         if both:
             raise ValueError(f"port {sorted(both)[0]!r} is both published and subscribed: name them apart")
