@@ -147,6 +147,60 @@ class ReplyReader(threading.Thread):
         sink.deliver(message, end)
 
 
+class GroupWriter:
+    """Writes requests to one Redis instance, the requests of threads that submit at the
+    same time together: while one pipeline is on its way, the requests of other threads
+    gather, and the next caller sends them all in one round trip (group commit). A lone
+    caller writes at once, with no thread between it and Redis."""
+
+    def __init__(self, client: redis.Redis):
+        self._client = client
+        self._ready = threading.Condition()
+        self._waiting: list[tuple[Ticket, Mapping[bytes, Any]]] = []
+        self._sending = False
+        self._failed: dict[str, BaseException] = {}  # ticket id -> why its write failed
+
+    def write(self, writes: list[tuple[Ticket, Mapping[bytes, Any]]]) -> None:
+        """Write ``writes`` (with those other threads wait to write); sets their entry ids."""
+        mine = writes[-1][0]
+        with self._ready:
+            self._waiting.extend(writes)
+            while self._sending and mine.entry_id is None and mine.id not in self._failed:
+                self._ready.wait()
+            if mine.entry_id is None and mine.id not in self._failed:
+                batch, self._waiting, self._sending = self._waiting, [], True
+            else:
+                batch = []
+        if batch:
+            self._send(batch)
+        with self._ready:
+            error = None
+            for t, _ in writes:
+                error = self._failed.pop(t.id, None) or error
+        if error is not None:
+            raise error
+
+    def _send(self, batch: list[tuple[Ticket, Mapping[bytes, Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                ids = [self._client.xadd(batch[0][0].stream, batch[0][1])]  # type: ignore[arg-type]
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for t, fields in batch:
+                    pipe.xadd(t.stream, fields)  # type: ignore[arg-type]
+                ids = pipe.execute()
+            error = None
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
+            ids, error = [], exc
+        with self._ready:
+            for (t, _), entry_id in zip(batch, ids):
+                t.entry_id = transport.text(entry_id)
+            if error is not None:
+                self._failed.update((t.id, error) for t, _ in batch)
+            self._sending = False
+            self._ready.notify_all()
+
+
 class GraphClient:
     """Requests into a running graph, from a graph file (ports ``AGENT.PORT``) or a Redis
     URL (ports named by stream key; ``answer=`` then names the answering AGENT.PORT).
@@ -166,6 +220,7 @@ class GraphClient:
         self.reply_key = reply_key(self.target.name, new_id())
         self.reply_instance = self.target.reply_instance
         self._backlogs: dict[str, tuple[float, int]] = {}  # port -> (checked at, backlog)
+        self._writers = {i: GroupWriter(c) for i, c in self._clients.items()}
         reader_client = transport.connect(self.target.urls[self.reply_instance], name=f"graphrun-{name}-replies")
         self._reader = ReplyReader(reader_client, self.reply_key)
         self._reader.start()
@@ -187,22 +242,15 @@ class GraphClient:
                     priority: int = 0, answer: str | None = None) -> list[Ticket]:
         """Send several requests in one round trip (pipelined), each with its own answer."""
         tickets = self.prepare(port, len(payloads), timeout=timeout, answer=answer)
-        fields = [self.fields_of(t, p, priority) for t, p in zip(tickets, payloads)]
-        client = self._clients[tickets[0].instance] if tickets else None
+        if not tickets:
+            return tickets
+        writes = [(t, self.fields_of(t, p, priority)) for t, p in zip(tickets, payloads)]
         try:
-            if len(tickets) == 1:
-                ids = [client.xadd(tickets[0].stream, fields[0])]  # type: ignore[union-attr]
-            elif tickets:
-                pipe = client.pipeline(transaction=False)  # type: ignore[union-attr]
-                for t, f in zip(tickets, fields):
-                    pipe.xadd(t.stream, f)
-                ids = pipe.execute()
+            self._writers[tickets[0].instance].write(writes)
         except BaseException:
             for t in tickets:
                 self._reader.forget(t.id)
             raise
-        for t, entry_id in zip(tickets, ids if tickets else ()):
-            t.entry_id = transport.text(entry_id)
         return tickets
 
     def prepare(self, port: str, count: int, *, timeout: float | None, answer: str | None,

@@ -96,12 +96,15 @@ class Outbox:
             return
         outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         indexed: dict[str, list[tuple[int, str, Write]]] = defaultdict(list)  # instance -> (XADD's place, index, write)
+        expires: dict[tuple[str, str], int] = {}
         for w in self.writes:
             if w.index_key is not None:
                 indexed[w.instance].append((len(outputs[w.instance]), w.index_key, w))
             outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.bound(), "*", *_flat(w.fields)))
-            if w.expire is not None:
-                outputs[w.instance].append(("EXPIRE", w.key, w.expire))
+            if w.expire is not None:  # one EXPIRE per stream and flush, after its entries
+                expires[(w.instance, w.key)] = max(w.expire, expires.get((w.instance, w.key), 0))
+        for (instance, key), seconds in expires.items():
+            outputs[instance].append(("EXPIRE", key, seconds))
         after: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for binding, ids in self.acks.items():
             if ids:

@@ -1,0 +1,273 @@
+"""Request/response benchmark: the fraud-detection setup through graphrun's request path.
+
+    python bench/client.py                          # 3 s per row, 1 and 16 clients
+    python bench/client.py --seconds 5 --redisai redis://host:6379 --json out.json
+
+The RedisAI benchmark's fraud-detection scoring (bench/inference.py: a dense network over
+a 1x30 transaction and a 1x256 reference tensor kept in Redis), served four ways, in
+one run, each with 1 and 16 concurrent clients:
+
+- ``graphrun-request``: ``GraphClient.request`` from client threads sharing one client:
+  the transaction goes into an input stream with a correlation id and reply address,
+  the scorer agent (bench/fraud_agent.py: run by graphrun's runner in its own process,
+  the reference tensor read from Redis, ``handle_batch`` scoring each read in one
+  inference call) answers, and the runtime routes the score to the caller's reply
+  stream;
+- ``graphrun-request-async``: the same through ``AsyncGraphClient``, the clients being
+  tasks of one event loop instead of threads;
+- ``http-json``: the usual baseline: a starlette app on uvicorn in its own process with
+  the same model, reading the reference tensor from the same Redis, a JSON body in and
+  out, clients on keep-alive connections;
+- ``redisai-dag``: one AI.DAGEXECUTE per request, only with ``--redisai URL`` (RedisAI
+  cannot be installed here; the run says when it was not measured).
+
+Figures: round-trip p50 and p99 and requests per second. They depend on the machine
+and its load, and client and server share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+import redis
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from inference import REFERENCE_KEY, free_port, measure, redisai_call  # noqa: E402
+
+from graphrun import AsyncGraphClient, GraphClient  # noqa: E402
+from graphrun.graph import Graph, parse_graph  # noqa: E402
+from graphrun.redis_server import RedisServer  # noqa: E402
+from graphrun.runner import AgentRunner  # noqa: E402
+from graphrun_agents.classification.toy_models import fraud_model  # noqa: E402
+
+PORT = "scorer.transactions"
+GRAPH = """\
+name: bench-client
+redis: {{main: {{persistence: none}}}}
+agents:
+  scorer:
+    type: fraud_agent:FraudScorer
+    params: {{model: "{model}", reference_key: "{reference}"}}
+    inputs: {{transactions: {{from: "main:bench.transactions", batch: {batch}}}}}
+"""
+
+
+def bench_graph(model: Path, batch: int) -> Graph:
+    return parse_graph(GRAPH.format(model=model, reference=REFERENCE_KEY, batch=batch))
+
+
+def run_scorer(model: Path, batch: int, url: str, ready: multiprocessing.Event, stop: multiprocessing.Event) -> None:  # type: ignore[valid-type]
+    """The scorer agent in a process of its own, run by graphrun's runner."""
+    runner = AgentRunner(bench_graph(model, batch), "scorer", replica=0, redis_urls={"main": url})
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    runner.started.wait(60)
+    ready.set()
+    stop.wait()
+    runner.request_stop()
+    thread.join(30)
+
+
+def transaction() -> np.ndarray:
+    return np.random.default_rng().random((1, 30), dtype=np.float32)
+
+
+# --- graphrun's request path -------------------------------------------------------------
+
+
+def graphrun_call(client: GraphClient) -> Callable[[], Callable[[], object]]:
+    def make() -> Callable[[], object]:
+        payload = {"transaction": transaction()}
+
+        def call() -> object:
+            return client.request(PORT, payload, timeout=10)["fraud"]
+
+        return call
+
+    return make
+
+
+def measure_async(url: str, clients: int, seconds: float, warmup: int = 50) -> dict:
+    """``clients`` tasks of one event loop, each awaiting one request after another."""
+
+    async def main() -> list[float]:
+        async with AsyncGraphClient(url, name="bench-async") as client:
+            latencies: list[float] = []
+            payload = {"transaction": transaction()}
+
+            async def one() -> float:
+                t0 = time.perf_counter()
+                await client.request("bench.transactions", payload, timeout=10, answer="scorer.scores")
+                return time.perf_counter() - t0
+
+            for _ in range(warmup):
+                await one()
+            end = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                while time.perf_counter() < end:
+                    latencies.append(await one())
+
+            began = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(clients)))
+            latencies.append(-(time.perf_counter() - began))  # the elapsed time, last
+            return latencies
+
+    every = asyncio.run(main())
+    elapsed = -every.pop()
+    ms = np.array(every) * 1000
+    return {"clients": clients, "requests": int(ms.size), "throughput_per_s": round(ms.size / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+
+
+# --- the HTTP/JSON baseline -----------------------------------------------------------------
+
+
+def serve_http_json(model: Path, url: str, port: int, ready: multiprocessing.Event) -> None:  # type: ignore[valid-type]
+    """starlette on uvicorn: JSON {"transaction": [30 floats]} in, {"fraud": p} out."""
+    import onnxruntime as ort
+    import redis.asyncio
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.read_bytes(), options, providers=["CPUExecutionProvider"])
+    store = redis.asyncio.Redis.from_url(url)
+
+    async def score(request: Request) -> JSONResponse:
+        body = await request.json()
+        reference = np.frombuffer(await store.get(REFERENCE_KEY), np.float32).reshape(1, 256)
+        tx = np.asarray(body["transaction"], np.float32).reshape(1, 30)
+        out = session.run(None, {"transaction": tx, "reference": reference})[0]
+        return JSONResponse({"fraud": float(out[0, 1])})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        ready.set()
+        yield
+
+    app = Starlette(routes=[Route("/score", score, methods=["POST"])], lifespan=lifespan)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def http_json_call(port: int) -> Callable[[], Callable[[], object]]:
+    def make() -> Callable[[], object]:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        body = json.dumps({"transaction": transaction().ravel().tolist()})
+
+        def call() -> object:
+            conn.request("POST", "/score", body=body, headers={"content-type": "application/json"})
+            return json.loads(conn.getresponse().read())["fraud"]
+
+        return call
+
+    return make
+
+
+# --- running it all ---------------------------------------------------------------------------
+
+
+def report(rows: list[dict]) -> None:
+    print("\n| setup | clients | requests/s | p50 ms | p99 ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['setup']} | {r['clients']} | {r['throughput_per_s']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
+    by = {(r["setup"], r["clients"]): r["throughput_per_s"] for r in rows}
+    http16 = by.get(("http-json", 16))
+    best = max((v for (s, c), v in by.items() if s.startswith("graphrun") and c == 16), default=None)
+    if http16 and best:
+        print(f"\ngraphrun at 16 clients (best of its rows): {best / http16:.1f}x HTTP/JSON's requests/s")
+    ai = by.get(("redisai-dag", 16))
+    print(f"RedisAI DAGEXECUTE at 16 clients: {ai:,.0f} requests/s" if ai else
+          "RedisAI DAGEXECUTE: not measured (give --redisai URL of a Redis with the RedisAI module)")
+    print(f"{os.cpu_count()} cores; client and server share them")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per row")
+    parser.add_argument("--clients", default="1,16", help="comma-separated numbers of concurrent clients")
+    parser.add_argument("--batch", type=int, default=64, help="most requests the scorer takes per read")
+    parser.add_argument("--redisai", help="URL of a Redis with the RedisAI module")
+    parser.add_argument("--only", help="comma-separated setups to run (graphrun-request, graphrun-request-async, "
+                                       "http-json, redisai-dag)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.clients.split(",")]
+    only = set(args.only.split(",")) if args.only else None
+    spawn = multiprocessing.get_context("spawn")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(name="bench", persistence="none") as server:
+        model = Path(tmp) / "fraud.onnx"
+        model.write_bytes(fraud_model())
+        redis.Redis.from_url(server.url).set(REFERENCE_KEY, np.random.default_rng(1).random((1, 256), np.float32).tobytes())
+        url = server.unix_url
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
+
+        if wanted("graphrun-request") or wanted("graphrun-request-async"):
+            ready, stop = spawn.Event(), spawn.Event()
+            scorer = spawn.Process(target=run_scorer, args=(model, args.batch, url, ready, stop), daemon=True)
+            scorer.start()
+            if not ready.wait(60):
+                raise RuntimeError("the scorer agent did not start")
+            try:
+                if wanted("graphrun-request"):
+                    client = GraphClient(bench_graph(model, args.batch), redis_urls={"main": url}, name="bench")
+                    try:
+                        for n in counts:
+                            rows.append({"setup": "graphrun-request", **measure(graphrun_call(client), n, args.seconds)})
+                            print(rows[-1], flush=True)
+                    finally:
+                        client.close()
+                if wanted("graphrun-request-async"):
+                    for n in counts:
+                        rows.append({"setup": "graphrun-request-async", **measure_async(url, n, args.seconds)})
+                        print(rows[-1], flush=True)
+            finally:
+                stop.set()
+                scorer.join(30)
+        if wanted("http-json"):
+            port, ready = free_port(), spawn.Event()
+            http_server = spawn.Process(target=serve_http_json, args=(model, url, port, ready), daemon=True)
+            http_server.start()
+            if not ready.wait(60):
+                raise RuntimeError("the HTTP/JSON server did not start")
+            try:
+                for n in counts:
+                    rows.append({"setup": "http-json", **measure(http_json_call(port), n, args.seconds)})
+                    print(rows[-1], flush=True)
+            finally:
+                http_server.terminate()
+                http_server.join(10)
+        if args.redisai and wanted("redisai-dag"):
+            for n in counts:
+                rows.append({"setup": "redisai-dag", **measure(redisai_call(fraud_model(), args.redisai), n, args.seconds)})
+                print(rows[-1], flush=True)
+    report(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
