@@ -13,10 +13,18 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import registry, yaml_source
 from .agent import Agent
@@ -28,8 +36,8 @@ from .ports import declared_ports, incompatibility, type_name
 from .yaml_source import Path_, Source
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-#: What redis-py's ``Redis.from_url`` connects to.
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: What graphrun's Redis client connects to (``redis+sentinel``: see ``SentinelSpec``).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 DEFAULT_MAXLEN = 10_000
 # A stream's default size bound: two cameras' frame streams (and the rest) fit a 4 GB edge box.
 DEFAULT_MAX_BYTES = 256 << 20
@@ -63,6 +71,28 @@ class TlsSpec(_Strict):
     check_hostname: bool = Field(True, description="the server's certificate must name the host of the url")
 
 
+def _host_port(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "," in host or "/" in host:
+        raise ValueError(f"bad sentinel address {address!r}: write host:port, e.g. 10.0.0.7:26379")
+    return address
+
+
+class SentinelSpec(_Strict):
+    """A Redis instance with a replica, watched by Redis Sentinel: agents ask the sentinels
+    where the master is, and follow it through a failover. Replication is asynchronous:
+    see ``RedisSpec.wait_replicas`` for what a failover may lose, and how to narrow it."""
+
+    master: str = Field(min_length=1, description="the master's name in the sentinels' configuration")
+    addresses: list[Annotated[str, AfterValidator(_host_port)]] = Field(min_length=1,
+                                                                         description="the sentinels, as host:port")
+
+    @property
+    def url(self) -> str:
+        """The URL graphrun's client takes: ``redis+sentinel://HOST:PORT,.../MASTER/0``."""
+        return f"redis+sentinel://{','.join(self.addresses)}/{self.master}/0"
+
+
 class RedisSpec(_Strict):
     """A named Redis instance. Without a url, ``graphrun run`` starts a local redis-server.
 
@@ -76,6 +106,18 @@ class RedisSpec(_Strict):
     persistence: Persistence = Field(
         "aof", description="aof: append-only file fsynced each second; rdb: snapshots only; none: memory only")
     tls: TlsSpec | None = Field(None, description="CA and client certificate files for a rediss:// url")
+    sentinel: SentinelSpec | None = Field(None, description="reach the instance through Redis Sentinel (its url)")
+    wait_replicas: int = Field(0, ge=0, description="outputs and acknowledgements count as written once this many "
+                                                    "replicas have them (WAIT): a failover then loses none of them")
+
+    @model_validator(mode="after")
+    def _sentinel_is_the_url(self) -> RedisSpec:
+        """An instance behind sentinels runs elsewhere, like one with a url: it is its url."""
+        if self.sentinel is not None:
+            if self.url is not None:
+                raise ValueError("give either url or sentinel, not both")
+            self.url = self.sentinel.url
+        return self
 
 
 class NodeSpec(_Strict):

@@ -10,6 +10,12 @@ entries and acknowledgements.
 Lists are cleared only after Redis answered, so a flush repeated after a reconnect
 sends them again: an output may be written twice, never lost.
 
+Replication is asynchronous: a write Redis answered may not have reached its replica when
+the master dies, and a failover to that replica loses it. For an instance with
+``wait_replicas: N`` a flush counts as written only once N replicas confirmed it (WAIT,
+on the connection that wrote it); fewer within ``WAIT_TIMEOUT_MS`` is treated as a lost
+connection, and the flush is sent again.
+
 Owner: the runner's handling thread. Nothing here is touched by another thread.
 """
 
@@ -28,6 +34,11 @@ from .graph import InputBinding
 from .health import Counters
 
 COUNT_INTERVAL = 1.0  # seconds between writes of delivery counts (trim accounting)
+WAIT_TIMEOUT_MS = 1000  # how long a flush waits for its replicas before it is sent again
+
+
+class ReplicasBehind(redis.ConnectionError):
+    """Fewer replicas than ``wait_replicas`` confirmed a flush in time: it is sent again."""
 
 
 @dataclass
@@ -60,8 +71,10 @@ def _flat(fields: Mapping[bytes, Any]) -> list[Any]:
 class Outbox:
     """Outputs and acknowledgements committed by successful attempts, not yet in Redis."""
 
-    def __init__(self, clients: Mapping[str, redis.Redis], group: str, counters: Counters):
+    def __init__(self, clients: Mapping[str, redis.Redis], group: str, counters: Counters,
+                 wait: Mapping[str, int] | None = None):
         self._clients = clients
+        self._wait = {instance: n for instance, n in (wait or {}).items() if n > 0}  # instance -> replicas
         self._group = group
         self._counters = counters
         self.writes: list[Write] = []
@@ -138,9 +151,35 @@ class Outbox:
         outputs before it.
         """
         client = self._clients[instance]
+        if instance in self._wait:
+            return self._send_replicated(instance, client, commands)
         if len(commands) == 1:
             return [client.execute_command(*commands[0])]
         pipe = client.pipeline(transaction=True)
         for command in commands:
             pipe.execute_command(*command)
         return pipe.execute()
+
+    def _send_replicated(self, instance: str, client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The commands (in a MULTI/EXEC when several), then WAIT, on one connection: WAIT
+        counts the replicas that have this connection's writes."""
+        needed = self._wait[instance]
+        block = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands([*block, ("WAIT", needed, WAIT_TIMEOUT_MS)]))
+            replies = [connection.read_response() for _ in range(len(block) + 1)]
+        except BaseException:
+            connection.disconnect()  # replies may be left unread: the connection is not reused
+            raise
+        finally:
+            pool.release(connection)
+        results = replies[-2] if len(commands) > 1 else replies[:1]
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        if int(replies[-1]) < needed:
+            raise ReplicasBehind(f"Redis {instance!r}: {replies[-1]} of {needed} replica(s) confirmed the writes "
+                                 f"within {WAIT_TIMEOUT_MS} ms: they are sent again")
+        return list(results)

@@ -83,7 +83,8 @@ class AgentRunner:
         home = graph.home_redis(agent_name)
         self._urls = {i: redis_url(graph, i, self._overrides) for i in sorted(self.node.instances | {home})}
         self._clients = {i: transport.connect(u, name=consumer.replace(" ", "_")) for i, u in self._urls.items()}
-        self._outbox = Outbox(self._clients, self.group, self.counters)
+        self._outbox = Outbox(self._clients, self.group, self.counters,
+                              wait={i: graph.redis[i].wait_replicas for i in self._clients})
         self._health = Health(graph=graph.name, agent=agent_name, consumer=consumer, clients=self._clients,
                               home=home, inputs=self.node.inputs, interval=health_interval)
         self.metrics = AgentMetrics(graph=graph.name, agent=agent_name, consumer=consumer, counters=self.counters,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import redis
 from redis.backoff import NoBackoff
@@ -26,10 +26,12 @@ from redis.connection import (
     parse_url,
 )
 from redis.retry import Retry as RedisRetry
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from .secrets import redis_login
 
 READ_BUFFER = 1 << 20
+SENTINEL_SCHEME = "redis+sentinel"
 # Wider than any BLOCK we use, so a silent server is noticed without cutting a wait short.
 SOCKET_TIMEOUT = 30.0
 STATS_PREFIX = "graphrun:stats:"
@@ -79,11 +81,13 @@ class TunedUnixConnection(_ZeroCopyPacker, UnixDomainSocketConnection):
 
 
 def connect(url: str, *, socket_timeout: float | None = SOCKET_TIMEOUT, name: str | None = None) -> redis.Redis:
-    """A client for ``url`` (redis://, rediss:// or unix://) tuned for large stream entries.
+    """A client for ``url`` (redis://, rediss://, unix:// or redis+sentinel://) tuned for large stream entries.
 
     Retries inside redis-py are off: the runner decides how to recover, so that a
     command is never silently sent twice behind its back.
     """
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        return _via_sentinel(url, socket_timeout=socket_timeout, name=name)
     options = parse_url(url)
     login = redis_login() if "password" not in options else None
     if login is not None:  # this process's own ACL user (graphrun run --secure, compose)
@@ -107,6 +111,34 @@ def connect(url: str, *, socket_timeout: float | None = SOCKET_TIMEOUT, name: st
         options["socket_keepalive"] = True
     pool = redis.ConnectionPool(**options)
     return redis.Redis(connection_pool=pool)
+
+
+class TunedSentinelConnection(_ZeroCopyPacker, SentinelManagedConnection):
+    """Connection to the master the sentinels name, whose packer sends memoryviews as they are."""
+
+
+def _via_sentinel(url: str, *, socket_timeout: float | None, name: str | None) -> redis.Redis:
+    """A client of the master of ``redis+sentinel://[USER:PASSWORD@]HOST:PORT,.../MASTER[/DB]``.
+
+    Each new connection asks the sentinels where the master is; after a failover the
+    connections to the old master fail, and the runner's reconnect reaches the new one. A
+    former master still reachable as a replica answers writes with READONLY, which
+    redis-py turns into a lost connection the same way.
+    """
+    parsed = urlparse(url)
+    hosts = parsed.netloc.rpartition("@")[2]
+    sentinels = [(host, int(port)) for host, _, port in (a.rpartition(":") for a in hosts.split(","))]
+    master, _, db = parsed.path.strip("/").partition("/")
+    options: dict[str, Any] = {
+        "connection_class": TunedSentinelConnection, "db": int(db or 0), "socket_read_size": READ_BUFFER,
+        "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0, "socket_keepalive": True,
+        "retry": RedisRetry(NoBackoff(), 0), "client_name": name}
+    login = (unquote(parsed.username or "") or None, unquote(parsed.password)) if parsed.password else redis_login()
+    if login is not None:
+        options["username"], options["password"] = login
+    # Sentinels answer at once or not at all: a short timeout moves on to the next one.
+    sentinel = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0})
+    return sentinel.master_for(master, **options)
 
 
 def describe(url: str) -> str:

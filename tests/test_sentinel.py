@@ -1,0 +1,248 @@
+"""Redis high availability: agents reach a Redis instance through Redis Sentinel and ride
+out a failover; with ``wait_replicas`` nothing they had acknowledged is lost.
+
+Real processes throughout: a master, two replicas and three sentinels (redis-server
+--sentinel) on free ports, with the sentinels' timeouts down to a second so that a
+failover takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import read_messages, wait_until, write_messages
+from graphrun.deploy import Placement
+from graphrun.errors import GraphError
+from graphrun.graph import Graph, load_graph, parse_graph
+from graphrun.redis_server import find_redis_server, free_port
+from graphrun.runner import AgentRunner
+
+MASTER = "line"
+
+
+class Replicated:
+    """A master, its replicas and three sentinels watching them, each a redis-server process."""
+
+    def __init__(self, folder: Path, replicas: int = 2):
+        self.folder = folder
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.master = self._server(free_port())
+        self.replicas = [self._server(free_port(), replica_of=self.master) for _ in range(replicas)]
+        self.sentinels = [self._sentinel(free_port()) for _ in range(3)]
+
+    def _start(self, port: int, args: list[str]) -> int:
+        self.processes[port] = subprocess.Popen([find_redis_server(), *args], stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL, cwd=self.folder)
+        wait_until(lambda: self._answers(port), timeout=30, what=f"redis on port {port}")
+        return port
+
+    def _server(self, port: int, *, replica_of: int | None = None) -> int:
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dbfilename", f"dump-{port}.rdb"]
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        return self._start(port, args)
+
+    def _sentinel(self, port: int) -> int:
+        config = self.folder / f"sentinel-{port}.conf"  # a sentinel rewrites its file: one each
+        config.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                          f"sentinel monitor {MASTER} 127.0.0.1 {self.master} 2\n"
+                          f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                          f"sentinel failover-timeout {MASTER} 3000\n")
+        return self._start(port, [str(config), "--sentinel"])
+
+    @staticmethod
+    def _answers(port: int) -> bool:
+        try:
+            return bool(redis.Redis(port=port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def settled(self) -> bool:
+        """Every sentinel sees every replica and the other two sentinels: a failover can be agreed."""
+        for port in self.sentinels:
+            s = redis.Redis(port=port, decode_responses=True)
+            if len(s.sentinel_slaves(MASTER)) < len(self.replicas) or len(s.sentinel_sentinels(MASTER)) < 2:
+                return False
+        return True
+
+    def master_port(self) -> int:
+        return int(redis.Redis(port=self.sentinels[0]).sentinel_get_master_addr_by_name(MASTER)[1])
+
+    def kill(self, port: int) -> None:
+        process = self.processes[port]
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.sentinels]
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[Replicated]:
+    servers = Replicated(tmp_path)
+    try:
+        wait_until(servers.settled, timeout=60, what="the sentinels to find the replicas and each other")
+        yield servers
+    finally:
+        servers.stop()
+
+
+def line_graph(tmp_path: Path, servers: Replicated, *, wait_replicas: int, count: int) -> Graph:
+    graph = tmp_path / "ha.yaml"
+    graph.write_text(f"""\
+name: ha
+redis:
+  main:
+    sentinel: {{master: {MASTER}, addresses: [{", ".join(servers.addresses)}]}}
+    wait_replicas: {wait_replicas}
+agents:
+  counter: {{type: examples.counter, params: {{rate: 150, count: {count}}}}}
+  doubler: {{type: examples.doubler, inputs: {{numbers: counter.numbers}}}}
+""")
+    return load_graph(graph)
+
+
+def run_agents(graph: Graph) -> tuple[list[AgentRunner], Callable[[], None]]:
+    runners = [AgentRunner(graph, name, replica=0, health_interval=0.5) for name in graph.agents]
+    threads = [threading.Thread(target=r.run, name=r.consumer, daemon=True) for r in runners]
+    for thread in threads:
+        thread.start()
+
+    def stop() -> None:
+        for runner in runners:
+            runner.request_stop()
+        for thread in threads:
+            thread.join(30)
+    return runners, stop
+
+
+def seqs(client: redis.Redis, stream: str) -> list[int]:
+    return [m["seq"] for m in read_messages(client, stream)]
+
+
+def fail_over_mid_stream(tmp_path: Path, servers: Replicated, *, wait_replicas: int,
+                         count: int = 1500) -> tuple[list[int], list[int], int]:
+    """Run the counter and doubler, kill the master mid-stream, let the sentinels promote a
+    replica, and return the seqs the new master holds (numbers, doubled) and the seqs
+    doubled before the kill."""
+    graph = line_graph(tmp_path, servers, wait_replicas=wait_replicas, count=count)
+    old = servers.master_port()
+    before = redis.Redis(port=old)
+    _, stop = run_agents(graph)
+    try:
+        wait_until(lambda: before.xlen("ha.doubler.doubled") >= count // 4, timeout=120, what="a quarter doubled")
+        doubled_before_kill = before.xlen("ha.doubler.doubled")
+        servers.kill(old)
+        wait_until(lambda: servers.master_port() != old, timeout=60, what="the sentinels' failover")
+        after = redis.Redis(port=servers.master_port())
+        wait_until(lambda: count - 1 in seqs(after, "ha.doubler.doubled"), timeout=120,
+                   what="the last number doubled after the failover")
+    finally:
+        stop()
+    return seqs(after, "ha.counter.numbers"), seqs(after, "ha.doubler.doubled"), doubled_before_kill
+
+
+def test_with_wait_replicas_a_failover_loses_nothing_that_was_acknowledged(tmp_path: Path,
+                                                                           replicated: Replicated) -> None:
+    """Each flush counts as written only once a replica has it: the replica the sentinels
+    promote holds every number the counter sent and every result the doubler acknowledged
+    its input for. Numbers in flight at the kill may be written twice, none is missing."""
+    count = 1500
+    numbers, doubled, before = fail_over_mid_stream(tmp_path, replicated, wait_replicas=1, count=count)
+    assert before < count  # the master died mid-stream
+    assert set(numbers) == set(range(count)), f"lost numbers: {sorted(set(range(count)) - set(numbers))[:20]}"
+    assert set(doubled) == set(range(count)), f"lost results: {sorted(set(range(count)) - set(doubled))[:20]}"
+    assert len(doubled) - count < 200  # duplicates: only what was in flight at the kill
+
+
+def test_without_wait_replicas_agents_follow_the_failover_and_go_on(tmp_path: Path, replicated: Replicated) -> None:
+    """Asynchronous replication: what the master acknowledged but had not yet passed to its
+    replica when it died is lost (the README says how much); the agents find the new master
+    through the sentinels and the line goes on to its last number."""
+    count = 1500
+    numbers, doubled, _ = fail_over_mid_stream(tmp_path, replicated, wait_replicas=0, count=count)
+    assert count - 1 in numbers and count - 1 in doubled
+    assert set(doubled) <= set(numbers)
+
+
+def test_a_flush_no_replica_confirmed_is_not_taken_as_written(tmp_path: Path, replicated: Replicated) -> None:
+    """With both replicas stopped no write is confirmed: the master applied it, but a
+    failover now would lose it, so the doubler holds its result, says why, and sends it
+    again until a replica confirms it (a result may be written twice, never lost)."""
+    graph = line_graph(tmp_path, replicated, wait_replicas=1, count=0)
+    master = redis.Redis(port=replicated.master_port())
+    for port in replicated.replicas:
+        replicated.kill(port)
+    wait_until(lambda: master.info("replication")["connected_slaves"] == 0, timeout=30, what="replicas gone")
+    write_messages(master, "ha.counter.numbers", [{"value": 1, "seq": 0}])
+    runners, stop = run_agents(graph)
+    doubler = runners[1]
+    try:
+        wait_until(lambda: seqs(master, "ha.doubler.doubled").count(0) >= 2, timeout=60,
+                   what="the unconfirmed result sent again")
+        assert "0 of 1 replica(s) confirmed the writes" in doubler.status.get("redis", "")
+        replicated.replicas = [replicated._server(replicated.replicas[0], replica_of=replicated.master_port())]
+        wait_until(lambda: "redis" not in doubler.status, timeout=60, what="the result confirmed by the replica")
+        replica = redis.Redis(port=replicated.replicas[0])
+        wait_until(lambda: 0 in seqs(replica, "ha.doubler.doubled"), timeout=30, what="the result on the replica")
+        assert master.xpending("ha.counter.numbers", "doubler")["pending"] == 0
+    finally:
+        stop()
+
+
+# --- the graph key ----------------------------------------------------------------------------
+
+
+def test_sentinel_makes_the_instance_s_url_and_wait_replicas_is_read(tmp_path: Path) -> None:
+    graph = parse_graph("""\
+name: ha
+redis:
+  main: {sentinel: {master: line, addresses: ["10.0.0.7:26379", "10.0.0.8:26379"]}, wait_replicas: 1}
+agents:
+  counter: {type: examples.counter}
+""", "ha.yaml")
+    assert graph.redis["main"].url == "redis+sentinel://10.0.0.7:26379,10.0.0.8:26379/line/0"
+    assert graph.redis["main"].wait_replicas == 1
+
+
+@pytest.mark.parametrize(("spec", "where", "message"), [
+    ('{sentinel: {master: line, addresses: ["10.0.0.7:26379", "10.0.0.8"]}}', "4:", "bad sentinel address '10.0.0.8'"),
+    ('{sentinel: {master: line, addresses: ["a:0"]}}', "4:", "bad sentinel address 'a:0'"),
+    ('{sentinel: {master: line, addresses: []}}', "4:", "at least 1 item"),
+    ('{sentinel: {addresses: ["a:1"]}}', "4:", "missing required key 'master'"),
+    ('{url: "redis://a", sentinel: {master: m, addresses: ["a:1"]}}', "4:", "either url or sentinel, not both"),
+    ('{sentinel: {master: m, addresses: ["a:1"]}, wait_replicas: -1}', "4:", "greater than or equal to 0"),
+])
+def test_a_bad_sentinel_is_refused_at_its_line(spec: str, where: str, message: str) -> None:
+    text = f"name: ha\nredis:\n  other: {{}}\n  main: {spec}\nagents:\n  counter: {{type: examples.counter}}\n"
+    with pytest.raises(GraphError) as caught:
+        parse_graph(text, "ha.yaml")
+    shown = "\n".join(str(p) for p in caught.value.problems)
+    assert f"ha.yaml:{where}" in shown and message in shown, shown
+
+
+def test_an_instance_behind_sentinels_is_started_by_no_one(tmp_path: Path) -> None:
+    """Like an instance with a url, it runs elsewhere: compose and Kubernetes run no Redis for it,
+    and agents read its sentinels from the mounted graph."""
+    graph = parse_graph("""\
+name: ha
+redis:
+  main: {sentinel: {master: line, addresses: ["10.0.0.7:26379"]}}
+  local: {}
+agents:
+  counter: {type: examples.counter, outputs: {numbers: "main:n"}}
+""", "ha.yaml")
+    assert Placement.of(graph).hosts == {"local": "local"}
