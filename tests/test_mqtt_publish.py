@@ -78,3 +78,26 @@ def test_a_message_that_cannot_be_published_as_json_is_dead_lettered_and_blocks_
     assert [m.json()["data"]["part_id"] for m in subscriber.messages] == [1, 3]
     [(_, fields)] = redis_client.xrange("plc.results:dead")
     assert b"JSON" in fields[b"dl:error"]
+
+
+def test_the_broker_agent_runs_a_broker_for_a_demo_graph_and_starts_it_again_when_it_exits(
+    graph_file: Callable[[str], Graph], start_agent, redis_client: redis.Redis,
+) -> None:
+    from graphrun_agents.mqtt.broker import free_port
+
+    port = free_port()
+    graph = graph_file(GRAPH.format(port=port) + f"""
+  broker:
+    type: mqtt.broker
+    params: {{port: {port}}}
+""")
+    mqtt = start_agent(graph, "mqtt")  # first: it waits for the broker
+    broker = start_agent(graph, "broker")
+    wait_until(broker.started.is_set, what="the broker agent to start")
+    with Subscriber(port, "line4/counts") as subscriber:
+        write_messages(redis_client, "line.counts", [{"parts": 1}])
+        wait_until(lambda: subscriber.messages, what="the message through the demo broker")
+        broker.agent._broker.stop()  # mosquitto dies under the agent
+        wait_until(lambda: broker.status.get("restarts") == 1, what="the broker started again")
+    wait_until(lambda: mqtt.status.get("mqtt") == "connected", what="the mqtt agent back on the broker")
+    assert subscriber.messages[0].json()["data"] == {"parts": 1}

@@ -231,6 +231,8 @@ class MqttAgent(Agent):
         self._receive()
         self._flush()
         self.status.update(queued=self._pending.waiting, in_flight=self._pending.in_flight)
+        # What the run's summary line counts (``graphrun run`` prints it when it stops).
+        self.status["counts"] = {"published": self.status["published"], "received": self.status["received"]}
 
     def _link_up(self) -> bool:
         if not self._reconnect.ready():
