@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("graphrun.agent.opcua.loop")
+# asyncua logs every request and publish at INFO: at a line's rate that drowns the agents'
+# own log. Its warnings and errors still show.
+logging.getLogger("asyncua").setLevel(logging.WARNING)
 
 
 class LoopThread:
