@@ -8,7 +8,6 @@ failover takes a few seconds.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,85 +18,15 @@ from conftest import read_messages, wait_until, write_messages
 from graphrun.deploy import Placement
 from graphrun.errors import GraphError
 from graphrun.graph import Graph, load_graph, parse_graph
-from graphrun.redis_server import find_redis_server, free_port
+from graphrun.replicated import MASTER, Replicated
 from graphrun.runner import AgentRunner
-
-MASTER = "line"
-
-
-class Replicated:
-    """A master, its replicas and three sentinels watching them, each a redis-server process."""
-
-    def __init__(self, folder: Path, replicas: int = 2):
-        self.folder = folder
-        self.processes: dict[int, subprocess.Popen[bytes]] = {}
-        self.master = self._server(free_port())
-        self.replicas = [self._server(free_port(), replica_of=self.master) for _ in range(replicas)]
-        self.sentinels = [self._sentinel(free_port()) for _ in range(3)]
-
-    def _start(self, port: int, args: list[str]) -> int:
-        self.processes[port] = subprocess.Popen([find_redis_server(), *args], stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL, cwd=self.folder)
-        wait_until(lambda: self._answers(port), timeout=30, what=f"redis on port {port}")
-        return port
-
-    def _server(self, port: int, *, replica_of: int | None = None) -> int:
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dbfilename", f"dump-{port}.rdb"]
-        if replica_of is not None:
-            args += ["--replicaof", "127.0.0.1", str(replica_of)]
-        return self._start(port, args)
-
-    def _sentinel(self, port: int) -> int:
-        config = self.folder / f"sentinel-{port}.conf"  # a sentinel rewrites its file: one each
-        config.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
-                          f"sentinel monitor {MASTER} 127.0.0.1 {self.master} 2\n"
-                          f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                          f"sentinel failover-timeout {MASTER} 3000\n")
-        return self._start(port, [str(config), "--sentinel"])
-
-    @staticmethod
-    def _answers(port: int) -> bool:
-        try:
-            return bool(redis.Redis(port=port, socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-    def settled(self) -> bool:
-        """Every sentinel sees every replica and the other two sentinels: a failover can be agreed."""
-        for port in self.sentinels:
-            s = redis.Redis(port=port, decode_responses=True)
-            if len(s.sentinel_slaves(MASTER)) < len(self.replicas) or len(s.sentinel_sentinels(MASTER)) < 2:
-                return False
-        return True
-
-    def master_port(self) -> int:
-        return int(redis.Redis(port=self.sentinels[0]).sentinel_get_master_addr_by_name(MASTER)[1])
-
-    def kill(self, port: int) -> None:
-        process = self.processes[port]
-        process.kill()
-        process.wait()
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-    @property
-    def addresses(self) -> list[str]:
-        return [f"127.0.0.1:{port}" for port in self.sentinels]
 
 
 @pytest.fixture
 def replicated(tmp_path: Path) -> Iterator[Replicated]:
-    servers = Replicated(tmp_path)
-    try:
-        wait_until(servers.settled, timeout=60, what="the sentinels to find the replicas and each other")
+    with Replicated(tmp_path) as servers:
+        servers.settled_within(60)
         yield servers
-    finally:
-        servers.stop()
 
 
 def line_graph(tmp_path: Path, servers: Replicated, *, wait_replicas: int, count: int) -> Graph:
@@ -194,7 +123,7 @@ def test_a_flush_no_replica_confirmed_is_not_taken_as_written(tmp_path: Path, re
         wait_until(lambda: seqs(master, "ha.doubler.doubled").count(0) >= 2, timeout=60,
                    what="the unconfirmed result sent again")
         assert "0 of 1 replica(s) confirmed the writes" in doubler.status.get("redis", "")
-        replicated.replicas = [replicated._server(replicated.replicas[0], replica_of=replicated.master_port())]
+        replicated.replicas = [replicated.server(replicated.replicas[0], replica_of=replicated.master_port())]
         wait_until(lambda: "redis" not in doubler.status, timeout=60, what="the result confirmed by the replica")
         replica = redis.Redis(port=replicated.replicas[0])
         wait_until(lambda: 0 in seqs(replica, "ha.doubler.doubled"), timeout=30, what="the result on the replica")
