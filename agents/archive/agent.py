@@ -151,7 +151,7 @@ class ArchiveAgent(Agent):
         built = records.build(part, self.frames, self.verdicts, self.params.png_compression)
         entry = self.archive.put(built.record, built.files, model_versions=built.model_versions)
         self.status["stored"] += 1
-        self.log.info("part %s archived (%s, %s): %s", part.part_id, entry.outcome, entry.label, entry.path)
+        self.log.debug("part %s archived (%s, %s): %s", part.part_id, entry.outcome, entry.label, entry.path)
         return True
 
     def _late_result(self, msg: Message) -> None:
