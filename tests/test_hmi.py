@@ -405,7 +405,7 @@ def test_every_answer_has_its_content_type_and_is_not_cached(hmi: AgentHarness) 
 def test_the_page_is_self_contained(hmi: AgentHarness) -> None:
     page = get(port_of(hmi), "/")[2].decode()
 
-    assert "/api/state" in page
+    assert "/api/events" in page
     assert "http://" not in page and "https://" not in page and "<link" not in page
 
 

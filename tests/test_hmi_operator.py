@@ -14,6 +14,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -60,19 +61,29 @@ def no_operator_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GRAPHRUN_OPERATOR_TOKEN_FILE", raising=False)
 
 
+@contextmanager
+def ticking(harness: AgentHarness) -> Iterator[AgentHarness]:
+    """The harness's agent ticks in the background, as its runner would: operator events get sent."""
+    stop = threading.Event()
+    ticker = threading.Thread(target=lambda: [harness.tick() for _ in iter(lambda: stop.wait(0.05), True)],
+                              name="ticker", daemon=True)
+    ticker.start()
+    try:
+        yield harness
+    finally:
+        stop.set()
+        ticker.join()
+
+
 @pytest.fixture
 def hmi(operator_token: str) -> Iterator[AgentHarness]:
-    """An HMI whose agent ticks in the background, as its runner would, with part 42 rejected."""
+    """A ticking HMI with part 42 rejected."""
     with AgentHarness(HmiAgent, name="hmi", params={"port": 0, "reason_codes": ["R1-scratch", "R2-false-call"]},
                       groups=TWO_CAMERAS) as h:
         h.send("cls_front", verdict_payload("cam_front", 41))
         h.send("cls_front", verdict_payload("cam_front", 42, "scratch", 0.93))
-        stop = threading.Event()
-        ticker = threading.Thread(target=lambda: [h.tick() for _ in iter(lambda: stop.wait(0.05), True)], daemon=True)
-        ticker.start()
-        yield h
-        stop.set()
-        ticker.join()
+        with ticking(h):
+            yield h
 
 
 def port_of(harness: AgentHarness) -> int:
