@@ -175,6 +175,41 @@ def test_the_same_part_delivered_again_is_one_entry_and_a_reused_part_id_is_anot
     assert [e.label for e in entries(archive_dir, part_id=9)] == ["crack", "chip"]
 
 
+def test_a_part_that_cannot_be_written_stays_held_and_is_stored_once_the_directory_is_usable_again(
+        redis_client: redis.Redis, run_archive, archive_dir: Path) -> None:
+    runner = run_archive()
+    tmp = archive_dir / "tmp"
+    tmp.rmdir()
+    tmp.write_text("not a directory")   # every write of a part's files now fails, as on a broken disk
+    write_part(redis_client, 61, front="crack")
+    wait_until(lambda: "error" in runner.status, what="the failure reported in the health record")
+    time.sleep(0.5)
+    assert pending(redis_client) == 5, "the part's messages must stay held while it cannot be stored"
+    assert entries(archive_dir) == []
+
+    tmp.unlink()
+    tmp.mkdir()
+    wait_until(lambda: all_read(redis_client), what="the part stored and its messages acknowledged")
+    assert [e.part_id for e in entries(archive_dir)] == [61]
+    assert "error" not in runner.status
+
+
+def test_a_part_beyond_max_open_settles_the_oldest_open_part_early(
+        redis_client: redis.Redis, run_archive, archive_dir: Path) -> None:
+    runner = run_archive(max_open=1, join_timeout=600)
+    created = write_part(redis_client, 71, front="crack", with_result=False)   # open, waiting for the PLC
+    wait_until(lambda: runner.status.get("open") == 1, what="part 71 open")
+    write_part(redis_client, 72, back="chip")
+    # Long before the join timeout: part 72 made room by settling part 71 with what it had.
+    wait_until(lambda: all_read(redis_client), what="both parts settled", timeout=60)
+    first, second = entries(archive_dir)
+    assert (first.part_id, first.plc_sequence, first.record["missing"]) == (71, None, ["plc result"])
+    assert (second.part_id, second.plc_sequence) == (72, 72)
+    assert runner.counters.dead_lettered == 0
+    send(redis_client, RESULTS, result(71, "defective", "crack"), created)
+    wait_until(lambda: entries(archive_dir, part_id=71)[0].plc_sequence == 71, what="part 71's late result added")
+
+
 # --- queries ---------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import sqlite3
 import time
 from pathlib import PurePosixPath
 
-from graphrun import Agent, DeadLetter, Deployment, Input, Inputs, Message, Retry
+from graphrun import Agent, DeadLetter, Deployment, Input, Inputs, Message
 
 from ..errors import AgentConfigError
 from ..messages import Frame, PlcResult, Verdict
@@ -92,7 +92,7 @@ class ArchiveAgent(Agent):
         except (TypeError, ValueError):
             raise DeadLetter(f"message on {msg.port!r} has part_id {msg['part_id']!r}, not an integer") from None
         if part_id not in self._join.open and len(self._join.open) >= self.params.max_open:
-            raise Retry(f"{len(self._join.open)} parts are open, the most held at once", delay=0.5)
+            self._settle_oldest()
         if self._join.offer(msg.port or "", msg.payload, msg, time.monotonic()) is Offer.HELD:
             self.hold(msg)
         elif msg.port == records.RESULT:
@@ -110,6 +110,17 @@ class ArchiveAgent(Agent):
         self.status["open"] = len(self._join.open)
 
     # --- settling parts ---------------------------------------------------------------------
+
+    def _settle_oldest(self) -> None:
+        """Make room for a new part: the oldest open part is settled with what arrived.
+
+        Not a Retry: a message refused over and over (parts waiting for a PLC that is
+        down) would end up dead-lettered, its part never archived.
+        """
+        oldest = next(iter(self._join.open.values()))
+        for part in self._join.expire(oldest.opened + self._join.timeout):
+            self.log.warning("part %s: %d parts open (max_open); settled early without %s", part.part_id,
+                             self.params.max_open, ", ".join(part.missing))
 
     def _settle(self) -> None:
         """Store or pass the closed parts, oldest first; a failing disk keeps them held."""

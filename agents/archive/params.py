@@ -14,7 +14,7 @@ class RetentionParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_bytes: ByteSize = Field(
-        ByteSize(20 * 1000**3),
+        ByteSize(20 * 1000**3), gt=0,
         description="most bytes of images and records kept, e.g. '20GB' or '500MiB'; the oldest parts go first",
     )
     max_age_days: float = Field(365.0, gt=0, description="parts older than this (by the part's time) are deleted")
@@ -36,7 +36,8 @@ class ArchiveParams(BaseModel):
         "with what arrived; longer than the PLC agent's join_timeout, so that its result is normally there",
     )
     max_open: int = Field(
-        64, ge=1, description="parts held in memory at once (each with its images); beyond it, new parts wait in Redis"
+        64, ge=1, description="parts held in memory at once (each with its images); a part beyond it settles the "
+        "oldest open part early, with what arrived"
     )
     png_compression: int = Field(1, ge=0, le=9, description="PNG compression level: 1 is fast, 9 smallest")
     retention: RetentionParams = Field(default_factory=RetentionParams)
