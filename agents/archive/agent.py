@@ -129,12 +129,15 @@ class ArchiveAgent(Agent):
             part = queue[0]
             try:
                 stored = self._keep(part)
-            except (OSError, sqlite3.Error) as exc:
+            except Exception as exc:  # noqa: BLE001 - the part stays held and is tried again; the agent lives on
                 if not self._failing:
-                    self.log.error("cannot store part %s in %s: %s; its messages stay held, retrying",
-                                   part.part_id, self.directory, exc)
+                    if isinstance(exc, (OSError, sqlite3.Error)):
+                        self.log.error("cannot store part %s in %s: %s; its messages stay held, retrying",
+                                       part.part_id, self.directory, exc)
+                    else:
+                        self.log.exception("cannot store part %s; its messages stay held, retrying", part.part_id)
                 self._failing = True
-                self.status["error"] = str(exc)
+                self.status["error"] = f"part {part.part_id}: {type(exc).__name__}: {exc}"
                 return
             if self._failing:
                 self.log.warning("storing parts again in %s", self.directory)

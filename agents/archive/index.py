@@ -102,7 +102,7 @@ class Index:
                 f"INSERT INTO parts ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (entry.part_id, entry.origin, entry.time, entry.outcome, entry.label, entry.score,
                  entry.model_versions, entry.plc_sequence, entry.path, entry.bytes, entry.stored,
-                 json.dumps(entry.record, sort_keys=True)),
+                 json.dumps(entry.record, sort_keys=True, default=str)),
             )
 
     def replace_record(self, entry: Entry, record: dict[str, Any], *, outcome: str, time: float,
@@ -112,7 +112,7 @@ class Index:
             self.db.execute(
                 "UPDATE parts SET record = ?, outcome = ?, time = ?, plc_sequence = ?, bytes = ? "
                 "WHERE part_id = ? AND origin = ?",
-                (json.dumps(record, sort_keys=True), outcome, time, plc_sequence, bytes_, entry.part_id, entry.origin),
+                (json.dumps(record, sort_keys=True, default=str), outcome, time, plc_sequence, bytes_, entry.part_id, entry.origin),
             )
 
     def remove(self, entries: list[Entry]) -> None:
