@@ -76,6 +76,7 @@ def test_a_message_that_cannot_be_published_as_json_is_dead_lettered_and_blocks_
         wait_until(lambda: len(subscriber.messages) == 2, what="the two publishable results")
         wait_until(lambda: redis_client.xlen("plc.results:dead") == 1, what="the dead letter")
     assert [m.json()["data"]["part_id"] for m in subscriber.messages] == [1, 3]
+    assert [m.json()["seq"] for m in subscriber.messages] == [1, 2]  # a refused message leaves no gap
     [(_, fields)] = redis_client.xrange("plc.results:dead")
     assert b"JSON" in fields[b"dl:error"]
 

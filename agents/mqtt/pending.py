@@ -59,9 +59,13 @@ class Pending(Generic[T]):
             yield self._waiting.popleft()
 
     def drop(self, publication: Publication[T]) -> None:
-        """Forget a publication just added that will never be sent (its message is refused)."""
+        """Forget the publication just added: it will never be sent (its message is refused).
+        Its number is given to the next one, so that the counter never shows a gap."""
+        if publication.seq != self._seq:
+            raise ValueError(f"publication {publication.seq} is not the last one added")
         del self._all[publication.seq]
         self._waiting.remove(publication)
+        self._seq -= 1
 
     def sent(self, publication: Publication[T], mids: Iterable[int], now: float) -> None:
         publication.mids = set(mids)
