@@ -15,7 +15,6 @@ import pytest
 from asyncua import Client, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
-
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.simulator import free_port
 from graphrun_agents.opcua.agent import OpcuaAgent

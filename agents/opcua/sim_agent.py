@@ -11,9 +11,8 @@ Its params are the opcua agent's (a YAML anchor shares them), plus ``pulse`` and
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from graphrun import Agent
+from pydantic import Field
 
 from .params import OpcuaParams
 from .simulator import OpcuaPlcSim, SimResult
