@@ -40,8 +40,9 @@ class Replicated:
 
     def server(self, port: int, *, replica_of: int | None = None) -> int:
         """Start a data server (memory only) on ``port``, a replica of ``replica_of`` if given."""
+        # A replica's first sync starts at once (Redis waits 5 s by default for more replicas).
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dbfilename", f"dump-{port}.rdb"]
+                "--dbfilename", f"dump-{port}.rdb", "--repl-diskless-sync-delay", "0"]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
         return self._start(port, args)
@@ -74,7 +75,12 @@ class Replicated:
         return [f"127.0.0.1:{port}" for port in self.sentinels]
 
     def settled(self) -> bool:
-        """Every sentinel sees every replica and the two other sentinels: a failover can be agreed."""
+        """Every replica is in sync with the master, and every sentinel sees every replica and
+        the two other sentinels: a failover can be agreed, and loses only what is in flight.
+        (A replica still in its first sync would take over empty.)"""
+        for port in self.replicas:
+            if redis.Redis(port=port, decode_responses=True).info("replication").get("master_link_status") != "up":
+                return False
         for port in self.sentinels:
             sentinel = redis.Redis(port=port, decode_responses=True)
             if (len(sentinel.sentinel_slaves(self.name)) < len(self.replicas)
