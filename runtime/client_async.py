@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -29,18 +30,46 @@ from .message import Message
 __all__ = ["AsyncGraphClient"]
 
 
-class _LoopWaiter:
-    """The answers of one request, handed from the reader thread to an event loop."""
+Reply = tuple[Message | None, bool, BaseException | None]
+
+
+class _Mailbox:
+    """Answers from the reader thread to the event loop: one wake-up of the loop for all
+    that arrive while it has not yet looked, not one per answer."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
-        self.replies: asyncio.Queue[tuple[Message | None, bool, BaseException | None]] = asyncio.Queue()
+        self._items: list[tuple[asyncio.Queue[Reply], Reply]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, queue: asyncio.Queue[Reply], item: Reply) -> None:
+        with self._lock:
+            self._items.append((queue, item))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items, self._scheduled = self._items, [], False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+class _LoopWaiter:
+    """The answers of one request, handed from the reader thread to an event loop."""
+
+    def __init__(self, mailbox: _Mailbox):
+        self._mailbox = mailbox
+        self.replies: asyncio.Queue[Reply] = asyncio.Queue()
 
     def deliver(self, message: Message, end: bool) -> None:
-        self._loop.call_soon_threadsafe(self.replies.put_nowait, (message, end, None))
+        self._mailbox.post(self.replies, (message, end, None))
 
     def fail(self, error: BaseException) -> None:
-        self._loop.call_soon_threadsafe(self.replies.put_nowait, (None, True, error))
+        self._mailbox.post(self.replies, (None, True, error))
 
 
 class AsyncGraphClient:
@@ -52,6 +81,9 @@ class AsyncGraphClient:
         self._client = GraphClient(target, redis_urls=redis_urls, timeout=timeout, max_backlog=max_backlog, name=name)
         self._redis = {i: redis.asyncio.Redis.from_url(u, client_name=f"graphrun-{name}-async")
                        for i, u in self._client.target.urls.items()}
+        self._mailbox: _Mailbox | None = None
+        # Requests of tasks that submit in the same turn of the loop go in one pipeline.
+        self._outgoing: dict[str, list[tuple[Ticket, dict[bytes, Any], asyncio.Future[None]]]] = {}
 
     @classmethod
     def for_agent(cls, agent: Any, **options: Any) -> AsyncGraphClient:
@@ -76,22 +108,46 @@ class AsyncGraphClient:
     async def submit_many(self, port: str, payloads: Sequence[Mapping[str, Any]], *, timeout: float | None = None,
                           priority: int = 0, answer: str | None = None) -> list[Ticket]:
         loop = asyncio.get_running_loop()
+        if self._mailbox is None:
+            self._mailbox = _Mailbox(loop)
+        mailbox = self._mailbox
         tickets = self._client.prepare(port, len(payloads), timeout=timeout, answer=answer,
-                                       sink=lambda: _LoopWaiter(loop))
+                                       sink=lambda: _LoopWaiter(mailbox))
         if not tickets:
             return tickets
+        instance = tickets[0].instance
+        written: asyncio.Future[None] = loop.create_future()
+        outgoing = self._outgoing.setdefault(instance, [])
+        if not outgoing:
+            loop.call_soon(lambda: asyncio.ensure_future(self._write(instance)))
+        outgoing.extend((t, self._client.fields_of(t, p, priority), written) for t, p in zip(tickets, payloads))
         try:
-            pipe = self._redis[tickets[0].instance].pipeline(transaction=False)
-            for t, p in zip(tickets, payloads):
-                pipe.xadd(t.stream, self._client.fields_of(t, p, priority))
-            ids = await pipe.execute()
+            await written
         except BaseException:
             for t in tickets:
                 self._client.forget(t)
             raise
-        for t, entry_id in zip(tickets, ids):
-            t.entry_id = transport.text(entry_id)
         return tickets
+
+    async def _write(self, instance: str) -> None:
+        """Send the requests gathered in this turn of the loop in one pipeline."""
+        batch = self._outgoing.pop(instance, [])
+        if not batch:
+            return
+        try:
+            pipe = self._redis[instance].pipeline(transaction=False)
+            for t, fields, _ in batch:
+                pipe.xadd(t.stream, fields)  # type: ignore[arg-type]
+            ids = await pipe.execute()
+        except BaseException as exc:  # noqa: BLE001 - every task of the batch gets it
+            for _, _, written in batch:
+                if not written.done():
+                    written.set_exception(exc)
+            return
+        for (t, _, written), entry_id in zip(batch, ids):
+            t.entry_id = transport.text(entry_id)
+            if not written.done():
+                written.set_result(None)
 
     async def result(self, ticket: Ticket) -> Message:
         last = None

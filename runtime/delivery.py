@@ -18,7 +18,6 @@ Owner: the runner's handling thread. Reader threads never touch this state.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -331,7 +330,7 @@ REPLY_END = b"end"  # the field that marks the last entry of an answer on a repl
 def _mark_answers_ended(writes: list[Write]) -> list[Write]:
     """Marks the last reply of each request among one attempt's writes: a streamed answer
     (chunks sent while one message was handled) ends there, and the caller stops reading."""
-    last = {w.reply: i for i, w in enumerate(writes) if w.reply is not None}
-    for i in last.values():
-        writes[i] = dataclasses.replace(writes[i], fields={**writes[i].fields, REPLY_END: b"1"})
+    last = {w.reply: w for w in writes if w.reply is not None}
+    for w in last.values():
+        w.fields = {**w.fields, REPLY_END: b"1"}
     return writes
