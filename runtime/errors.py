@@ -105,9 +105,10 @@ class AgentStartError(GraphrunError):
 
 class ParamError(GraphrunError):
     """A parameter that passed validation proves wrong when the agent starts (a node id
-    the server does not have): raised from ``start`` with ``path``, the field within the
-    agent's ``params``, so the runner names the graph file's line (and, as for any
-    ``AgentStartError``, the launcher does not restart the agent)."""
+    the server does not have), or when the far side first answers: raised from ``start``,
+    ``tick`` or ``produce`` with ``path``, the field within the agent's ``params``, the
+    runner ends the run with an ``AgentStartError`` naming the graph file's line (and the
+    launcher does not restart the agent: no retry could fix it)."""
 
     def __init__(self, path: tuple[str | int, ...], message: str):
         self.path = tuple(path)

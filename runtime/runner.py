@@ -186,10 +186,7 @@ class AgentRunner:
         if self.stopping.is_set():
             return
         self._say_starting()
-        try:
-            self._agent_code(self.agent.start)
-        except ParamError as exc:
-            raise AgentStartError(self._param_problem(exc)) from exc
+        self._agent_code(self.agent.start)
         self.started.set()
         log.info("agent %s started as consumer %s (%s)", self.node.name, self.consumer,
                  ", ".join(f"{i}={transport.describe(u)}" for i, u in self._urls.items()))
@@ -235,17 +232,21 @@ class AgentRunner:
             self._with_redis(lambda: self._read_and_handle(block_ms))
 
     def _param_problem(self, exc: ParamError) -> str:
-        """``FILE:LINE:COL: message (field)`` of a parameter the agent found wrong at start."""
+        """``FILE:LINE:COL: message (field)`` of a parameter the agent found wrong."""
         path = ("agents", self.node.name, "params", *exc.path)
         source = self.graph.source
         if source is None:
             return f"{self.graph.file}: {exc} (agents.{self.node.name}.params)"
-        return str(source.problem(path, f"agent {self.node.name!r} could not start: {exc}"))
+        return str(source.problem(path, f"agent {self.node.name!r}: {exc}"))
 
     def _agent_code(self, call: Callable[[], None]) -> None:
         """Run a hook outside message handling (start, tick, produce, stop) as an attempt:
-        what it sent is written only if it returns; its exception ends the run."""
+        what it sent is written only if it returns; its exception ends the run. A wrong
+        parameter (``ParamError``: learnt at start, or later when the far side first
+        answers) ends it as a failed start, naming the graph file's line."""
         exc = self._delivery.attempt_call(call)
+        if isinstance(exc, ParamError):
+            raise AgentStartError(self._param_problem(exc)) from exc
         if exc is not None:
             raise exc
 

@@ -198,3 +198,23 @@ def test_a_node_of_another_type_than_the_graph_says_fails_the_start(
     with pytest.raises(AgentStartError, match=r"has data type UInt64, not Int16 \(agents.plc.params.nodes.part_id.type\)"), \
             running(graph, redis_urls={"main": redis_server.url}):
         pass
+
+
+def test_a_node_the_server_lacks_when_it_comes_up_after_the_agent_names_the_graph_file_s_line(
+    graph_file: Any, redis_server: Any, url: str
+) -> None:
+    from graphrun.testing import running
+
+    text = GRAPH.format(url=redis_server.url, plc=url, part_id="ns=2;s=Result.PartNumber")
+    graph = graph_file(text, "late.yaml")
+    with pytest.raises(AgentStartError) as caught, running(graph, redis_urls={"main": redis_server.url}) as runners:
+        runner = runners["plc"]
+        assert runner.status["server"] == "waiting for server"
+        sim = OpcuaPlcSim(OpcuaParams.model_validate(params(url)))  # has Result.PartId, not PartNumber
+        sim.start()
+        try:
+            wait_for(runner.stopping.is_set, "the agent to stop on the missing node")
+        finally:
+            sim.stop()
+    assert str(caught.value).startswith(f"{graph.file}:{line_of(text, 'PartNumber')}:")
+    assert "BadNodeIdUnknown" in str(caught.value)
