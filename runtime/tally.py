@@ -17,7 +17,6 @@ last start (the line says so).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +26,6 @@ import redis
 from . import transport
 from .graph import Graph
 from .health import health_key
-
-log = logging.getLogger("graphrun.launcher")
 
 COUNTS = "counts"  # the status key under which an agent names what it counts
 
@@ -42,19 +39,18 @@ class RunTally:
     errors: int = 0
     dead_letters: int = 0
     restarts: int = 0
-    unread: list[str] = field(default_factory=list)  # agents whose records could not be read, and why
+    unread: dict[str, list[str]] = field(default_factory=dict)  # why -> agents whose records it kept unread
 
     def line(self) -> str:
-        parts = [f"run of {duration(self.seconds)}"]
         counted = "; ".join(f"{agent}: " + ", ".join(f"{n} {name}" for name, n in names.items())
                             for agent, names in self.counts.items() if names)
         totals = (f"{self.errors} {plural(self.errors, 'error')}, {self.dead_letters} "
                   f"{plural(self.dead_letters, 'dead letter')}, {self.restarts} {plural(self.restarts, 'restart')}")
-        text = f"{parts[0]}: {counted + '; ' if counted else ''}{totals}"
+        text = f"run of {duration(self.seconds)}: {counted + '; ' if counted else ''}{totals}"
         if self.restarts and counted:
             text += " (counts since each replica's last start)"
         if self.unread:
-            text += f" (not counted: {'; '.join(self.unread)})"
+            text += " (not counted: " + "; ".join(f"{', '.join(agents)}: {why}" for why, agents in self.unread.items()) + ")"
         return text
 
 
@@ -87,17 +83,20 @@ def tally(graph: Graph, agents: Iterable[str], clients: Mapping[str, redis.Redis
           seconds: float, restarts: int = 0) -> RunTally:
     """Sum the health records that ``agents`` wrote since ``since`` (epoch seconds)."""
     result = RunTally(seconds=seconds, restarts=restarts)
+    away: dict[str, str] = {}  # instance -> why it could not be read: asked once, not once per agent
     for agent in agents:
         home = graph.home_redis(agent)
         client = clients.get(home)
         if client is None:
-            result.unread.append(f"{agent} (no client for Redis {home})")
+            away.setdefault(home, f"Redis {home} not known here")
+        if home in away:
+            result.unread.setdefault(away[home], []).append(agent)
             continue
         try:
-            raw = client.hgetall(health_key(graph.name, agent))
+            raw = client.hgetall(health_key(graph.name, agent))  # type: ignore[union-attr]
         except (*transport.CONNECTION_ERRORS, redis.ResponseError) as exc:
-            log.warning("the run's counts of %s could not be read: %s", agent, exc)
-            result.unread.append(f"{agent} ({exc})")
+            away[home] = f"Redis {home}: {exc}"
+            result.unread.setdefault(away[home], []).append(agent)
             continue
         names: dict[str, int] = {}
         for value in raw.values():
