@@ -49,6 +49,7 @@ from .deploy import (
     redis_command,
     redis_module,
 )
+from . import compose_acl
 from .deployment import Deployment, RedisModule
 from .errors import ConfigError
 from .graph import AgentNode, Graph, env_name, load_graph
@@ -97,6 +98,7 @@ class _NodeContext:
     deployments: dict[str, Deployment]
     settings: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)  # Compose secrets the node's services mount
 
     @property
     def graph_name(self) -> str:
@@ -127,6 +129,9 @@ def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, 
     environment.update({name: None for name in ctx.passthrough})
     environment.update(deployment.environment)
     environment.update(ctx.raw_env.get(agent.name, {}))
+    login, secrets = compose_acl.agent_login(ctx.graph, agent)  # its own Redis user, its password a secret
+    environment.update(login)
+    ctx.secrets += secrets
     graph_file = f"{GRAPH_DIR}/{ctx.graph_name}"
     platform = ctx.graph.nodes[ctx.node].platform
     depends = [i for i in ctx.local if i in used]
@@ -143,6 +148,7 @@ def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, 
         if deployment.host_network:
             service["network_mode"] = "host"
         service["environment"] = dict(environment)
+        service["secrets"] = list(secrets)
         service["volumes"] = [f"./{ctx.graph_name}:{graph_file}:ro", *deployment.volumes]
         if deployment.devices:
             service["devices"] = [f"{device}:{device}" for device in deployment.devices]
@@ -178,14 +184,22 @@ def build(graph: Graph, *, image: str = DEFAULT_IMAGE, looked_up: set[str] | fro
         for instance in ctx.local:
             port = placement.ports[instance]
             needed = redis_module(deployments, instance)
-            _add(services, f"redis-{instance}", _redis_service(graph, instance, port, graph.nodes[node].platform, needed))
+            redis_service = _redis_service(graph, instance, port, graph.nodes[node].platform, needed)
+            ctx.secrets += compose_acl.secure_redis(graph, instance, redis_service)
+            acl_service, secrets = compose_acl.acl_service(
+                graph, instance, image=image, graph_file=f"{GRAPH_DIR}/{ctx.graph_name}",
+                graph_mount=f"./{ctx.graph_name}:{GRAPH_DIR}/{ctx.graph_name}:ro", platform=graph.nodes[node].platform)
+            ctx.secrets += secrets
+            _add(services, f"acl-{instance}", acl_service)
+            _add(services, f"redis-{instance}", redis_service)
             ctx.notes.append(f"redis-{instance}: " + (f"{needed.name} ({'GPU' if needed.gpu else 'CPU'}) " if needed else "")
                              + f"published on port {port} for other nodes and local tools")
         if not services:
             continue
         document: dict[str, Any] = {"name": f"{graph.name}-{node}".lower(), "services": services}
         if ctx.local:
-            document["volumes"] = {f"redis-{i}": {} for i in ctx.local}
+            document["volumes"] = {**{f"redis-{i}": {} for i in ctx.local}, **{f"acl-{i}": {} for i in ctx.local}}
+        document["secrets"] = compose_acl.secret_files(ctx.secrets)
         files.append(NodeFile(node, document, ctx.notes, sorted(ctx.settings), passthrough))
     return files
 
@@ -236,6 +250,10 @@ def render(graph: Graph, file: NodeFile) -> str:
         lines.append(f"# Platform: {graph.nodes[file.node].platform}.")
     if file.settings:
         lines.append("# Set before `up` (address of another node): " + ", ".join(file.settings))
+    secrets = list(file.document.get("secrets", {}))
+    if secrets:
+        lines.append(f"# Put one strong password per file in {compose_acl.SECRETS_DIR}/ before `up` (each agent's Redis "
+                     "user; the same on every node): " + ", ".join(secrets))
     if file.passthrough:
         lines.append("# Taken from this machine's environment (the graph reads them): " + ", ".join(file.passthrough))
     lines += [f"# {note}" for note in file.notes]

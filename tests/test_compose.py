@@ -19,13 +19,19 @@ import redis
 import yaml
 from conftest import read_messages, wait_until, write_messages
 
-from graphrun import __version__
+from graphrun import __version__, acl, load_graph
 from graphrun.cli import main
 from graphrun.compose import MARKER
 from graphrun.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 HEALTHY = {"condition": "service_healthy"}
+
+
+def login(graph: str, agent: str) -> dict[str, str]:
+    """What every agent container is given to log in to Redis as its own ACL user."""
+    return {"GRAPHRUN_REDIS_USER": f"{graph}-{agent}",
+            "GRAPHRUN_REDIS_PASSWORD_FILE": f"/run/secrets/redis_password_{agent}"}
 
 LINE = """\
 name: line
@@ -91,12 +97,13 @@ def test_a_graph_without_nodes_runs_on_one_local_node_beside_its_redis(tmp_path:
     gen = compose(tmp_path, (REPO / "graphs" / "hello.yaml").read_text(), name="hello.yaml")
     assert list(gen.docs) == ["local"]
     doc = gen.docs["local"]
-    assert list(doc["services"]) == ["counter", "doubler-0", "doubler-1", "printer", "redis-main"]
+    assert list(doc["services"]) == ["counter", "doubler-0", "doubler-1", "printer", "acl-main", "redis-main"]
     counter = doc["services"]["counter"]
     assert counter["image"] == f"graphrun:{__version__}"
     assert counter["command"] == ["agent", "/graph/hello.yaml", "counter", "--replica", "0"]
     assert counter["volumes"] == ["./hello.yaml:/graph/hello.yaml:ro"]
-    assert counter["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://redis-main:6379/0"}
+    assert counter["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://redis-main:6379/0", **login("hello", "counter")}
+    assert counter["secrets"] == ["redis_password_counter"]
     assert counter["depends_on"] == {"redis-main": HEALTHY}
     assert (counter["restart"], counter["init"], counter["stop_grace_period"]) == ("unless-stopped", True, "20s")
     assert "network_mode" not in counter and "platform" not in counter
@@ -109,10 +116,12 @@ def test_a_hosted_redis_keeps_its_data_reports_its_health_and_publishes_its_port
     redis_edge = gen.service("infer", "redis-edge")
     assert redis_edge["image"] == "redis:7.2"
     assert redis_edge["command"] == ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                                     "--maxmemory", "1gb"]
-    assert redis_edge["volumes"] == ["redis-edge:/data"]
-    assert gen.docs["infer"]["volumes"] == {"redis-edge": {}}
-    assert redis_edge["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+                                     "--maxmemory", "1gb", "--aclfile", "/etc/redis/acl/edge.acl"]
+    assert redis_edge["volumes"] == ["redis-edge:/data", "acl-edge:/etc/redis/acl:ro"]
+    assert gen.docs["infer"]["volumes"] == {"redis-edge": {}, "acl-edge": {}}
+    assert redis_edge["healthcheck"]["test"] == [  # the default user is off: the check logs in as the observer
+        "CMD-SHELL", 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password_observer)" redis-cli --user line-observer '
+                     "ping | grep -q PONG"]
     assert redis_edge["ports"] == ["6379:6379"]
     assert redis_edge["restart"] == "unless-stopped"
 
@@ -128,7 +137,7 @@ def test_replicas_are_separate_services_each_a_stable_consumer(tmp_path: Path) -
 def test_each_node_gets_its_own_file_with_only_its_agents_and_the_redis_it_hosts(tmp_path: Path) -> None:
     gen = compose(tmp_path, LINE)
     assert sorted(gen.docs) == ["camera_node", "hmi", "infer"]
-    assert list(gen.docs["camera_node"]["services"]) == ["cam_front", "cam_usb", "redis-cams"]
+    assert list(gen.docs["camera_node"]["services"]) == ["cam_front", "cam_usb", "acl-cams", "redis-cams"]
     assert list(gen.docs["hmi"]["services"]) == ["show"]
     assert "volumes" not in gen.docs["hmi"]
     assert sorted(doc["name"] for doc in gen.docs.values()) == ["line-camera_node", "line-hmi", "line-infer"]
@@ -152,7 +161,8 @@ def test_agents_reach_redis_on_other_nodes_at_the_hosting_node_s_address(tmp_pat
 def test_an_agent_gets_only_the_redis_instances_it_uses(tmp_path: Path) -> None:
     gen = compose(tmp_path, LINE)
     # The cameras write to their own node's instance and need no address of another node.
-    assert gen.service("camera_node", "cam_usb")["environment"] == {"GRAPHRUN_REDIS_CAMS": "redis://redis-cams:6379/0"}
+    assert gen.service("camera_node", "cam_usb")["environment"] == {"GRAPHRUN_REDIS_CAMS": "redis://redis-cams:6379/0",
+                                                                    **login("line", "cam_usb")}
 
 
 def test_a_genicam_camera_is_on_the_host_network_and_reaches_its_redis_on_loopback(tmp_path: Path) -> None:
@@ -205,7 +215,8 @@ agents:
     assert ai["image"] == "redislabs/redisai:1.2.7-gpu-bionic"
     # The module is loaded as the image's own command does, beside the graph's persistence (aof).
     assert ai["command"] == ["redis-server", "--loadmodule", "/usr/lib/redis/modules/redisai.so",
-                             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+                             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                             "--aclfile", "/etc/redis/acl/inference.acl"]
     assert "deploy" in ai
     # The agent opens the RedisAI instance itself (named in its params), on the other node.
     assert gen.service("box", "cls")["environment"]["GRAPHRUN_REDIS_INFERENCE"] == "redis://gpu.plant:6379/0"
@@ -226,7 +237,7 @@ agents:
     assert "GRAPHRUN_REDIS_MAIN" not in src["environment"]
     assert src["environment"]["PLANT_REDIS"] is None  # Compose takes it from the machine's environment
     assert src["environment"]["OMP_NUM_THREADS"] == "${THREADS:-2}"  # Compose expands it at `up`
-    assert "secret" not in gen.text["local"]
+    assert ":secret@" not in gen.text["local"]
     assert "redis-main" not in gen.docs["local"]["services"] and "depends_on" not in src
     assert "PLANT_REDIS" in gen.header("local")
 
@@ -299,7 +310,8 @@ agents:
 """)
     assert "redis-main" in gen.docs["box"]["services"]
     assert list(gen.docs["hmi"]["services"]) == ["show"]
-    assert gen.service("hmi", "show")["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://box.plant:6379/0"}
+    assert gen.service("hmi", "show")["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://box.plant:6379/0",
+                                                         **login("shared", "show")}
 
 
 def test_the_image_and_a_single_node_can_be_chosen(tmp_path: Path) -> None:
@@ -359,19 +371,26 @@ def test_every_file_says_what_it_is_and_how_to_start_it(tmp_path: Path) -> None:
 def test_the_command_a_container_runs_starts_its_agent_and_stops_cleanly_on_sigterm(
         tmp_path: Path, redis_server: RedisServer) -> None:
     """A service's command and environment, run here as a process (the compose network's
-    redis-main replaced by a local server): it doubles a number under the consumer name its
-    replica number gives it, and exits 0 on the SIGTERM `docker stop` sends."""
+    redis-main replaced by a local server with the graph's ACL users, the secret mounted
+    from a local file): it doubles a number under its own Redis user and the consumer name
+    its replica number gives it, and exits 0 on the SIGTERM `docker stop` sends."""
     gen = compose(tmp_path, (REPO / "graphs" / "hello.yaml").read_text(), name="hello.yaml")
     service = gen.service("local", "doubler-1")
     command = [str(gen.out / Path(a).name) if a.startswith("/graph/") else a for a in service["command"]]
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "redis_password_doubler").write_text("doubler-password\n")
     env = {**os.environ, **{k: v.replace("redis://redis-main:6379/0", redis_server.url)
-                            for k, v in service["environment"].items()}}
+                            .replace("/run/secrets/", f"{tmp_path}/secrets/") for k, v in service["environment"].items()}}
     client = redis.Redis.from_url(redis_server.url)
+    users = acl.users(load_graph(gen.out / "hello.yaml"))
+    for setuser in acl.commands(users, "main", {"hello-doubler": "doubler-password"}):
+        client.execute_command(*setuser)
     write_messages(client, "hello.numbers", [{"value": 21, "seq": 0}])
     process = subprocess.Popen([sys.executable, "-m", "graphrun", *command], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: client.xlen("hello.doubled") > 0, what="the doubled number")
+        assert {c["user"] for c in client.client_list() if c["name"] == "doubler-1"} == {"hello-doubler"}
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
@@ -509,7 +528,7 @@ def refused(tmp_path: Path, agents: str, capsys: pytest.CaptureFixture[str]) -> 
 def test_a_custom_agent_s_deployment_hook_gives_its_service_what_it_asks_for(tmp_path: Path) -> None:
     gen = compose_cell(tmp_path, "  scanner: {type: 'cell_agents:Scanner', params: {serial: /dev/ttyACM1}}\n")
     scanner = gen.service("local", "scanner")
-    assert scanner["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://redis-main:6379/0",
+    assert scanner["environment"] == {"GRAPHRUN_REDIS_MAIN": "redis://redis-main:6379/0", **login("cell", "scanner"),
                                       "SCANNER_LICENSE": None, "SCANNER_MODE": "fast"}
     assert scanner["volumes"] == ["./graph.yaml:/graph/graph.yaml:ro", "/opt/scanner/firmware:/firmware:ro"]
     assert scanner["devices"] == ["/dev/ttyACM1:/dev/ttyACM1"]  # from the agent's params

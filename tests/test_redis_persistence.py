@@ -98,6 +98,8 @@ agents:
   counter: {{type: examples.counter}}
 """)
     command = gen.service("local", "redis-main")["command"]
+    assert command[-2:] == ["--aclfile", "/etc/redis/acl/main.acl"]  # the users: a volume of the compose file
+    command = command[:-2]
     assert command[0] == "redis-server" and command[-2:] == ["--maxmemory", "64mb"]
     # The container's command, run here on a free port, configures Redis as `graphrun run` does.
     port = free_port()

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                      help="aclfile: for redis-server --aclfile; commands: ACL SETUSER lines for redis-cli")
     cmd.add_argument("--instance", help="only this Redis instance's users (default: every instance, each under "
                                         "a '# Redis instance NAME' line)")
-    cmd.add_argument("--out", type=Path, metavar="DIR", help="write DIR/<instance>.acl (or .redis) per instance")
+    cmd.add_argument("--out", type=Path, metavar="DIR", help="write DIR/<instance>.acl (or .redis) per instance "
+                                                             "(mode 0644: hashes only, for a server of another user)")
     cmd.set_defaults(func=cmd_acl)
 
 
@@ -66,7 +67,7 @@ def cmd_acl(args: argparse.Namespace) -> int:
         for instance in instances:
             path = args.out / f"{instance}{suffix}"
             path.write_text(render(found, instance, args.format, passwords), encoding="utf-8")
-            path.chmod(0o600)
+            path.chmod(0o644)  # password hashes only; readable by the Redis server's own user
             print(path)
         return 0
     for instance in instances:
