@@ -55,8 +55,8 @@ class ArchiveAgent(Agent):
             return Deployment(volumes=(f"{directory}:{directory}",),
                               notes=(f"archive in {directory} on the host (writable by uid 10001)",))
         if directory:
-            return Deployment(notes=(f"archive in {directory} inside the container, lost with it: "
-                                     "give params.directory as an absolute path",))
+            lost = f"archive in {directory} inside the container, lost with it: give params.directory as an absolute path"
+            return Deployment(notes=(lost,))
         return Deployment(volumes=(f"{cls.HOST_DIRECTORY}:{cls.CONTAINER_DATA}",),
                           notes=(f"archive in {cls.HOST_DIRECTORY} on the host (writable by uid 10001)",))
 
@@ -129,7 +129,7 @@ class ArchiveAgent(Agent):
             part = queue[0]
             try:
                 stored = self._keep(part)
-            except Exception as exc:  # noqa: BLE001 - the part stays held and is tried again; the agent lives on
+            except Exception as exc:  # the part stays held and is tried again; the agent lives on
                 if not self._failing:
                     if isinstance(exc, (OSError, sqlite3.Error)):
                         self.log.error("cannot store part %s in %s: %s; its messages stay held, retrying",

@@ -112,7 +112,8 @@ class Index:
             self.db.execute(
                 "UPDATE parts SET record = ?, outcome = ?, time = ?, plc_sequence = ?, bytes = ? "
                 "WHERE part_id = ? AND origin = ?",
-                (json.dumps(record, sort_keys=True, default=str), outcome, time, plc_sequence, bytes_, entry.part_id, entry.origin),
+                (json.dumps(record, sort_keys=True, default=str), outcome, time, plc_sequence, bytes_,
+                 entry.part_id, entry.origin),
             )
 
     def remove(self, entries: list[Entry]) -> None:

@@ -18,7 +18,9 @@ class RetentionParams(BaseModel):
         description="most bytes of images and records kept, e.g. '20GB' or '500MiB'; the oldest parts go first",
     )
     max_age_days: float = Field(365.0, gt=0, description="parts older than this (by the part's time) are deleted")
-    interval: float = Field(60.0, gt=0, description="seconds between checks of the age limit (size is checked at every store)")
+    interval: float = Field(
+        60.0, gt=0, description="seconds between checks of the age limit (size is checked at every store)"
+    )
 
 
 class ArchiveParams(BaseModel):
