@@ -102,3 +102,48 @@ def test_a_scada_can_browse_the_line_and_subscribe_to_the_last_result(server: tu
     assert names == ["Counters", "Health", "LastResult", "ModelVersion", "RejectRate", "Views"]
     assert values == [0, 11, 12]  # the value on subscribing, then each part
     assert not writable  # the line's state is read-only for clients
+
+
+HEALTH_GRAPH = """
+name: opcua-health
+redis: {{main: {{url: "{url}"}}}}
+agents:
+  counter:
+    type: examples.counter
+    params: {{rate: 5}}
+  line:
+    type: opcua
+    params: {{mode: server, url: "{opcua}", namespace: {namespace}, health_interval: 0.2}}
+    inputs:
+      front: main:verdicts.front
+"""
+
+
+def test_each_agent_s_health_in_the_graph_is_a_node(graph_file: Any, redis_server: Any) -> None:
+    from graphrun.testing import running
+
+    url = f"opc.tcp://127.0.0.1:{free_port()}/line/"
+    graph = graph_file(HEALTH_GRAPH.format(url=redis_server.url, opcua=url, namespace=NAMESPACE))
+
+    async def health() -> Any:
+        async with Client(url, timeout=5) as client:
+            idx = await client.get_namespace_index(NAMESPACE)
+            try:
+                return await client.get_node(ua.NodeId("Line.Health.Agents.counter", idx)).read_value()
+            except ua.UaStatusCodeError:
+                return None  # not made yet: the first heartbeats are still to come
+
+    with running(graph, redis_urls={"main": redis_server.url}):
+        end = time.monotonic() + 30
+        while (state := asyncio.run(health())) != "running" and time.monotonic() < end:
+            time.sleep(0.2)
+    assert state == "running"
+
+
+def test_a_server_on_every_address_has_its_port_published_and_a_local_client_the_host_network() -> None:
+    from graphrun_agents.opcua.params import OpcuaParams
+
+    server = OpcuaAgent.deployment(OpcuaParams(mode="server", url="opc.tcp://0.0.0.0:4840/graphrun/"))
+    client = OpcuaAgent.deployment(OpcuaParams(url="opc.tcp://127.0.0.1:4841/plc/"))
+    assert server.ports == (4840,) and not server.host_network
+    assert client.host_network and not client.ports

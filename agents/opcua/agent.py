@@ -9,9 +9,11 @@ verdicts as the Modbus agent does, with ``graphrun_agents.part_join``.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, TypedDict
+from urllib.parse import urlsplit
 
-from graphrun import Agent, Inputs, Message, Output
+from graphrun import Agent, Deployment, Inputs, Message, Output
 from typing_extensions import NotRequired
 
 from ..messages import Verdict
@@ -58,6 +60,14 @@ class OpcuaAgent(Agent):
     Params = OpcuaParams
     params: OpcuaParams
     tick_interval = 0.05
+
+    @classmethod
+    def deployment(cls, params: Any) -> Deployment:
+        """The network of ``url``'s host and port, as for agents with ``host`` and ``port``: a
+        client of this machine's server shares the host's network, a server listening on
+        every address has its port published."""
+        url = urlsplit(params.url)
+        return super().deployment(SimpleNamespace(host=url.hostname or "", port=url.port or 4840))
 
     def start(self) -> None:
         views = tuple(self.verdicts)

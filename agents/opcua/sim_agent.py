@@ -14,6 +14,7 @@ from __future__ import annotations
 from graphrun import Agent
 from pydantic import Field
 
+from .agent import OpcuaAgent
 from .params import OpcuaParams
 from .simulator import OpcuaPlcSim, SimResult
 
@@ -29,6 +30,7 @@ class OpcuaPlcSimAgent(Agent):
 
     Params = OpcuaPlcSimParams
     params: OpcuaPlcSimParams
+    deployment = OpcuaAgent.deployment  # the network of its url, as the agent's
 
     def start(self) -> None:
         p = self.params
