@@ -225,6 +225,8 @@ class MqttAgent(Agent):
     def tick(self) -> None:
         if self._link.lost is not None:
             self._link_lost(self._link.lost)
+        elif self._link.connected and self._puback_overdue():
+            self._link_lost(f"no PUBACK from {self._link.where} for {self._puback_limit():.0f} s")
         if not self._link.connected:
             self._link_up()
         self._collect()
@@ -233,6 +235,15 @@ class MqttAgent(Agent):
         self.status.update(queued=self._pending.waiting, in_flight=self._pending.in_flight)
         # What the run's summary line counts (``graphrun run`` prints it when it stops).
         self.status["counts"] = {"published": self.status["published"], "received": self.status["received"]}
+
+    def _puback_limit(self) -> float:
+        return 2 * self.params.keepalive + self.params.connect_timeout
+
+    def _puback_overdue(self) -> bool:
+        """A link whose broker stopped acknowledging (a stalled broker, a network thread that
+        died) is treated as lost: its publications are sent again on a new connection."""
+        sent = self._pending.oldest_in_flight()
+        return sent is not None and time.time() - sent > self._puback_limit()
 
     def _link_up(self) -> bool:
         if not self._reconnect.ready():

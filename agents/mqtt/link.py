@@ -1,4 +1,4 @@
-"""The link to one MQTT broker, with paho-mqtt: one client per connection, a network thread, no auto-reconnect.
+"""The link to one MQTT broker, with paho-mqtt: one client per connection, paho's network thread, no auto-reconnect.
 
 Each connection gets a fresh paho client and a generation number. When the link dies,
 the client is dropped with everything it had in flight: the agent keeps its own list of
@@ -6,8 +6,9 @@ unacknowledged messages and publishes them again on the next connection, after t
 Sparkplug births of that session. (paho's own retransmission would resend them before
 the new births, with stale Sparkplug sequence numbers.)
 
-Threads: the network thread only fills ``acked`` and ``incoming`` and sets flags; the
-agent's thread calls everything else. Subscribed messages are received with manual
+Threads: paho's network thread (``loop_start``, which makes ``publish`` safe to call from
+the agent's thread: it only queues) runs the callbacks, which only fill ``acked`` and
+``incoming`` and set flags; the agent's thread calls everything else. Subscribed messages are received with manual
 acknowledgement: the PUBACK goes out only when the agent says so, after Redis has them.
 """
 
@@ -26,9 +27,6 @@ from ..errors import BrokerUnreachable
 from .config import Tls
 
 log = logging.getLogger("graphrun.agent.mqtt")
-
-LOOP_TIMEOUT = 0.05  # seconds one network loop waits for the socket; bounds how fast a close is seen
-
 
 @dataclass(frozen=True)
 class Incoming:
@@ -56,8 +54,6 @@ class BrokerLink:
         self._max_inflight = max_inflight
         self.generation = 0
         self._client: mqtt.Client | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()  # of the current connection's network thread
         self._dropped = False  # the current connection was closed on purpose
         self._lock = threading.Lock()
         self._acked: set[int] = set()
@@ -98,11 +94,13 @@ class BrokerLink:
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=False)
         client.on_connect = lambda c, u, flags, code, props: self._on_connack(code)
+        client.on_disconnect = lambda c, u, flags, code, props: self._on_disconnect(generation, code)
         client.on_publish = lambda c, u, mid, code, props: self._on_puback(generation, mid)
         client.on_message = lambda c, u, m: self._on_message(generation, m)
         client.on_subscribe = lambda c, u, mid, codes, props: self._on_suback(codes)
         self._connack.clear()
         self._lost = None
+        self._dropped = False
         with self._lock:
             self._acked.clear()
         try:
@@ -110,11 +108,7 @@ class BrokerLink:
         except (OSError, ValueError) as exc:
             raise BrokerUnreachable(f"cannot connect to {self.where}: {exc}") from exc
         self._client = client
-        self._stop = threading.Event()
-        self._dropped = False
-        self._thread = threading.Thread(target=self._network, args=(client, generation, self._stop), daemon=True,
-                                        name=f"mqtt-{self._client_id}-{generation}")
-        self._thread.start()
+        client.loop_start()
         if not self._connack.wait(self._connect_timeout) or self._lost is not None:
             why = self._lost or f"no CONNACK within {self._connect_timeout} s"
             self.close()
@@ -141,11 +135,10 @@ class BrokerLink:
 
     def close(self, last: tuple[str, bytes] | None = None) -> None:
         """Drop the connection; ``last`` is published first (an NDEATH), when the link is up."""
-        client, thread, stop = self._client, self._thread, self._stop
-        self._client = self._thread = None
+        client, self._client = self._client, None
         if client is None:
             return
-        self._dropped = True  # the network thread ends without calling it a loss
+        self._dropped = True  # its end is not a loss to report
         if self._lost is None:
             if last is not None:
                 info = client.publish(last[0], last[1], qos=1)
@@ -153,12 +146,8 @@ class BrokerLink:
                     info.wait_for_publish(self._connect_timeout)
                 except (RuntimeError, ValueError) as exc:
                     log.debug("the last message before disconnecting was not acknowledged: %s", exc)
-            client.disconnect()  # written by the network thread, which then ends
-            if thread is not None:
-                thread.join(self._connect_timeout)
-        stop.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(LOOP_TIMEOUT * 20)
+            client.disconnect()
+        client.loop_stop()
 
     # --- traffic --------------------------------------------------------------------------
 
@@ -190,19 +179,9 @@ class BrokerLink:
 
     # --- the network thread -----------------------------------------------------------------
 
-    def _network(self, client: mqtt.Client, generation: int, stop: threading.Event) -> None:
-        why = "closed"
-        try:
-            while not stop.is_set():
-                rc = client.loop(timeout=LOOP_TIMEOUT)
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    why = f"connection lost ({mqtt.error_string(rc)})"
-                    break
-        except Exception as exc:  # noqa: BLE001 - said at once, and the agent reconnects
-            why = f"network thread failed: {exc!r}"
-            log.exception("MQTT network thread for %s failed", self.where)
+    def _on_disconnect(self, generation: int, code: mqtt.ReasonCode) -> None:
         if generation == self.generation and not self._dropped:
-            self._lost = why
+            self._lost = f"connection lost ({code})"
             self._connack.set()  # a connect still waiting learns at once
 
     def _on_connack(self, code: mqtt.ReasonCode) -> None:

@@ -45,6 +45,13 @@ class Pending(Generic[T]):
     def in_flight(self) -> int:
         return len(self._all) - len(self._waiting)
 
+    def oldest_in_flight(self) -> float | None:
+        """When the oldest publication still waiting for its PUBACK was sent (None: none is)."""
+        for publication in self._all.values():
+            if publication.mids:
+                return publication.sent
+        return None
+
     def add(self, port: str, item: T) -> Publication[T]:
         self._seq += 1
         publication = Publication(self._seq, port, item)
