@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from archive_parts import FRAMES, RESULTS, STREAMS, VERDICTS, graph_text, image, result, send, write_part
+from archive_parts import FRAMES, RESULTS, STREAMS, VERDICTS, frame, graph_text, image, result, send, verdict, write_part
 from conftest import caught_up, wait_until
 
 from graphrun import GraphError
@@ -115,6 +115,23 @@ def test_sixteen_bit_images_are_kept_exactly(redis_client: redis.Redis, run_arch
     kept = images.load(str(archive_dir / entry.path / entry.record["frames"]["front"]["file"]))
     assert kept.dtype == np.uint16 and np.array_equal(kept, deep)
     assert entry.label == "pitting"
+
+
+def test_an_array_in_a_verdict_is_kept_as_a_file_of_its_own(
+        redis_client: redis.Redis, run_archive, archive_dir: Path) -> None:
+    run_archive()
+    created = time.time()
+    defect_map = np.linspace(0, 1, 12 * 16, dtype=np.float32).reshape(12, 16)
+    for camera, stream in FRAMES.items():
+        send(redis_client, stream, frame(81, camera), created)
+    send(redis_client, VERDICTS["v_front"], {**verdict(81, "front", label="crack"), "defect_map": defect_map}, created)
+    send(redis_client, VERDICTS["v_back"], verdict(81, "back"), created)
+    send(redis_client, RESULTS, result(81, "defective", "crack"), created)
+    wait_until(lambda: entries(archive_dir), what="the part stored")
+    [entry] = entries(archive_dir)
+    kept = entry.record["verdicts"]["v_front"]["defect_map"]
+    assert kept["dtype"] == "float32" and kept["shape"] == [12, 16]
+    assert np.array_equal(images.load(str(archive_dir / entry.path / kept["file"])), defect_map)
 
 
 def test_a_parts_messages_stay_unacknowledged_until_it_is_stored(

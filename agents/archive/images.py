@@ -27,7 +27,10 @@ def fits_png(image: np.ndarray) -> bool:
 def encode(image: np.ndarray, compression: int) -> tuple[str, bytes]:
     """(file extension, bytes) of ``image``: PNG where it fits, else NumPy's .npy (also lossless)."""
     if fits_png(image):
-        ok, data = cv2.imencode(".png", np.ascontiguousarray(image), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+        try:
+            ok, data = cv2.imencode(".png", np.ascontiguousarray(image), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+        except cv2.error:
+            ok = False
         if ok:
             return "png", data.tobytes()
     buffer = io.BytesIO()

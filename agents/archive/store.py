@@ -30,7 +30,7 @@ def part_path(part_id: int, origin: float, when: float) -> str:
 
 
 def record_bytes(record: Mapping[str, Any]) -> bytes:
-    return json.dumps(record, indent=1, sort_keys=True).encode()
+    return json.dumps(record, indent=1, sort_keys=True, default=str).encode()
 
 
 class Archive:
