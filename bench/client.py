@@ -46,13 +46,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from inference import REFERENCE_KEY, free_port, measure, redisai_call  # noqa: E402
-
-from graphrun import AsyncGraphClient, GraphClient  # noqa: E402
-from graphrun.graph import Graph, parse_graph  # noqa: E402
-from graphrun.redis_server import RedisServer  # noqa: E402
-from graphrun.runner import AgentRunner  # noqa: E402
-from graphrun_agents.classification.toy_models import fraud_model  # noqa: E402
+from graphrun import AsyncGraphClient, GraphClient
+from graphrun.graph import Graph, parse_graph
+from graphrun.redis_server import RedisServer
+from graphrun.runner import AgentRunner
+from graphrun_agents.classification.toy_models import fraud_model
+from inference import REFERENCE_KEY, free_port, measure, redisai_call
 
 PORT = "scorer.transactions"
 GRAPH = """\

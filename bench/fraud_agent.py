@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict
-
 from graphrun import Agent, Input, Message, Output
+from pydantic import BaseModel, ConfigDict
 
 REFERENCE = 256
 

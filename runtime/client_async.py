@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import redis.asyncio
 
@@ -89,7 +89,9 @@ class AsyncGraphClient:
     def for_agent(cls, agent: Any, **options: Any) -> AsyncGraphClient:
         """A client for requests into the graph ``agent`` runs in, with the Redis URLs its
         runner was given (for an agent that takes requests from elsewhere: the HTTP gateway)."""
-        from .runner import AgentRunner  # here: the runner imports every agent, agents import this
+        from .runner import (
+            AgentRunner,  # here: the runner imports every agent, agents import this
+        )
 
         runner = getattr(agent, "_context", None)
         if not isinstance(runner, AgentRunner):
@@ -195,7 +197,7 @@ class AsyncGraphClient:
             await client.aclose()
         await asyncio.to_thread(self._client.close)
 
-    async def __aenter__(self) -> AsyncGraphClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -6,9 +6,8 @@ import multiprocessing
 import time
 from typing import TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from graphrun import Agent, GraphClient, Input, Message, Output
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Text(TypedDict):

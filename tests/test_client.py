@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import wait_until
-from graphrun import AsyncGraphClient, BacklogFull, ConfigError, GraphClient, RequestTimeout
+from graphrun import (
+    AsyncGraphClient,
+    BacklogFull,
+    ConfigError,
+    GraphClient,
+    RequestTimeout,
+)
+from graphrun.errors import UnknownPort
 from graphrun.replies import REPLY_PREFIX
 from request_agents import ask_many
 
@@ -183,7 +189,8 @@ def test_backlog_counts_what_the_agent_has_not_finished_and_the_limit_refuses_mo
         assert client.backlog("first.numbers") == 3
         with pytest.raises(BacklogFull, match="limit is 3"):
             client.submit("first.numbers", {"value": 9, "seq": 9})
-        first, second = start_agent(graph, "first"), start_agent(graph, "second")
+        start_agent(graph, "first")
+        start_agent(graph, "second")
         wait_until(lambda: client.backlog("first.numbers") == 0, what="backlog worked off")
         time.sleep(0.2)  # past the client's cached look at the backlog
         assert client.request("first.numbers", {"value": 1, "seq": 1}, timeout=20)["value"] == 6
@@ -202,9 +209,8 @@ def test_higher_priority_requests_of_one_read_are_handled_first(graph_file, redi
 
 
 def test_an_unknown_port_is_named_with_the_ports_there_are(doublers):
-    with GraphClient(doublers) as client:
-        with pytest.raises(Exception, match="first.numbers"):
-            client.request("first.numbrs", {"value": 1, "seq": 0})
+    with GraphClient(doublers) as client, pytest.raises(UnknownPort, match="its inputs: first.numbers"):
+        client.request("first.numbrs", {"value": 1, "seq": 0})
 
 
 def test_graph_file_path_is_accepted_as_the_target(doublers):

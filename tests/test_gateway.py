@@ -8,7 +8,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from conftest import wait_until
 from graphrun import AgentStartError
 from graphrun.runner import AgentRunner
@@ -61,7 +60,7 @@ def test_a_json_request_is_answered_with_the_graphs_reply(gate):
 
 def test_an_image_request_becomes_a_frame_like_payload_with_the_query_fields(gate):
     image = np.zeros((48, 64, 3), np.uint8)
-    ok, png = cv2.imencode(".png", image)
+    _, png = cv2.imencode(".png", image)
     status, body = post(gate, "/v1/sizes/images?part_id=7&camera=front", png.tobytes(), "image/png")
     answer = json.loads(body)
     assert status == 200, answer

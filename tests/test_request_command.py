@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import cv2
 import pytest
-
 from conftest import wait_until
 from graphrun.cli import main
 from graphrun_agents.camera.synthetic import SyntheticConfig, render_part
@@ -63,7 +61,7 @@ def test_an_image_file_is_judged_and_the_verdict_printed_as_json(line, tmp_path,
 
 
 def test_a_good_part_is_judged_good(line, tmp_path, capsys):
-    [(index, image)] = parts(False, 1)
+    [(_, image)] = parts(False, 1)
     path = tmp_path / "good.png"
     cv2.imwrite(str(path), image)
     assert main(["request", line.file, "classification.frames", str(path), "--timeout", "60"]) == 0

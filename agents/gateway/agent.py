@@ -72,7 +72,7 @@ class GatewayAgent(Agent):
     def _serve(self, sock: socket.socket) -> None:
         try:
             self._server.run(sockets=[sock])
-        except BaseException as exc:  # noqa: BLE001 - said at once, and produce() ends the run with it
+        except BaseException as exc:
             self._failure = exc
             self.log.exception("the gateway's HTTP server failed")
         finally:

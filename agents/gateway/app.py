@@ -20,11 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
-
 from graphrun import (
     AsyncGraphClient,
     BacklogFull,
@@ -36,6 +31,10 @@ from graphrun import (
     token_matches,
 )
 from graphrun_agents.hmi.access import presented_token
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from .params import GatewayParams
 
