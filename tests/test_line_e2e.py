@@ -10,6 +10,7 @@ so the test sees every write the PLC took. Checked:
 - each part's outcome agrees with the synthetic ground truth (the renderer's, drawn again
   here from the cameras' seeds) at the accuracy the model card states;
 - the HMI's /api/state counts the same parts and rejects as the PLC;
+- the archive holds exactly the rejected parts, each with its PLC sequence number;
 - the run's summary line at Ctrl-C counts the same parts and rejects too.
 
 Two settings of the shipped graph are widened for a busy 2-core machine, where the graph's
@@ -36,6 +37,7 @@ import pytest
 import yaml
 
 from conftest import wait_until
+from graphrun_agents.archive.index import Index
 from graphrun_agents.camera.synthetic import SyntheticConfig, render_part
 from graphrun_agents.modbus.regmap import RegisterMap
 from graphrun_agents.modbus.simulator import PlcSimulator, free_port
@@ -66,7 +68,8 @@ def allowed_mistakes(parts: int, per_part_error: float, certainty: float = 0.999
 
 
 def line_graph(tmp_path: Path, hmi_port: int) -> tuple[Path, dict[str, Any]]:
-    """The shipped graph for PARTS parts, the HMI on a free port, without its plc_sim agent."""
+    """The shipped graph for PARTS parts, the HMI on a free port, the archive in ``tmp_path``,
+    without its plc_sim agent."""
     spec = yaml.safe_load(GRAPH.read_text())
     agents = spec["agents"]
     del agents["plc_sim"]
@@ -76,6 +79,7 @@ def line_graph(tmp_path: Path, hmi_port: int) -> tuple[Path, dict[str, Any]]:
         agents[camera]["params"]["trigger_max_age"] = 60.0
     agents["plc"]["params"]["join_timeout"] = 60.0
     agents["hmi"]["params"]["port"] = hmi_port
+    agents["archive"]["params"]["directory"] = str(tmp_path / "archive")
     path = tmp_path / "finger_follower.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path, spec
@@ -89,6 +93,17 @@ def truth(part_id: int, spec: dict[str, Any]) -> bool:
         _, seen = render_part(part_id, SyntheticConfig(view=params["view"], seed=params["seed"]))
         views.append(seen["defective"])
     return any(views)
+
+
+def archived(directory: Path) -> list[Any]:
+    """The archive's index entries, oldest first (none before the agent made the index)."""
+    if not (directory / Index.FILE).exists():
+        return []
+    index = Index(directory, readonly=True)
+    try:
+        return index.query()
+    finally:
+        index.close()
 
 
 def hmi_counters(port: int) -> dict[str, Any]:
@@ -116,6 +131,9 @@ def test_every_part_reaches_the_plc_once_in_order_judged_as_the_model_card_says_
             wait_until(lambda: hmi_counters(hmi_port).get("parts") == PARTS, timeout=30,
                        what=f"the HMI counting {PARTS} parts")
             counters = hmi_counters(hmi_port)
+            rejected = sum(1 for r in plc.results if r.values["outcome"] != OK)
+            wait_until(lambda: len(archived(tmp_path / "archive")) >= rejected, timeout=30,
+                       what=f"the archive holding {rejected} rejected parts")
             launcher.send_signal(signal.SIGINT)
             assert launcher.wait(60) == 0, log.read_text()[-5000:]
         finally:
@@ -141,5 +159,8 @@ def test_every_part_reaches_the_plc_once_in_order_judged_as_the_model_card_says_
 
     rejects = sum(1 for outcome in outcomes.values() if outcome == DEFECTIVE)
     assert (counters["parts"], counters["rejects"]) == (PARTS, rejects)
+    stored = archived(tmp_path / "archive")
+    assert sorted(e.part_id for e in stored) == sorted(p for p, o in outcomes.items() if o == DEFECTIVE)
+    assert all(e.plc_sequence == e.part_id for e in stored)  # sequence n carried part n, as checked above
     summary = [line for line in text.splitlines() if line.startswith("graphrun: run of ")]
     assert len(summary) == 1 and f"plc: {PARTS} parts, {rejects} rejects, 0 incomplete;" in summary[0], summary
