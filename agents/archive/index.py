@@ -81,8 +81,10 @@ class Index:
                 raise FileNotFoundError(f"no archive index at {self.file}")
             self.db = sqlite3.connect(f"file:{self.file}?mode=ro", uri=True, timeout=10)
             if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'parts'").fetchone() is None:
+                # The agent made the file an instant ago and is creating its table: nothing stored yet.
                 self.db.close()
-                raise FileNotFoundError(f"the archive index at {self.file} is not set up yet")
+                self.db = sqlite3.connect(":memory:")
+                self.db.executescript(SCHEMA)
         else:
             self.db = sqlite3.connect(self.file, timeout=10)
             self.db.execute("PRAGMA journal_mode=WAL")
