@@ -157,6 +157,22 @@ def test_a_part_with_a_missing_view_is_pending_then_incomplete() -> None:
     assert live.snapshot(now=106.0)["parts"][0]["outcome"] == "OK"
 
 
+def test_a_verdicts_defect_map_is_in_the_state_with_the_frame_pixels_it_covers(hmi: AgentHarness) -> None:
+    cells = np.zeros((16, 20), np.uint8)
+    cells[7, 9] = 250
+    hmi.send("cls_front", dict(verdict_payload("cam_front", 3, "defect", 0.98), defect_map=cells,
+                               defect_map_region=[0, 0, 1280, 1024]))
+    hmi.send("cls_back", dict(verdict_payload("cam_back", 3), defect_map=cells.astype(np.float32),
+                              defect_map_region=[0, 0, 1280, 1024]))
+
+    snapshot = state(port_of(hmi))
+
+    front = camera(snapshot, "cam_front")["verdict"]
+    assert np.array_equal(np.array(front["defect_map"]), cells) and front["defect_map_region"] == [0, 0, 1280, 1024]
+    back = camera(snapshot, "cam_back")["verdict"]
+    assert back["defect_map"] is None and back["defect_map_region"] is None  # not a uint8 map: left out
+
+
 def test_a_redelivered_verdict_counts_once_and_the_first_verdict_of_a_view_stands(hmi: AgentHarness) -> None:
     hmi.send("cls_front", verdict_payload("cam_front", 4, "pitting", 0.7))
     hmi.send("cls_front", verdict_payload("cam_front", 4, "pitting", 0.7))

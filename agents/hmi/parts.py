@@ -19,7 +19,11 @@ MAX_MAP_CELLS = 128
 
 
 def verdict_view(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """A verdict's fields as the page shows them, JSON-ready; with where the defect is when the model says."""
+    """A verdict's fields as the page shows them; with where the defect is when the model says.
+
+    JSON-ready but for ``defect_map``, kept as the received array (no copy on the line's
+    path): ``json_ready`` makes it a list when a page asks.
+    """
     verdict = {
         "part_id": payload.get("part_id"),
         "label": str(payload.get("label", "")),
@@ -32,11 +36,17 @@ def verdict_view(payload: Mapping[str, Any]) -> dict[str, Any]:
         "defect_map_region": None,
     }
     cells, region = payload.get("defect_map"), payload.get("defect_map_region")
-    if (isinstance(cells, np.ndarray) and cells.ndim == 2 and 0 < cells.size and max(cells.shape) <= MAX_MAP_CELLS
-            and isinstance(region, (list, tuple)) and len(region) == 4):
-        verdict["defect_map"] = np.clip(cells, 0, 255).astype(np.uint8).tolist()
+    if (isinstance(cells, np.ndarray) and cells.dtype == np.uint8 and cells.ndim == 2 and 0 < cells.size
+            and max(cells.shape) <= MAX_MAP_CELLS and isinstance(region, (list, tuple)) and len(region) == 4):
+        verdict["defect_map"] = cells
         verdict["defect_map_region"] = [int(v) for v in region]
     return verdict
+
+
+def json_ready(verdict: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a ``verdict_view`` that JSON can carry."""
+    cells = verdict["defect_map"]
+    return verdict if cells is None else dict(verdict, defect_map=cells.tolist())
 
 
 def finite(value: Any) -> float | None:

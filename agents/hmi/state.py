@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PreviewError
-from .parts import Reject, RejectLog, RejectWindow, verdict_view
+from .parts import Reject, RejectLog, RejectWindow, json_ready, verdict_view
 
 #: Frame arrivals kept per camera to measure its rate; enough for a 2 s window at 30 fps.
 RATE_SAMPLES = 64
@@ -294,7 +294,7 @@ class LiveState:
         shot, judged = self._shown(cam)
         verdict = None
         if cam.verdict is not None:
-            verdict = dict(cam.verdict, age_s=round(now - cam.verdict_at, 3))
+            verdict = dict(json_ready(cam.verdict), age_s=round(now - cam.verdict_at, 3))
         status = "none"
         if verdict is not None and (judged or shot is None):  # a verdict only counts for the image it judged
             status = "reject" if verdict["defective"] else "ok"
