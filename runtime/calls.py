@@ -22,7 +22,7 @@ from .errors import ConfigError, UnknownPort
 from .graph import Graph, load_graph, redis_url
 from .message import Message, Request
 
-URL_SCHEMES = ("redis://", "rediss://", "unix://")
+URL_SCHEMES = ("redis://", "rediss://", "unix://", f"{transport.SENTINEL_SCHEME}://")
 DEFAULT_INSTANCE = "main"  # the Redis instance a client made from a URL stands for
 BACKLOG_COUNT_CAP = 100_000  # entries counted one by one when Redis cannot tell a group's lag
 

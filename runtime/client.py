@@ -100,7 +100,7 @@ class GraphClient:
             return tickets
         writes = [(t, self.fields_of(t, p, priority)) for t, p in zip(tickets, payloads)]
         try:
-            self._writers[tickets[0].instance].write(writes)
+            self.write(tickets[0].instance, writes)
         except BaseException:
             for t in tickets:
                 self._reader.forget(t.id)
@@ -120,6 +120,10 @@ class GraphClient:
         for t in tickets:
             self._reader.register(t.id, t.waiter)
         return tickets
+
+    def write(self, instance: str, writes: list[tuple[Ticket, Mapping[bytes, Any]]]) -> None:
+        """Write prepared requests to their streams on ``instance``; sets their entry ids."""
+        self._writers[instance].write(writes)
 
     def fields_of(self, ticket: Ticket, payload: Mapping[str, Any], priority: int) -> dict[bytes, Any]:
         request = Request(ticket.id, (self.reply_instance, self.reply_key), ticket.answer, ticket.deadline, priority)

@@ -5,9 +5,10 @@
 
 It shares everything but the waiting with the blocking client: ports, answering ports,
 the reply reader thread (which hands each answer to the event loop) and flow control.
-Requests are written with redis-py's asyncio client, so the loop never blocks on them;
-the backlog, when a limit is set, is looked up at most every 0.1 s with a short
-blocking call.
+The requests of tasks that submit in the same turn of the loop are written together,
+in a worker thread (through the blocking client's Redis connections: TLS, Sentinel and
+all), so the loop never waits on Redis; the backlog, when a limit is set, is looked up
+at most every 0.1 s with a short blocking call.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Self
 
-import redis.asyncio
-
-from . import transport
 from .client import DEFAULT_TIMEOUT, GraphClient, Ticket
 from .errors import GraphrunError, RequestTimeout
 from .graph import Graph
@@ -79,8 +77,6 @@ class AsyncGraphClient:
     def __init__(self, target: str | os.PathLike[str] | Graph, *, redis_urls: Mapping[str, str] | None = None,
                  timeout: float = DEFAULT_TIMEOUT, max_backlog: int | None = None, name: str = "client"):
         self._client = GraphClient(target, redis_urls=redis_urls, timeout=timeout, max_backlog=max_backlog, name=name)
-        self._redis = {i: redis.asyncio.Redis.from_url(u, client_name=f"graphrun-{name}-async")
-                       for i, u in self._client.target.urls.items()}
         self._mailbox: _Mailbox | None = None
         # Requests of tasks that submit in the same turn of the loop go in one pipeline.
         self._outgoing: dict[str, list[tuple[Ticket, dict[bytes, Any], asyncio.Future[None]]]] = {}
@@ -137,17 +133,13 @@ class AsyncGraphClient:
         if not batch:
             return
         try:
-            pipe = self._redis[instance].pipeline(transaction=False)
-            for t, fields, _ in batch:
-                pipe.xadd(t.stream, fields)  # type: ignore[arg-type]
-            ids = await pipe.execute()
+            await asyncio.to_thread(self._client.write, instance, [(t, fields) for t, fields, _ in batch])
         except BaseException as exc:  # noqa: BLE001 - every task of the batch gets it
             for _, _, written in batch:
                 if not written.done():
                     written.set_exception(exc)
             return
-        for (t, _, written), entry_id in zip(batch, ids):
-            t.entry_id = transport.text(entry_id)
+        for _, _, written in batch:
             if not written.done():
                 written.set_result(None)
 
@@ -182,19 +174,12 @@ class AsyncGraphClient:
                 return
 
     async def _give_up(self, ticket: Ticket) -> None:
-        self._client.forget(ticket)
-        if ticket.entry_id is not None:
-            try:
-                await self._redis[ticket.instance].xdel(ticket.stream, ticket.entry_id)
-            except transport.CONNECTION_ERRORS:
-                pass  # it is skipped when taken: it has expired
+        await asyncio.to_thread(self._client.give_up, ticket)
 
     def backlog(self, port: str) -> int:
         return self._client.backlog(port)
 
     async def aclose(self) -> None:
-        for client in self._redis.values():
-            await client.aclose()
         await asyncio.to_thread(self._client.close)
 
     async def __aenter__(self) -> Self:
