@@ -128,6 +128,19 @@ def test_a_secured_redis_refuses_the_default_user_and_each_agent_s_user_outside_
         assert oct(observer_file.stat().st_mode & 0o777) == "0o600"
         assert "#" in (tmp_path / "state" / "acl" / "main.acl").read_text()
         assert launcher.passwords["hello-printer"] not in (tmp_path / "state" / "acl" / "main.acl").read_text()
+        # The tools that look at a running graph work as the observer, and only look.
+        env = {**os.environ, "GRAPHRUN_REDIS_USER": "hello-observer", "GRAPHRUN_REDIS_PASSWORD_FILE": str(observer_file),
+               "GRAPHRUN_REDIS_MAIN": server.unix_url}
+
+        def tool(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "graphrun", *args], env=env, capture_output=True, text=True,
+                                  timeout=120)
+
+        wait_until(lambda: "running" in tool("status", str(path)).stdout, what="graphrun status as the observer")
+        echoed = tool("echo", str(path), "doubler.doubled", "--count", "2")
+        assert echoed.returncode == 0 and '"value"' in echoed.stdout, echoed.stderr
+        recorded = tool("record", str(path), "-o", str(tmp_path / "r.mcap"), "--duration", "1")
+        assert recorded.returncode == 0 and (tmp_path / "r.mcap").stat().st_size > 0, recorded.stderr
     finally:
         launcher.request_stop()
         thread.join(60)
