@@ -123,3 +123,17 @@ def test_a_plc_s_part_id_node_triggers_a_camera_through_the_graph(
                what="part 1001 on the camera's trigger stream")
     (message,) = [m for m in read_messages(redis_client, "plc.parts") if m["part_id"] == 1001]
     assert message["node"] == "ns=2;s=PartId" and message["value"] == 1001
+
+
+def test_a_date_time_node_s_value_travels_as_seconds_since_the_epoch(url: str) -> None:
+    params = {"url": url, "subscribe": {"changed_at": {"node": "ns=2;s=Recipe.ChangedAt", "type": "DateTime"}}}
+    sim = OpcuaPlcSim(OpcuaParams.model_validate(params))
+    sim.start()
+    try:
+        with AgentHarness(OpcuaAgent, params=params) as h:
+            collect(h, "values", lambda got: len(got) >= 1)
+            sim.write("changed_at", 1_700_000_000.5)
+            changes = collect(h, "values", lambda got: any(v["value"] == 1_700_000_000.5 for v in got))
+    finally:
+        sim.stop()
+    assert changes[-1]["changed_at"] == 1_700_000_000.5

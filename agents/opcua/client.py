@@ -11,7 +11,6 @@ sequence number, or recognised as landed when the server already shows it.
 
 from __future__ import annotations
 
-import queue
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,8 @@ from graphrun import Backoff, DeadLetter, Message, ParamError, Retry
 
 from ..errors import AgentConfigError, EncodingError, OpcuaRefused, OpcuaUnreachable
 from ..part_join import Join, Offer, Outcome, Part
-from .link import Change, Link
+from .inputs import ChangeFeed
+from .link import Link
 from .loop import LoopThread
 from .params import NodeSpec, OpcuaParams
 from .values import next_sequence, result_values, variant
@@ -43,7 +43,8 @@ class ClientMode:
         if not views and not p.subscribe:
             raise AgentConfigError(f"opcua agent {agent.name!r} (client) has nothing to do: connect verdict "
                                    "inputs (with nodes) or subscribe to nodes")
-        self.join: Join[Message] = Join(views or ("-",), p.join_timeout)
+        # Subscriptions alone (no verdict input): the join is never offered a verdict.
+        self.join: Join[Message] = Join(views or ("none",), p.join_timeout)
         self.loop = LoopThread(agent.name)
         self.link = Link(p, self.loop)
         self.mapped: dict[str, NodeSpec] = dict(p.nodes.entries())
@@ -54,8 +55,7 @@ class ClientMode:
         self.waiting_since: float | None = None
         self.reconnect = Backoff(initial=min(p.reconnect_min, p.reconnect_max), maximum=p.reconnect_max)
         self.down_since: float | None = None
-        self.changes = 0  # data changes sent on values
-        self.last: dict[str, Any] = {}  # rising edges: each subscription's last value
+        self.feed = ChangeFeed(p.subscribe)
         agent.status.update(written=0, ok=0, defective=0, incomplete=0, queued=0, open=0, changes=0)
 
     # --- start and stop -----------------------------------------------------------------
@@ -120,23 +120,9 @@ class ClientMode:
     # --- subscriptions ----------------------------------------------------------------------
 
     def _emit_changes(self) -> None:
-        while True:
-            try:
-                change: Change = self.link.changes.get_nowait()
-            except queue.Empty:
-                return
-            spec = self.p.subscribe.get(change.name)
-            previous = self.last.get(change.name)
-            self.last[change.name] = change.value
-            if spec is not None and spec.rising and not (change.value and not previous):
-                continue
-            self.changes += 1
-            self.agent.values.send({
-                "name": change.name, change.name: change.value, "value": change.value, "node": change.node,
-                "source_time": change.source_time, "server_time": change.server_time,
-                "sequence": self.changes, "timestamp": change.received,
-            })
-            self.agent.status["changes"] = self.changes
+        for message in self.feed.messages(self.link.changes):
+            self.agent.values.send(message)
+        self.agent.status["changes"] = self.feed.sent
 
     # --- writing ----------------------------------------------------------------------------
 
