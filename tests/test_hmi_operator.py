@@ -15,13 +15,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from conftest import read_messages, wait_until, write_messages
-from graphrun import AgentStartError
+from graphrun import AgentStartError, load_graph
+from graphrun.cli import main
 from graphrun.graph import parse_graph
 from graphrun.runner import AgentRunner
 from graphrun.testing import AgentHarness
@@ -378,3 +380,24 @@ def test_in_a_graph_the_reject_rate_alarm_is_an_event_traced_from_the_verdict_th
     assert cleared["event"] == "reject_rate_normal" and cleared["window"]["rejects"] == 1
     assert state(port)["window"]["alarming"] is False
     assert camera(state(port), "cam_front")["verdicts"] == 5
+
+
+def test_graphrun_trace_shows_the_acknowledgement_in_the_parts_chain(
+    redis_server: Any, redis_client: Any, start_agent: Callable[..., AgentRunner], operator_token: str,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text(GRAPH.format(url=redis_server.url))
+    runner = start_agent(load_graph(path), "hmi")
+    wait_until(lambda: "url" in runner.status, what="the HMI's web server")
+    write_messages(redis_client, "cls.front.verdicts", [verdict_payload("cam_front", 12, "chip", 0.9)],
+                   producer="cls_front")
+    wait_until(lambda: state(runner.agent.server.port)["counters"]["rejects"] == 1, what="the reject")
+    assert post(runner.agent.server.port, "/api/ack", {"part_id": 12, "reason": "R3"})[0] == 200
+    capsys.readouterr()
+
+    assert main(["trace", str(path), "12", "--json"]) == 0
+
+    [event] = [t for t in json.loads(capsys.readouterr().out) if t["writer"] == "hmi.operator_events"]
+    assert event["payload"]["event"] == "acknowledged" and event["payload"]["reason"] == "R3"
+    assert [step["agent"] for step in event["path"]] == ["hmi"]
