@@ -70,6 +70,9 @@ class HmiAgent(Agent):
         self.status["url"] = self.server.url
         self.log.info("HMI for %s at %s (%s)", ", ".join(self.frames) or "no cameras", self.server.url,
                       "operator token set" if token else "no operator token: acknowledging and resetting are off")
+        if token and not self.operator_events.connected:
+            self.log.warning("operator_events is not connected in the graph: acknowledgements, resets and "
+                             "alarms are shown on the page but recorded nowhere")
 
     def stop(self) -> None:
         server = getattr(self, "server", None)
@@ -136,7 +139,8 @@ class HmiAgent(Agent):
         try:
             self.desk.submit(event, parent)
         except (DeskClosed, TimeoutError) as exc:
-            raise ActionRefused(503, f"{event['event']} done on the page but not recorded: {exc}") from exc
+            raise ActionRefused(503, f"{event['event']} is shown on the page, but its event is not confirmed "
+                                     f"written: {exc}") from exc
         self.log.info("operator at %s: %s%s", client, event["event"],
                       f" part {event['part_id']} ({event['reason'] or 'no reason'})" if "part_id" in event else "")
         return event
