@@ -125,7 +125,9 @@ def details(entry: Entry, directory: Path) -> str:
                      f"{frame.get('pixel_format', '?')} {frame.get('width', '?')}x{frame.get('height', '?')}, "
                      f"frame {frame.get('frame', '?')})")
     for port, verdict in record.get("verdicts", {}).items():
-        lines.append(f"  verdict {port}: {verdict.get('label')} score {verdict.get('score')} "
+        score = verdict.get("score")
+        shown = f"{score:.4f}" if isinstance(score, (int, float)) else score
+        lines.append(f"  verdict {port}: {verdict.get('label')} score {shown} "
                      f"(model {record.get('models', {}).get(port, '?')})")
     plc = record.get("plc")
     lines.append(f"  PLC: {plc['outcome']} sequence {plc.get('sequence')}" if plc else "  PLC: no result")
