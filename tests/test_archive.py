@@ -348,3 +348,18 @@ def test_files_no_index_row_names_are_removed_when_the_agent_starts(
     run_archive()
     assert not half.exists() and not orphan.exists() and not orphan.parent.exists() and not stray.exists()
     assert (archive_dir / kept.path / "part.json").is_file() and len(entries(archive_dir)) == 1
+
+
+# --- containers -------------------------------------------------------------------------------
+
+
+def test_a_container_keeps_the_archive_on_the_host() -> None:
+    from graphrun_agents.archive.agent import ArchiveAgent
+    from graphrun_agents.archive.params import ArchiveParams
+
+    default = ArchiveAgent.deployment(ArchiveParams())
+    assert default.volumes == ("/var/lib/graphrun/archive:/home/graphrun/.local/share/graphrun",)
+    absolute = ArchiveAgent.deployment(ArchiveParams(directory="/srv/audit"))
+    assert absolute.volumes == ("/srv/audit:/srv/audit",)
+    relative = ArchiveAgent.deployment(ArchiveParams(directory="audit"))
+    assert relative.volumes == () and "lost with it" in relative.notes[0]
