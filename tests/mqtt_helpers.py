@@ -33,12 +33,15 @@ class Received:
 class Subscriber:
     """A paho client that subscribes with QoS 1 and keeps everything it receives, in order."""
 
-    def __init__(self, port: int, *topics: str, client_id: str = "", clean_session: bool = True):
+    def __init__(self, port: int, *topics: str, client_id: str = "", clean_session: bool = True,
+                 username: str | None = None, password: str | None = None):
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
         self._client.on_message = self._on_message
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._client.on_subscribe = lambda *args: self._subscribed.set()
         self._port = port
         self._topics = topics

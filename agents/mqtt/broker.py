@@ -7,11 +7,13 @@ which is what the agent's own hold-until-PUBACK is tested against.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import BrokerUnreachable
@@ -36,7 +38,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Mosquitto:
     """``with Mosquitto() as broker:`` a mosquitto on ``broker.port``; ``stop``/``start`` keep the port."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None, max_queued: int = 100_000):
+    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None, max_queued: int = 100_000,
+                 users: Mapping[str, str] | None = None):
+        """``users`` (name -> password): only they may connect; without it, anyone may."""
         binary = find_mosquitto()
         if binary is None:
             raise BrokerUnreachable("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -46,15 +50,28 @@ class Mosquitto:
         self._dir = Path(tempfile.mkdtemp(prefix="graphrun-mosquitto-"))
         self.config = self._dir / "mosquitto.conf"
         self.log = self._dir / "mosquitto.log"
+        login = "allow_anonymous true\n"
+        if users:
+            login = f"allow_anonymous false\npassword_file {self._password_file(users)}\n"
         self.config.write_text(
             f"listener {self.port} {host}\n"
-            "allow_anonymous true\n"
+            f"{login}"
             "persistence false\n"
+            f"user {getpass.getuser()}\n"  # as root mosquitto would switch to user mosquitto, who can't read our files
             f"max_queued_messages {max_queued}\n"  # a session's backlog while its client is away
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )
         self._process: subprocess.Popen[bytes] | None = None
+
+    def _password_file(self, users: Mapping[str, str]) -> Path:
+        """Hashed with mosquitto_passwd (beside mosquitto in its Debian package)."""
+        tool = shutil.which("mosquitto_passwd") or str(Path(self.binary).parent.parent / "bin" / "mosquitto_passwd")
+        path = self._dir / "passwords"
+        path.touch(mode=0o600)
+        for name, password in users.items():
+            subprocess.run([tool, "-b", str(path), name, password], check=True, capture_output=True)
+        return path
 
     @property
     def running(self) -> bool:
