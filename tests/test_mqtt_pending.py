@@ -37,11 +37,3 @@ def test_a_lost_connection_sends_everything_unacknowledged_again_in_order_with_t
     again = list(pending.to_send())
     assert [(p.item, p.seq) for p in again] == [("a", 1), ("c", 3), ("d", 4)]
     assert pending.acked([1]) == []  # a message id of the dropped connection acknowledges nothing
-
-
-def test_a_refused_message_gives_its_number_to_the_next() -> None:
-    pending: Pending[str] = Pending()
-    pending.add("p", "a")
-    refused = pending.add("p", "b")
-    pending.drop(refused)
-    assert [p.seq for p in [*pending.to_send(), pending.add("p", "c")]] == [1, 2]

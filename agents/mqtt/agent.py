@@ -100,27 +100,26 @@ class MqttAgent(Agent):
         if len(self._pending) >= self.params.max_queue:
             raise Retry(f"{len(self._pending)} messages are waiting for the broker", delay=self._reconnect.peek())
         port = msg.port or ""
-        publication = self._pending.add(port, msg)
-        try:
-            publication.body = self._encode(publication)
-        except DeadLetter:
-            self._pending.drop(publication)
-            raise
+        body = self._encode(port, msg, self._pending.next_seq)  # DeadLetter before anything is kept
         self.hold(msg)
-        self._collect()
-        self._flush()
+        self._pending.add(port, msg).body = body
+        try:
+            self._collect()
+            self._flush()
+        except Exception as exc:  # noqa: BLE001 - the message is held and queued: a new link sends it
+            self.log.exception("publishing failed")
+            self._link_lost(f"publishing failed: {exc!r}")
 
-    def _encode(self, publication: Publication[Message]) -> bytes | list[Payload.Metric]:
+    def _encode(self, port: str, msg: Message, seq: int) -> bytes | list[Payload.Metric]:
         """What is published for one message, checked now so that a message that can't be
         published is dead-lettered at once rather than blocking the queue."""
-        msg, limit = publication.item, self.params.max_bytes
-        where = f"message {msg.id} on {publication.port!r}"
+        limit = self.params.max_bytes
+        where = f"message {msg.id} on {port!r}"
         if self._node is None:
-            body = payloads.envelope(msg.payload, seq=publication.seq, session=self._session, message_id=msg.id,
-                                     now=time.time())
+            body = payloads.envelope(msg.payload, seq=seq, session=self._session, message_id=msg.id, now=time.time())
             payloads.check_size(body, limit, where)
             return body
-        metrics = self._node.metrics(publication.port, msg.payload, seq=publication.seq, message_id=msg.id)
+        metrics = self._node.metrics(port, msg.payload, seq=seq, message_id=msg.id)
         payloads.check_size(Payload(metrics=metrics).SerializeToString(), limit, where)
         return metrics
 

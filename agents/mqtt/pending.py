@@ -52,6 +52,11 @@ class Pending(Generic[T]):
                 return publication.sent
         return None
 
+    @property
+    def next_seq(self) -> int:
+        """The number the next ``add`` gives."""
+        return self._seq + 1
+
     def add(self, port: str, item: T) -> Publication[T]:
         self._seq += 1
         publication = Publication(self._seq, port, item)
@@ -64,15 +69,6 @@ class Pending(Generic[T]):
         is yielded and must be given to ``sent``."""
         while self._waiting:
             yield self._waiting.popleft()
-
-    def drop(self, publication: Publication[T]) -> None:
-        """Forget the publication just added: it will never be sent (its message is refused).
-        Its number is given to the next one, so that the counter never shows a gap."""
-        if publication.seq != self._seq:
-            raise ValueError(f"publication {publication.seq} is not the last one added")
-        del self._all[publication.seq]
-        self._waiting.remove(publication)
-        self._seq -= 1
 
     def sent(self, publication: Publication[T], mids: Iterable[int], now: float) -> None:
         publication.mids = set(mids)
