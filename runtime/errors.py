@@ -49,6 +49,18 @@ class MessageFormatError(GraphrunError):
     """A stream entry is not a well-formed graphrun message (wrong fields, truncated buffer)."""
 
 
+class FrameStoreError(GraphrunError):
+    """A shared-memory frame store cannot be made or opened (``frame_store``): no room in
+    /dev/shm, or a file of another layout under the store's name."""
+
+
+class FrameUnavailable(FrameStoreError, MessageFormatError):
+    """A stream entry refers to a frame in shared memory that this reader cannot have
+    as written: its slot was reused (generation mismatch), its bytes do not match the
+    checksum, or the store is on another host. The entry is dead-lettered, never handed
+    on with wrong pixels."""
+
+
 class PortError(GraphrunError):
     """A port was used in a way its declaration does not allow."""
 
