@@ -10,6 +10,8 @@ One user per agent, ``<graph>-<agent>``, on every Redis instance it uses:
 - on its home instance: its own health record and start counter;
 - the graph's message index (``graphrun:index:<graph>:*``) where it writes messages or
   dead letters: an index list is named by a payload's value, not by its writer;
+- the reply streams of callers outside the graph (``graphrun:reply:<graph>:*``), on its
+  home instance and its outputs' (a request names the port that answers it, not the graph);
 - whatever its class declares through ``Agent.redis_access`` (``access``);
 - without keys: PING, INFO (a server's run id tells a restart), CLIENT SETNAME (redis-py
   tries CLIENT SETINFO too and goes on when refused: Redis 7.0 does not know it),
@@ -41,6 +43,7 @@ from .graph import AgentNode, Graph
 from .health import health_key, starts_key
 from .index import PREFIX as INDEX_PREFIX
 from .observe import streams_of
+from .replies import reply_key
 from .secrets import read_secret
 from .transport import STATS_PREFIX
 
@@ -55,6 +58,7 @@ OUTPUT_STREAM = ("xadd", "xtrim", "xinfo|groups", "xpending")
 DEAD_LETTERS = ("xadd",)
 INDEX = ("rpush", "ltrim", "expire")
 HEALTH = ("hset", "hgetall", "pexpire", "hincrby")
+REPLIES = ("xadd", "expire")
 OBSERVE_STREAMS = ("exists", "type", "xlen", "xrange", "xrevrange", "xread", "xinfo|stream", "xinfo|groups",
                    "xinfo|consumers", "xpending")
 OBSERVE_HASHES = ("hgetall", "hget")
@@ -143,6 +147,9 @@ def agent_user(graph: Graph, agent: AgentNode) -> User:
         user.add(instance, INDEX, [index])
     home = graph.home_redis(agent.name)
     user.add(home, HEALTH, [escape(health_key(graph.name, agent.name)), escape(starts_key(graph.name, agent.name))])
+    replies = escape(reply_key(graph.name, "")) + "*"
+    for instance in sorted({home, *outputs}):  # answers to requests from outside, where callers wait
+        user.add(instance, REPLIES, [replies])
     for instance in agent.instances:  # the runner connects to every one: PING, INFO
         user.selectors.setdefault(instance, [])
     access = declared_access(graph, agent)
