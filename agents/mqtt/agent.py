@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue
 import time
 
-from graphrun import Agent, Backoff, DeadLetter, Inputs, Message, Outputs, Retry, read_secret
+from graphrun import Agent, Backoff, Inputs, Message, Outputs, Retry, read_secret
 
 from ..errors import AgentConfigError, BrokerUnreachable
 from ..messages import MqttMessage
@@ -106,7 +106,7 @@ class MqttAgent(Agent):
         try:
             self._collect()
             self._flush()
-        except Exception as exc:  # noqa: BLE001 - the message is held and queued: a new link sends it
+        except Exception as exc:  # the message is held and queued: a new link sends it
             self.log.exception("publishing failed")
             self._link_lost(f"publishing failed: {exc!r}")
 
@@ -215,7 +215,7 @@ class MqttAgent(Agent):
         assert self._node is not None
         try:
             self._rebirth = self._rebirth or self._node.wants_rebirth(message.payload)
-        except Exception as exc:  # noqa: BLE001 - a bad command is the sender's mistake, said and dropped
+        except ValueError as exc:  # the sender's mistake: said, and dropped
             self.log.warning("unreadable Sparkplug command on %s: %s", message.topic, exc)
         self._link.ack(message)
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from .config import Sparkplug
 from .payloads import to_json
@@ -189,7 +190,10 @@ class EdgeNode:
 
     def wants_rebirth(self, raw: bytes) -> bool:
         """Whether an NCMD payload asks for a rebirth (Node Control/Rebirth = true)."""
-        command = Payload.FromString(raw)
+        try:
+            command = Payload.FromString(raw)
+        except DecodeError as exc:
+            raise ValueError(f"not a Sparkplug B payload: {exc}") from None
         return any(m.name == REBIRTH and m.boolean_value for m in command.metrics)
 
     # --- helpers ------------------------------------------------------------------------
