@@ -5,6 +5,11 @@ Arrays anywhere in the payload are replaced in the header by a small descriptor
 (dtype, shape, field). Contiguous arrays are handed to the socket as memoryviews, so
 a frame is not copied on the write side; on the read side each array is a read-only
 ``np.frombuffer`` view on the bytes that came from the socket.
+
+With a frame store (``frames``: a ``frame_path.FrameSink``), an array of at least its
+threshold is written once into shared memory instead, and its descriptor carries the
+reference (``shm``) in place of a raw field; a reader on the same host gets a read-only
+view on the slot, or ``FrameUnavailable`` (a ``MessageFormatError``) if it was reused.
 """
 
 from __future__ import annotations
@@ -12,15 +17,26 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from . import frame_store
 from .errors import MessageFormatError
 from .message import SCHEMA_VERSION, Hop, Message, Request
 
 HEADER = b"h"
 _ARRAY_KEY = "__ndarray__"
+_SHARED = "shm"
+
+
+class FrameSink(Protocol):
+    """Where arrays of at least ``threshold`` bytes go instead of the entry: ``put`` gives a
+    reference, or None (no room: the array is sent inline)."""
+
+    threshold: int
+
+    def put(self, data: memoryview) -> frame_store.Ref | None: ...
 
 
 def _array_bytes(array: np.ndarray) -> memoryview:
@@ -31,14 +47,24 @@ def _array_bytes(array: np.ndarray) -> memoryview:
     return memoryview(array.reshape(-1).view(np.uint8))
 
 
-def encode(message: Message) -> dict[bytes, Any]:
-    """The stream fields for ``message``; array fields are zero-copy memoryviews."""
+def encode(message: Message, frames: FrameSink | None = None) -> dict[bytes, Any]:
+    """The stream fields for ``message``; array fields are zero-copy memoryviews, or
+    references into ``frames`` for arrays of at least its threshold."""
     fields: dict[bytes, Any] = {}
+    shared = 0
 
     def default(value: Any) -> Any:
+        nonlocal shared
         if isinstance(value, np.ndarray):
+            data = _array_bytes(value)
+            if frames is not None and len(data) >= frames.threshold:
+                ref = frames.put(data)
+                if ref is not None:
+                    shared += 1
+                    return {_ARRAY_KEY: f"s{shared}", "dtype": value.dtype.str, "shape": list(value.shape),
+                            _SHARED: ref.encode()}
             name = f"b{len(fields)}"
-            fields[name.encode()] = _array_bytes(value)
+            fields[name.encode()] = data
             return {_ARRAY_KEY: name, "dtype": value.dtype.str, "shape": list(value.shape)}
         if isinstance(value, np.generic):
             return value.item()
@@ -114,8 +140,9 @@ def _request(raw: Any) -> Request | None:
 
 
 def _array(fields: Mapping[bytes, bytes], name: Any, spec: dict[str, Any]) -> np.ndarray:
+    shared = spec.get(_SHARED)
     try:
-        buffer = fields[str(name).encode()]
+        buffer = frame_store.view(frame_store.Ref.decode(shared)) if shared is not None else fields[str(name).encode()]
     except KeyError:
         raise MessageFormatError(f"array field {name!r} is missing from the entry") from None
     try:

@@ -93,6 +93,28 @@ class SentinelSpec(_Strict):
         return f"redis+sentinel://{','.join(self.addresses)}/{self.master}/0"
 
 
+class FrameStoreSpec(_Strict):
+    """Frames in shared memory on the producer's host (``frame_store``): arrays of at least
+    ``threshold`` bytes go into slots of ``slot_size`` in a store of ``size`` bytes, and the
+    stream entry carries a reference to the slot. Used for an output only when every agent
+    of the graph reading its stream runs on the producer's node."""
+
+    size: int = Field(ge=1, description="bytes of slots, e.g. '256mb'")
+    threshold: int = Field(64 << 10, ge=1, description="arrays of at least this many bytes go to the store")
+    slot_size: int = Field(4 << 20, ge=1, description="the largest array a slot holds (larger ones go inline)")
+
+    @field_validator("size", "threshold", "slot_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _holds_a_slot(self) -> FrameStoreSpec:
+        if self.slot_size > self.size:
+            raise ValueError(f"size {self.size} holds no slot of slot_size {self.slot_size}")
+        return self
+
+
 class RedisSpec(_Strict):
     """A named Redis instance. Without a url, ``graphrun run`` starts a local redis-server.
 
@@ -109,6 +131,8 @@ class RedisSpec(_Strict):
     sentinel: SentinelSpec | None = Field(None, description="reach the instance through Redis Sentinel (its url)")
     wait_replicas: int = Field(0, ge=0, description="outputs and acknowledgements count as written once this many "
                                                     "replicas have them (WAIT): a failover then loses none of them")
+    frame_store: FrameStoreSpec | None = Field(None, description="large arrays of outputs to this instance go "
+                                                                 "through shared memory on the producer's host")
 
     @model_validator(mode="after")
     def _sentinel_is_the_url(self) -> RedisSpec:
@@ -126,6 +150,8 @@ class NodeSpec(_Strict):
     redis: str | None = None
     platform: str | None = Field(None, description="container platform, e.g. linux/arm64")
     host: str | None = Field(None, description="the machine's address, for other nodes and tools")
+    frame_store: FrameStoreSpec | None = Field(None, description="large arrays of this node's agents' outputs go "
+                                                                 "through shared memory (wins over the instance's)")
 
 
 class InputSpec(_Strict):
