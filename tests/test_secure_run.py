@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -148,12 +149,12 @@ def test_a_secured_redis_refuses_the_default_user_and_each_agent_s_user_outside_
 
 def test_the_finger_follower_line_runs_under_secure_and_its_parts_reach_the_plc(tmp_path: Path) -> None:
     text = yaml.safe_load((REPO / "graphs" / "finger_follower.yaml").read_text())
-    plc_port = free_port()
+    plc_port, hmi_port = free_port(), free_port()
     for name, agent in text["agents"].items():
         if agent["type"] == "camera":
             agent["params"].update(width=128, height=102)
         if agent["type"] == "hmi":
-            agent["params"]["port"] = free_port()
+            agent["params"]["port"] = hmi_port
         if agent["type"] == "modbus.plc_sim":
             agent["params"]["port"] = plc_port
     path = tmp_path / "finger_follower.yaml"
@@ -179,6 +180,17 @@ def test_the_finger_follower_line_runs_under_secure_and_its_parts_reach_the_plc(
         wait_until(lambda: reported("plc", "written") >= 5 and reported("plc_sim", "results") >= 5, timeout=240,
                    what="five parts' results written to the PLC")
         assert inference.xlen("plc.results") >= 5  # the observer reads what was written, too
+
+        def hmi_health() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{hmi_port}/api/state", timeout=10) as reply:
+                return json.loads(reply.read())["health"] or {}
+
+        # The HMI's own user reads every agent's heartbeat, on every instance, as status does.
+        wait_until(lambda: {a["name"]: a["state"] for a in hmi_health().get("agents", [])}.get("plc") == "running",
+                   timeout=60, what="the HMI showing the graph's health")
+        health = hmi_health()
+        assert not health["stale"] and not health.get("error") and not health["unreachable"], health
+        assert {s["stream"] for s in health["streams"]} >= {"cam-front:cam.front.frames", "inference:plc.results"}
         log.seek(0)
         output = log.read()
         assert "NOPERM" not in output and "no permissions" not in output, output[-3000:]
