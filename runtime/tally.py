@@ -50,7 +50,8 @@ class RunTally:
         if self.restarts and counted:
             text += " (counts since each replica's last start)"
         if self.unread:
-            text += " (not counted: " + "; ".join(f"{', '.join(agents)}: {why}" for why, agents in self.unread.items()) + ")"
+            missing = "; ".join(f"{', '.join(agents)}: {why}" for why, agents in self.unread.items())
+            text += f" (not counted: {missing})"
         return text
 
 

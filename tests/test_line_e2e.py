@@ -51,7 +51,7 @@ OK, DEFECTIVE = RegisterMap().outcomes.ok, RegisterMap().outcomes.defective
 
 def card_accuracy() -> float:
     """The held-out accuracy per frame that the model card states (bold in its results table)."""
-    found = re.search(r"^\| accuracy \| \*\*([\d.]+)%\*\*", MODEL_CARD.read_text(), re.M)
+    found = re.search(r"^\| accuracy \| \*\*([\d.]+)%\*\*", MODEL_CARD.read_text(), re.MULTILINE)
     assert found, f"{MODEL_CARD}: no '| accuracy | **N%**' row in the held-out results"
     return float(found.group(1)) / 100
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from conftest import wait_until
 from graphrun.redis_server import RedisServer, find_redis_server, pip_server_binaries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,15 +111,25 @@ def test_graphrun_run_without_redis_server_on_path_runs_a_graph_on_the_pip_insta
 ) -> None:
     graph = tmp_path / "hello.yaml"
     graph.write_text((ROOT / "graphs" / "hello.yaml").read_text())
-    env = {**os.environ, "PATH": no_redis_on_path}
-    bin_dir = str(Path(sys.executable).parent)  # graphrun's console script, beside this python
-    graphrun = shutil.which("graphrun", path=bin_dir) or shutil.which("graphrun", path=no_redis_on_path)
-    assert graphrun, "the graphrun command is not installed"
-    done = subprocess.run([graphrun, str(graph), "--duration", "4"], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=tmp_path)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
-    started = re.search(r"graphrun: redis main: started .* server (\S+)\)", out)
-    assert started, out
+    env = {**os.environ, "PATH": no_redis_on_path, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "out.txt"
+    with log.open("w") as out:
+        launcher = subprocess.Popen([sys.executable, "-m", "graphrun", "run", str(graph)], stdout=out,
+                                    stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        try:
+            # Until the sink printed values that went through the server (on a busy machine
+            # the agents start in turn, over seconds).
+            def printed() -> int:
+                return len(re.findall(r"^printer\s+\| values: ", log.read_text(), re.MULTILINE))
+            wait_until(lambda: printed() >= 5, timeout=90, what="values through the graph")
+            launcher.send_signal(signal.SIGINT)
+            assert launcher.wait(60) == 0, log.read_text()
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+                launcher.wait()
+    out_text = log.read_text()
+    started = re.search(r"graphrun: redis main: started .* server (\S+)\)", out_text)
+    assert started, out_text
     assert started.group(1) == pip_server_binaries()[0]
-    assert re.search(r"agent printer stopped: [1-9]\d* received, [1-9]\d* handled", out), out
+    assert re.search(r"agent printer stopped: [1-9]\d* received, [1-9]\d* handled", out_text), out_text
