@@ -4,8 +4,8 @@ Delivery contract, as the Modbus agent's: a verdict is acknowledged only once th
 server accepted the write of its part's result. Verdicts are held while their part
 waits for its other views or for the server; while the server is away the agent
 reconnects with backoff and keeps closed parts queued in order. Each result is two
-writes: the data nodes, then the ``sequence`` node, so the server never shows a new
-counter beside old data; a write cut off by an outage is written again with the same
+writes: the data nodes, then the ``part_id`` and ``sequence`` nodes, so the server never
+shows a new counter beside old data; a write cut off by an outage is written again with the same
 sequence number, or recognised as landed when the server already shows it.
 """
 
@@ -138,21 +138,29 @@ class ClientMode:
                     return
                 if part.sequence is None:
                     part.sequence = next_sequence(self.sequence, self.types["sequence"])
-                data, counter = self._writes(part)
+                data, last = self._writes(part)
                 if data:
                     self.link.write(data)
-                self.link.write([counter])
+                self.link.write(last)
             except (OpcuaUnreachable, OpcuaRefused) as exc:
                 self._lost(exc)
                 return
             self._written(part)
 
-    def _writes(self, part: Part[Message]) -> tuple[list[tuple[str, Any]], tuple[str, Any]]:
+    def _writes(self, part: Part[Message]) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        """The two write requests of a result: the data, then the part id and the sequence.
+
+        The part id goes with the sequence, after the data, so that the pair the server
+        shows always belongs to one result: an agent killed between the two requests leaves
+        the previous pair, and its successor does not take the half-written part for written.
+        """
         values = result_values(part, {n: t for n, t in self.types.items() if n != "sequence"}, self.p.outcomes,
                                self.p.codes, written_at=time.time())
-        data = [(self.mapped[n].node, variant(n, v, self.types[n])) for n, v in values.items()]
+        writes = {n: (self.mapped[n].node, variant(n, v, self.types[n])) for n, v in values.items()}
         assert part.sequence is not None
-        return data, (self.mapped["sequence"].node, variant("sequence", part.sequence, self.types["sequence"]))
+        last = [writes.pop("part_id")] if "part_id" in writes else []
+        last.append((self.mapped["sequence"].node, variant("sequence", part.sequence, self.types["sequence"])))
+        return list(writes.values()), last
 
     def _written(self, part: Part[Message]) -> None:
         """The server holds ``part``'s result: acknowledge its verdicts and report it."""
