@@ -11,9 +11,11 @@ listens. The mqtt agent waits for it, so the two start in any order.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphrun import Agent
+from graphrun import Agent, Deployment
 
 from .broker import Mosquitto
 
@@ -30,6 +32,12 @@ class BrokerAgent(Agent):
 
     Params = BrokerParams
     params: BrokerParams
+
+    @classmethod
+    def deployment(cls, params: BrokerParams) -> Deployment:
+        return dataclasses.replace(super().deployment(params), notes=(
+            "mqtt.broker runs mosquitto, which the graphrun image does not contain: a demo broker, "
+            "not for a line (point the mqtt agent at the plant's broker)",))
 
     def start(self) -> None:
         self._broker = Mosquitto(host=self.params.host, port=self.params.port)
