@@ -74,7 +74,29 @@ def run_in_thread(launcher: Launcher) -> threading.Thread:
     return thread
 
 
-def test_no_agent_process_has_a_secret_on_its_command_line_and_each_has_only_its_own_password(
+def test_no_agent_process_has_a_redis_password_on_its_command_line(
+        tmp_path: Path, plant: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defect: `graphrun run` passed `--redis NAME=redis://:PASSWORD@...` to every agent
+    process, and `ps` shows command lines to every local user."""
+    monkeypatch.setenv("PLANT_PASSWORD", "plant-secret-1")
+    path = tmp_path / "hello.yaml"
+    path.write_text(HELLO.replace("PORT", str(plant.port)))
+    plant_url = f"redis://:plant-secret-1@127.0.0.1:{plant.port}/0"
+    launcher = Launcher(load_graph(path), state=tmp_path / "state", out=StringIO(), redis_urls={"plant": plant_url})
+    thread = run_in_thread(launcher)
+    try:
+        plant_client = redis.Redis(port=plant.port, password="plant-secret-1")
+        wait_until(lambda: len(agent_processes()) == 3 and plant_client.xlen("hello.numbers") > 0,
+                   what="the agents, counting on the plant's Redis")
+        for process in agent_processes():
+            assert "plant-secret-1" not in " ".join(process.cmdline()), process.cmdline()
+            assert json.loads(process.environ()["GRAPHRUN_AGENT_REDIS_URLS"])["plant"] == plant_url
+    finally:
+        launcher.request_stop()
+        thread.join(60)
+
+
+def test_under_secure_each_agent_process_holds_only_its_own_password_and_none_on_its_command_line(
         tmp_path: Path, plant: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLANT_PASSWORD", "plant-secret-1")
     monkeypatch.setenv("GRAPHRUN_REDIS_PASSWORD_DOUBLER", "doubler-secret-2")  # given, as for a Redis elsewhere
@@ -84,9 +106,9 @@ def test_no_agent_process_has_a_secret_on_its_command_line_and_each_has_only_its
     launcher = Launcher(graph, state=tmp_path / "state", secure=True, out=StringIO())
     thread = run_in_thread(launcher)
     try:
-        wait_until(lambda: len(agent_processes()) == 3 and redis.Redis(port=plant.port, password="plant-secret-1")
-                   .xlen("hello.numbers") > 0, what="the agents, counting on the plant's Redis")
         plant_client = redis.Redis(port=plant.port, password="plant-secret-1")
+        wait_until(lambda: len(agent_processes()) == 3 and plant_client.xlen("hello.numbers") > 0,
+                   what="the agents, counting on the plant's Redis")
         main = redis.Redis(unix_socket_path=launcher.servers["main"].unix_socket,
                            username="hello-observer", password=launcher.passwords["hello-observer"])
         wait_until(lambda: main.xlen("hello.doubler.doubled") > 0, what="doubled numbers on the secured Redis")
@@ -102,7 +124,7 @@ def test_no_agent_process_has_a_secret_on_its_command_line_and_each_has_only_its
             assert environ["GRAPHRUN_REDIS_PASSWORD"] == launcher.passwords[own]
             others = [pw for user, pw in launcher.passwords.items() if user != own]
             assert not [pw for pw in others if pw in json.dumps(environ)], f"{agent} was given another's password"
-        assert plant_client.xlen("hello.numbers") > 0
+            assert "GRAPHRUN_REDIS_PASSWORD_DOUBLER" not in environ  # the launcher's secrets stay with it
     finally:
         launcher.request_stop()
         thread.join(60)
