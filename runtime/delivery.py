@@ -29,7 +29,7 @@ from typing import Any
 
 from . import codec
 from .backoff import Backoff
-from .errors import DeadLetter, MessageFormatError, Retry
+from .errors import DeadLetter, FrameUnavailable, MessageFormatError, Retry
 from .graph import InputBinding
 from .health import Counters
 from .message import Message
@@ -210,6 +210,10 @@ class Delivery:
                 continue
             try:
                 message = codec.decode(entry.fields)
+            except FrameUnavailable as exc:  # its frame is not in shared memory as written: never wrong pixels
+                self._counters.frames_unavailable += 1
+                self.dead_letter(binding, entry, f"frame unavailable: {exc}")
+                continue
             except Exception as exc:  # noqa: BLE001 - whatever the bytes, the entry is dead-lettered with why
                 self.dead_letter(binding, entry, f"malformed entry: {type(exc).__name__}: {exc}", excerpt=True)
                 continue

@@ -55,6 +55,9 @@ class Counters:
     reclaimed: int = 0
     redis_errors: int = 0
     redis_restarts: int = 0
+    frames_shared: int = 0  # arrays sent through the shared-memory frame store
+    frames_inline: int = 0  # arrays the frame store had no room for: sent inline instead
+    frames_unavailable: int = 0  # entries dead-lettered: their frame's slot was reused or is elsewhere
 
 
 def stale(record: Mapping[str, Any], now: float) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ class Write:
     index_ttl: int = index.DEFAULT_TTL
     expire: int | None = None  # seconds the stream lives after this write (reply streams), if set
     reply: str | None = None  # the correlation id of the request this entry answers, if any
+    written: Callable[[str], None] | None = None  # called with the entry id Redis gave (frame slots)
 
     def bound(self) -> int:
         """The length bound: ``maxlen``, or fewer when that many entries of this size
@@ -62,6 +63,12 @@ class Write:
             return self.maxlen
         size = sum(len(v) for v in self.fields.values())
         return max(1, min(self.maxlen, self.max_bytes // max(size, 1)))
+
+
+def _tell(writes: Any, ids: list[Any]) -> None:
+    """Tell writes that asked (``Write.written``) the entry id Redis gave them."""
+    for place, w in writes:
+        w.written(transport.text(ids[place]))  # type: ignore[misc]
 
 
 def _flat(fields: Mapping[bytes, Any]) -> list[Any]:
@@ -109,10 +116,13 @@ class Outbox:
             return
         outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         indexed: dict[str, list[tuple[int, str, Write]]] = defaultdict(list)  # instance -> (XADD's place, index, write)
+        told: dict[str, list[tuple[int, Write]]] = defaultdict(list)  # instance -> (XADD's place, write to tell)
         expires: dict[tuple[str, str], int] = {}
         for w in self.writes:
             if w.index_key is not None:
                 indexed[w.instance].append((len(outputs[w.instance]), w.index_key, w))
+            if w.written is not None:
+                told[w.instance].append((len(outputs[w.instance]), w))
             outputs[w.instance].append(("XADD", w.key, "MAXLEN", "~", w.bound(), "*", *_flat(w.fields)))
             if w.expire is not None:  # one EXPIRE per stream and flush, after its entries
                 expires[(w.instance, w.key)] = max(w.expire, expires.get((w.instance, w.key), 0))
@@ -130,11 +140,13 @@ class Outbox:
             # acknowledgements: every message acknowledged has its outputs indexed.
             for instance, commands in outputs.items():
                 ids = self._send(instance, commands)
+                _tell(told.get(instance, ()), ids)
                 after[instance][:0] = [command for place, key, w in indexed.get(instance, ())
                                        for command in index.commands(key, w.key, ids[place], w.index_ttl)]
             outputs = defaultdict(list)
         for instance in set(outputs) | set(after):
-            self._send(instance, outputs[instance] + after[instance])
+            replies = self._send(instance, outputs[instance] + after[instance])
+            _tell(told.get(instance, ()) if outputs[instance] else (), replies)
         self._counters.sent += len(self.writes)
         self.writes = []
         self.acks = defaultdict(list)

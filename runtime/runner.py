@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from . import codec, index, replies, transport
+from . import codec, frame_path, index, replies, transport
 from .agent import Agent
 from .delivery import Delivery
 from .errors import AgentStartError, ConfigError, ParamError
@@ -85,6 +85,9 @@ class AgentRunner:
         self._clients = {i: transport.connect(u, name=consumer.replace(" ", "_")) for i, u in self._urls.items()}
         self._outbox = Outbox(self._clients, self.group, self.counters,
                               wait={i: graph.redis[i].wait_replicas for i in self._clients})
+        # Outputs whose large arrays go through shared memory (graph key frame_store).
+        self._frames = frame_path.outputs_for(graph, self.node, self._urls, self._clients, self.counters,
+                                              idle=lambda: self._outbox.unsent == 0)
         self._health = Health(graph=graph.name, agent=agent_name, consumer=consumer, clients=self._clients,
                               home=home, inputs=self.node.inputs, interval=health_interval)
         self.metrics = AgentMetrics(graph=graph.name, agent=agent_name, consumer=consumer, counters=self.counters,
@@ -153,10 +156,13 @@ class AgentRunner:
         if binding is None and not answers:
             return  # a dynamic output the graph does not connect
         message = Message(payload, producer=self.node.name) if parent is None else parent.derive(payload, producer=self.node.name)
-        fields = codec.encode(message)
+        # An answer to a request also goes to its caller, who may be on another host: inline.
+        frames = self._frames.get(port) if binding is not None and not answers else None
+        fields = codec.encode(message, frames)
         if binding is not None:
             self._delivery.emit(Write(binding.instance, binding.key, binding.maxlen, fields, binding.max_bytes,
-                                      index.key_of(self.graph.name, binding.index, payload), binding.index_ttl))
+                                      index.key_of(self.graph.name, binding.index, payload), binding.index_ttl,
+                                      written=frames.taken() if frames is not None else None))
         if answers:  # the answer to a request from outside also goes to its caller's reply stream
             self.redis(request.reply[0])  # a client for the reply's instance, for the outbox
             self._delivery.emit(replies.answer(request, fields))

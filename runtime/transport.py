@@ -252,9 +252,18 @@ def claim_own(client: redis.Redis, stream: str, group: str, consumer: str, ids: 
 def trim_consumed(client: redis.Redis, stream: str) -> int:
     """Delete the entries of ``stream`` that every consumer group has read and acknowledged;
     the number deleted. A stream without groups is left alone: nobody is known to have read it."""
+    keep_from = consumed_before(client, stream)
+    if keep_from is None:
+        return 0
+    return int(client.execute_command("XTRIM", stream, "MINID", f"{keep_from[0]}-{keep_from[1]}"))
+
+
+def consumed_before(client: redis.Redis, stream: str) -> tuple[int, int] | None:
+    """The first entry id some consumer group of ``stream`` has not read, or read and not
+    acknowledged: every entry before it is done with. None when the stream has no groups."""
     groups = client.xinfo_groups(stream)
     if not groups:
-        return 0
+        return None
     keep_from: tuple[int, int] | None = None
     for g in groups:
         ms, seq = id_tuple(g["last-delivered-id"])
@@ -263,8 +272,7 @@ def trim_consumed(client: redis.Redis, stream: str) -> int:
         if oldest is not None:  # (None: acknowledged since XINFO answered)
             boundary = min(boundary, id_tuple(oldest))
         keep_from = boundary if keep_from is None else min(keep_from, boundary)
-    assert keep_from is not None
-    return int(client.execute_command("XTRIM", stream, "MINID", f"{keep_from[0]}-{keep_from[1]}"))
+    return keep_from
 
 
 def id_tuple(entry_id: bytes | str) -> tuple[int, int]:
