@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets as secrets_module
 import signal
 import subprocess
 import sys
@@ -139,8 +140,8 @@ def test_each_node_gets_a_file_of_its_own_agents_and_the_redis_it_hosts(tmp_path
     assert sorted(gen.docs) == ["camera_node", "graph", "hmi", "infer"]
     assert gen.kinds("camera_node") == [
         ("Service", "redis-cams"), ("StatefulSet", "redis-cams"),
-        ("Secret", "cam-front-redis-user"), ("Deployment", "cam-front"),
-        ("Secret", "cam-usb-redis-user"), ("Deployment", "cam-usb")]
+        ("Secret", "redis-user-cam-front"), ("Deployment", "cam-front"),
+        ("Secret", "redis-user-cam-usb"), ("Deployment", "cam-usb")]
     assert [k for k in gen.kinds("hmi") if k[0] == "Deployment"] == [("Deployment", "show"), ("Deployment", "archive")]
     assert not [k for k in gen.kinds("hmi") if k[0] in ("StatefulSet", "Service")]  # hmi hosts no Redis
     # An instance with a url runs outside the graph: nothing runs it.
@@ -174,14 +175,34 @@ def test_a_hosted_redis_is_a_statefulset_with_a_volume_claim_and_a_service_on_it
     assert pod["nodeSelector"] == {"graphrun.io/node": "infer"}
     redis_container = pod["containers"][0]
     assert redis_container["command"] == ["redis-server", "--appendonly", "no", "--save", "3600 1 300 100 60 10000",
-                                          "--maxmemory", "1gb"]
-    assert redis_container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+                                          "--maxmemory", "1gb", "--aclfile", "/etc/redis/acl/edge.acl"]
+    assert redis_container["volumeMounts"] == [{"name": "data", "mountPath": "/data"},
+                                               {"name": "acl", "mountPath": "/etc/redis/acl", "readOnly": True}]
     claim = statefulset["spec"]["volumeClaimTemplates"][0]
     assert claim["metadata"]["name"] == "data" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    assert redis_container["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+    # Probed as the observer, who may only read.
+    assert redis_container["readinessProbe"]["exec"]["command"] == [
+        "sh", "-c", "redis-cli --user line-observer ping | grep -q PONG"]
+    assert env_of(redis_container) == {"REDISCLI_AUTH": {"secretKeyRef": {"name": "redis-user-observer",
+                                                                          "key": "password"}}}
     service = gen.find("infer", "Service", "redis-edge")
     assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"] == [{"name": "redis", "port": 6379, "targetPort": "redis"}]
+
+
+def test_each_redis_loads_the_graph_s_acl_users_written_by_an_init_container(tmp_path: Path) -> None:
+    gen = generate(tmp_path, LINE)
+    pod = gen.find("camera_node", "StatefulSet", "redis-cams")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["args"] == ["acl", "/graph/graph.yaml", "--instance", "cams", "--format", "aclfile", "--out", "/acl"]
+    # The passwords of the instance's users only: the cameras write there, cls reads, archive's
+    # output (left out, on a node without Redis) goes to the first instance, and the observer.
+    assert env_of(init) == {f"GRAPHRUN_REDIS_PASSWORD_{role.upper()}": {"secretKeyRef": {
+        "name": f"redis-user-{role.replace('_', '-')}", "key": "password"}}
+        for role in ("cam_front", "cam_usb", "cls", "archive", "observer")}
+    assert "GRAPHRUN_REDIS_PASSWORD_SHOW" not in env_of(init)  # show reads from edge only
+    assert {"name": "acl", "mountPath": "/acl"} in init["volumeMounts"]
+    assert {"name": "acl", "emptyDir": {}} in pod["volumes"]
 
 
 def test_agents_reach_a_hosted_redis_through_its_service_and_others_through_the_graph(tmp_path: Path) -> None:
@@ -216,18 +237,19 @@ def test_a_genicam_camera_is_on_the_host_network_and_keeps_the_cluster_s_dns(tmp
 
 def test_no_manifest_holds_a_password_and_each_agent_reads_only_its_own_secret(tmp_path: Path) -> None:
     gen = generate(tmp_path, LINE)
-    secret = gen.find("infer", "Secret", "cls-redis-user")
+    secret = gen.find("infer", "Secret", "redis-user-cls")
     assert secret["stringData"] == {"username": "line-cls"}  # the password is the operator's to add
+    assert gen.find("graph", "Secret", "redis-user-observer")["stringData"] == {"username": "line-observer"}
     env = env_of(gen.pod("infer", "cls")["containers"][0])
-    assert env[REDIS_USER] == {"secretKeyRef": {"name": "cls-redis-user", "key": "username"}}
-    assert env["GRAPHRUN_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "cls-redis-user", "key": "password",
-                                                               "optional": True}}
+    assert env[REDIS_USER] == "line-cls"
+    assert env["GRAPHRUN_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "redis-user-cls", "key": "password"}}
+    assert "password:" not in "".join(gen.text.values())
     for docs in gen.docs.values():
         for d in docs:
             if d["kind"] == "Deployment":
                 refs = {v["secretKeyRef"]["name"] for v in env_of(d["spec"]["template"]["spec"]["containers"][0]).values()
                         if isinstance(v, dict) and "secretKeyRef" in v}
-                assert refs == {f"{d['metadata']['name']}-redis-user"}
+                assert refs == {f"redis-user-{d['metadata']['name']}"}
                 assert d["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
@@ -242,8 +264,8 @@ def test_the_probes_check_the_heartbeat_of_the_pod_s_own_consumer(tmp_path: Path
 
 def test_the_graph_file_is_a_configmap_every_agent_mounts(tmp_path: Path) -> None:
     gen = generate(tmp_path, LINE)
-    (graph_map,) = gen.docs["graph"]
-    assert graph_map["kind"] == "ConfigMap" and graph_map["data"] == {"graph.yaml": LINE}
+    graph_map = gen.find("graph", "ConfigMap", "graphrun-graph")
+    assert graph_map["data"] == {"graph.yaml": LINE}
     pod = gen.pod("hmi", "show")
     assert {"name": "graph", "configMap": {"name": graph_map["metadata"]["name"]}} in pod["volumes"]
     assert {"name": "graph", "mountPath": "/graph", "readOnly": True} in pod["containers"][0]["volumeMounts"]
@@ -278,7 +300,8 @@ def test_an_unknown_node_and_a_node_named_graph_are_refused(tmp_path: Path, caps
 def test_the_committed_manifests_equal_a_fresh_generation(tmp_path: Path, folder: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     committed = COMMITTED / folder
-    (graph_map,) = yaml.safe_load((committed / "graph.yaml").read_text().split("---", 1)[1])["data"]
+    (graph_map,) = next(d for d in yaml.safe_load_all((committed / "graph.yaml").read_text())
+                        if d and d["kind"] == "ConfigMap")["data"]
     source = REPO / "graphs" / graph_map
     assert source.exists(), f"deploy/k8s/{folder} has no source in graphs/"
     for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", source.read_text()):
@@ -299,64 +322,100 @@ def _expand(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), text)
 
 
-def test_every_agent_s_command_line_runs_as_a_process_and_its_probe_passes(tmp_path: Path,
-                                                                          redis_server: RedisServer) -> None:
-    """Each pod of the committed finger-follower manifests, as a local process: its args and
-    environment from its Deployment (Kubernetes' $(VAR) expansion done here, the Services'
-    addresses replaced by one local redis-server, the HMI and PLC simulator on free ports
-    instead of their fixed ones), the graph from its ConfigMap. Every agent reports running
-    through its own probe command, the line delivers PLC results, and SIGTERM stops each."""
+def _resolve(item: dict[str, Any], pod: str, passwords: dict[str, str], services: dict[str, str]) -> str:
+    """A container's variable as Kubernetes gives it: a value (a Service's address replaced by
+    a local server's), the pod's name, or a key of a Secret (its password made here)."""
+    if "value" in item:
+        return re.sub(r"redis://(redis-[a-z0-9-]+):6379/0", lambda m: services[m[1]], item["value"])
+    source = item["valueFrom"]
+    if "fieldRef" in source:
+        return pod
+    assert source["secretKeyRef"]["key"] == "password"
+    return passwords[source["secretKeyRef"]["name"]]
+
+
+def test_every_agent_s_command_line_runs_as_a_process_and_its_probe_passes(tmp_path: Path) -> None:
+    """The committed finger-follower manifests, run here: each Redis StatefulSet's init
+    container writes its ACL file from the users' Secrets (passwords made here), a local
+    redis-server per instance loads it; each Deployment's container runs as a process with
+    its args and environment (Kubernetes' $(VAR) expansion done here, the Services' addresses
+    replaced by the local servers', the HMI and PLC simulator on free ports instead of their
+    fixed ones), the graph from its ConfigMap. Every agent logs in as its own user, reports
+    running through its own probe command, the line delivers PLC results, and SIGTERM stops each."""
     folder = COMMITTED / "finger_follower"
-    (graph_map,) = [d for d in yaml.safe_load_all((folder / "graph.yaml").read_text()) if d]
+    docs = [d for p in sorted(folder.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
     graph_dir = tmp_path / "graph"
     graph_dir.mkdir()
     hmi_port, plc_port = free_port(), free_port()
+    (graph_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
     for name, text in graph_map["data"].items():
         text = text.replace("port: 8080", f"port: {hmi_port}").replace("params: {port: 5020}", f"params: {{port: {plc_port}}}")
         (graph_dir / name).write_text(text)
-    pods: list[tuple[str, list[str], dict[str, str], list[str]]] = []
-    for path in sorted(folder.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc or doc["kind"] != "Deployment":
-                continue
-            container = doc["spec"]["template"]["spec"]["containers"][0]
-            pod_name = f"{doc['metadata']['name']}-7d9f-x{len(pods)}"
-            env = {"PLC_PORT": str(plc_port), "GRAPHRUN_STATE_DIR": str(tmp_path / "state")}  # the settings ConfigMap
-            for item in container["env"]:
-                if "value" in item:
-                    env[item["name"]] = re.sub(r"redis://redis-[a-z0-9-]+:6379/0", redis_server.url, item["value"])
-                elif "fieldRef" in item["valueFrom"]:
-                    env[item["name"]] = pod_name
-                # secretKeyRef: the Secret has a user but no password here: Redis without ACLs
-            args = [_expand(a, env).replace("/graph/", f"{graph_dir}/") for a in container["args"]]
-            probe = [a.replace("/graph/", f"{graph_dir}/") for a in container["readinessProbe"]["exec"]["command"]]
-            pods.append((doc["metadata"]["name"], args, env, probe))
-    assert sorted(name for name, *_ in pods) == ["cam-back", "cam-front", "cls-back", "cls-front", "hmi", "plc",
-                                                "plc-sim", "trigger"]
-    processes = {name: subprocess.Popen([sys.executable, "-m", "graphrun", *args], env={**os.environ, **env},
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for name, args, env, _ in pods}
-    client = redis.Redis.from_url(redis_server.url)
-    graph = load_graph(graph_dir / "finger_follower.yaml")
-    everywhere = {instance: redis_server.url for instance in graph.redis}
+    local = lambda arg: arg.replace("/graph/", f"{graph_dir}/")
+    secrets = {d["metadata"]["name"]: d["stringData"]["username"] for d in docs if d["kind"] == "Secret"}
+    passwords = {name: secrets_module.token_hex(16) for name in secrets}
+    observer = (secrets["redis-user-observer"], passwords["redis-user-observer"])
+    servers: dict[str, RedisServer] = {}
+    services: dict[str, str] = {}
     try:
-        for name, args, env, probe in pods:
-            agent, consumer = args[2], args[-1]
+        for statefulset in (d for d in docs if d["kind"] == "StatefulSet"):
+            pod = statefulset["spec"]["template"]["spec"]
+            (init,) = pod["initContainers"]
+            acl_dir = tmp_path / statefulset["metadata"]["name"]
+            env = {i["name"]: _resolve(i, "", passwords, {}) for i in init["env"]}
+            args = [str(acl_dir) if a == "/acl" else local(a) for a in init["args"]]
+            made = subprocess.run([sys.executable, "-m", "graphrun", *args], env={**os.environ, **env},
+                                  capture_output=True, text=True, check=False, timeout=120)
+            assert made.returncode == 0, made.stderr
+            instance = args[args.index("--instance") + 1]
+            server = RedisServer(name=instance, persistence="none", aclfile=acl_dir / f"{instance}.acl",
+                                 login=observer).start()
+            servers[statefulset["metadata"]["name"]] = server
+            services[statefulset["metadata"]["name"]] = server.url
+        pods: list[tuple[str, list[str], dict[str, str], list[str]]] = []
+        for deployment in (d for d in docs if d["kind"] == "Deployment"):
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            pod_name = f"{deployment['metadata']['name']}-7d9f-x{len(pods)}"
+            env = {"PLC_PORT": str(plc_port),  # from the settings ConfigMap
+                   "GRAPHRUN_STATE_DIR": str(tmp_path / "state"), "HOME": str(tmp_path / "home"),
+                   "XDG_DATA_HOME": str(tmp_path / "home" / "data")}  # the pod's own folders
+            env.update({i["name"]: _resolve(i, pod_name, passwords, services) for i in container["env"]})
+            args = [local(_expand(a, env)) for a in container["args"]]
+            probe = [local(a) for a in container["readinessProbe"]["exec"]["command"]]
+            pods.append((deployment["metadata"]["name"], args, env, probe))
+        agents = yaml.safe_load(graph_map["data"]["finger_follower.yaml"])["agents"]
+        assert sorted(name for name, *_ in pods) == sorted(a.replace("_", "-") for a in agents)  # one per agent
+        processes = {name: subprocess.Popen([sys.executable, "-m", "graphrun", *args], env={**os.environ, **env},
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                     for name, args, env, _ in pods}
+        graph = load_graph(graph_dir / "finger_follower.yaml")
+        as_observer = {instance: servers[f"redis-{instance}"].url.replace("//", f"//{observer[0]}:{observer[1]}@")
+                       for instance in graph.redis}
+        inference = redis.Redis.from_url(as_observer["inference"])
+        try:
+            for name, args, env, probe in pods:
+                agent, consumer = args[2], args[-1]
 
-            def running(name: str = name, agent: str = agent, consumer: str = consumer) -> bool:
-                assert processes[name].poll() is None, f"{name} exited: {processes[name].communicate()[0]}"
-                return check(graph, agent, everywhere, consumer=consumer)[0]
-            wait_until(running, timeout=180, what=f"{name}'s heartbeat")
-            answer = subprocess.run(probe, check=False, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
-            assert answer.returncode == 0, f"{name}'s probe: {answer.stdout}{answer.stderr}"
-            assert f"{consumer}: running" in answer.stdout
-        wait_until(lambda: client.xlen("plc.results") >= 3, timeout=120, what="PLC results of parts")
+                def running(name: str = name, agent: str = agent, consumer: str = consumer) -> bool:
+                    assert processes[name].poll() is None, f"{name} exited: {processes[name].communicate()[0]}"
+                    return check(graph, agent, as_observer, consumer=consumer)[0]
+                wait_until(running, timeout=180, what=f"{name}'s heartbeat")
+                answer = subprocess.run(probe, env={**os.environ, **env}, capture_output=True, text=True,
+                                        timeout=120, check=False)
+                assert answer.returncode == 0, f"{name}'s probe: {answer.stdout}{answer.stderr}"
+                assert f"{consumer}: running" in answer.stdout
+            wait_until(lambda: inference.xlen("plc.results") >= 3, timeout=120, what="PLC results of parts")
+        finally:
+            for process in processes.values():
+                process.send_signal(signal.SIGTERM)
+            outputs = {name: process.communicate(timeout=60)[0] for name, process in processes.items()}
+        for name, process in processes.items():
+            assert process.returncode == 0, f"{name}: {outputs[name]}"
+        # Each replica's consumer is named after its pod, and logged in as its agent's user.
+        plc_env = next(env for name, _, env, _ in pods if name == "plc")
+        consumers = {c["name"].decode() for c in inference.xinfo_consumers("cls.front.verdicts", "plc")}
+        assert consumers == {f"plc-{plc_env['GRAPHRUN_POD']}"}
+        assert plc_env["GRAPHRUN_REDIS_USER"] == "finger_follower-plc"
     finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-        outputs = {name: process.communicate(timeout=60)[0] for name, process in processes.items()}
-    for name, process in processes.items():
-        assert process.returncode == 0, f"{name}: {outputs[name]}"
-    # Each replica's consumer is named after its pod.
-    consumers = {c["name"].decode() for c in client.xinfo_consumers("cls.front.verdicts", "plc")}
-    assert consumers == {f"plc-{pods[[n for n, *_ in pods].index('plc')][2]['GRAPHRUN_POD']}"}
+        for server in servers.values():
+            server.close()
