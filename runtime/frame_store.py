@@ -321,6 +321,12 @@ def view(ref: Ref, *, directory: Path | None = None) -> memoryview:
     return store.view(ref)
 
 
+def forget(name: str) -> None:
+    """Unmap the store ``name`` in this process once no array views it any more (its file is
+    gone): the next reference to that name maps the file anew."""
+    _readers.pop(name, None)
+
+
 def _renewed(store: FrameStore) -> bool:
     """Whether the file under ``store``'s name is another store now (made anew)."""
     try:

@@ -6,12 +6,16 @@ against a real Redis in this process (``running``).
         assert h.take("doubled") == [{"value": 6}]
 
 Every message in and out goes through the real stream encoding, so a payload that
-could not travel on a stream fails here too.
+could not travel on a stream fails here too. With ``frame_store`` (the graph key's
+settings, e.g. ``{"size": "64mb", "threshold": "64kb"}``) large arrays take the
+shared-memory path instead: the agent gets read-only views on slots, as under the runner.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -19,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from . import codec
+from . import codec, frame_store
 from .agent import Agent
 from .errors import AgentStartError, ConfigError, PortError
 from .message import Message
@@ -43,8 +47,10 @@ class AgentHarness:
         name: str = "agent",
         groups: Mapping[str, Sequence[str]] | None = None,
         redis: Mapping[str, Any] | None = None,
+        frame_store: Mapping[str, Any] | None = None,
     ):
         self.stopping = threading.Event()
+        self.frames = None if frame_store is None else _HarnessFrames(frame_store)
         self.status: dict[str, Any] = {}
         self.current: Message | None = None
         self.outputs: dict[str, list[Message]] = defaultdict(list)
@@ -71,7 +77,7 @@ class AgentHarness:
             message = Message(payload, producer=self.agent.name)
         else:
             message = parent.derive(payload, producer=self.agent.name)
-        self.outputs[port].append(_round_trip(message))
+        self.outputs[port].append(_round_trip(message, self.frames))
 
     def hold(self, message: Message) -> None:
         self.held.append(message)
@@ -95,13 +101,17 @@ class AgentHarness:
 
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
-        self.agent.stop()
+        try:
+            self.agent.stop()
+        finally:
+            if self.frames is not None:
+                self.frames.close()
 
     def message(self, port: str, payload: Mapping[str, Any], **envelope: Any) -> Message:
         """A message as the agent would receive it on ``port``."""
         if port not in self._inputs:
             raise PortError(f"{type(self.agent).__name__} has no input {port!r} (inputs: {sorted(self._inputs)})")
-        message = _round_trip(Message(payload, **envelope))
+        message = _round_trip(Message(payload, **envelope), self.frames)
         message.port = port
         message.received = message.created if "received" not in envelope else envelope["received"]
         return message
@@ -144,9 +154,39 @@ class AgentHarness:
         return [m.payload for m in messages]
 
 
-def _round_trip(message: Message) -> Message:
-    fields = codec.encode(message)
+def _round_trip(message: Message, frames: codec.FrameSink | None = None) -> Message:
+    fields = codec.encode(message, frames)
     return codec.decode({k: bytes(v) for k, v in fields.items()})
+
+
+class _HarnessFrames:
+    """A frame store of the harness's own, never reused (no Redis says when a reader is
+    done): when it is full, arrays go inline, as the runner's do. ``shared`` and ``inline``
+    count which path each array took."""
+
+    _numbers = itertools.count()
+
+    def __init__(self, settings: Mapping[str, Any]):
+        from .graph import FrameStoreSpec  # the graph key's own validation
+
+        spec = FrameStoreSpec.model_validate(dict(settings))
+        self.threshold = spec.threshold
+        name = f"graphrun-harness-{os.getpid()}-{next(self._numbers)}"
+        self.store = frame_store.FrameStore.create(name, size=spec.size, slot_size=spec.slot_size)
+        self.shared = self.inline = 0
+
+    def put(self, data: memoryview) -> frame_store.Ref | None:
+        ref = self.store.put(data)
+        if ref is None:
+            self.inline += 1
+        else:
+            self.shared += 1
+        return ref
+
+    def close(self) -> None:
+        """Remove the store's file; arrays still viewed keep their pages until dropped."""
+        self.store.path.unlink(missing_ok=True)
+        frame_store.forget(self.store.name)
 
 
 @contextmanager
