@@ -419,3 +419,19 @@ def test_every_agent_s_command_line_runs_as_a_process_and_its_probe_passes(tmp_p
     finally:
         for server in servers.values():
             server.close()
+
+
+def test_an_instance_behind_sentinels_runs_no_redis_and_agents_find_it_in_the_graph(tmp_path: Path) -> None:
+    gen = generate(tmp_path, """\
+name: ha
+redis:
+  main: {sentinel: {master: line, addresses: ["10.0.0.7:26379", "10.0.0.8:26379"]}, wait_replicas: 1}
+agents:
+  counter: {type: examples.counter}
+""")
+    assert [k for k in gen.kinds("local") if k[0] in ("StatefulSet", "Service")] == []
+    env = env_of(gen.pod("local", "counter")["containers"][0])
+    assert "GRAPHRUN_REDIS_MAIN" not in env  # the mounted graph names the sentinels
+    for docs in gen.docs.values():
+        for document in docs:
+            validate(document)
