@@ -99,6 +99,7 @@ class BrokerLink:
         client.on_message = lambda c, u, m: self._on_message(generation, m)
         client.on_subscribe = lambda c, u, mid, codes, props: self._on_suback(codes)
         self._connack.clear()
+        self._connack_code = None
         self._lost = None
         self._dropped = False
         with self._lock:
@@ -109,14 +110,15 @@ class BrokerLink:
             raise BrokerUnreachable(f"cannot connect to {self.where}: {exc}") from exc
         self._client = client
         client.loop_start()
-        if not self._connack.wait(self._connect_timeout) or self._lost is not None:
+        answered = self._connack.wait(self._connect_timeout)
+        code = self._connack_code
+        if answered and code is not None and code.is_failure:  # the broker closes the link after it, too
+            self.close()
+            raise BrokerUnreachable(f"{self.where} refused the connection: {code}")
+        if not answered or self._lost is not None:
             why = self._lost or f"no CONNACK within {self._connect_timeout} s"
             self.close()
             raise BrokerUnreachable(f"cannot connect to {self.where}: {why}")
-        code = self._connack_code
-        if code is not None and code.is_failure:
-            self.close()
-            raise BrokerUnreachable(f"{self.where} refused the connection: {code}")
 
     def subscribe(self, filters: list[str]) -> None:
         """Subscribe with QoS 1 and wait for the broker's SUBACK; a refused filter is an error."""
