@@ -105,6 +105,10 @@ def test_without_wait_replicas_agents_follow_the_failover_and_go_on(tmp_path: Pa
     numbers, doubled, _ = fail_over_mid_stream(tmp_path, replicated, wait_replicas=0, count=count)
     assert count - 1 in numbers and count - 1 in doubled
     assert set(doubled) <= set(numbers)
+    # The window is the replication lag: on one machine far less than the second of numbers
+    # (150) this bound allows; what is lost is what was in flight, not what came before.
+    lost = set(range(count)) - set(numbers)
+    assert len(lost) < 150, f"{len(lost)} numbers lost"
 
 
 def test_a_flush_no_replica_confirmed_is_not_taken_as_written(tmp_path: Path, replicated: Replicated) -> None:
