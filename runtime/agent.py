@@ -130,7 +130,12 @@ class Agent:
 
     @property
     def status(self) -> dict[str, Any]:
-        """Values published in the agent's health record (counters, device state)."""
+        """Values published in the agent's health record (counters, device state).
+
+        Two keys mean something to the runtime: ``degraded`` (why the agent cannot do its
+        job now: its record's state becomes "degraded" with that reason) and ``counts``
+        (name -> number: what ``graphrun run``'s closing line counts for the agent).
+        """
         return self._context.status
 
     def hold(self, msg: Message) -> None:
