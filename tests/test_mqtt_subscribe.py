@@ -104,3 +104,20 @@ def test_a_message_received_while_redis_is_down_is_delivered_again_by_the_broker
         thread.join(30)
     recipes = [m.payload["payload"]["recipe"] for m in read_messages(redis_client, "mes.recipe")]
     assert recipes[-1] == "R2" and "R2" not in recipes[:-1]
+
+
+def test_a_message_received_while_redis_is_down_is_written_once_redis_returns(
+    mosquitto: Mosquitto, graph_file: Callable[[str], Graph], start_agent, redis_server: RedisServer,
+    redis_client: redis.Redis,
+) -> None:
+    runner = start_agent(graph_file(GRAPH.format(port=mosquitto.port)), "mes")
+    wait_until(lambda: runner.status.get("mqtt") == "connected", what="the agent to connect")
+    publish(mosquitto.port, "mes/line4/recipe", [recipe(1)])
+    wait_until(lambda: redis_client.xlen("mes.recipe") == 1, what="the first recipe")
+
+    redis_server.stop()
+    publish(mosquitto.port, "mes/line4/recipe", [recipe(2)])  # the broker has it; the agent can't write it
+    wait_until(lambda: str(runner.status.get("redis", "")).startswith("unreachable"), what="the agent to see Redis go")
+    redis_server.start()
+    wait_until(lambda: redis_client.xlen("mes.recipe") >= 2, what="the recipe written once Redis is back")
+    assert [m.payload["payload"]["recipe"] for m in read_messages(redis_client, "mes.recipe")] == ["R1", "R2"]
