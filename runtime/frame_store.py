@@ -85,8 +85,8 @@ def _alive(pid: int) -> bool:
 class FrameStore:
     """One store file, mapped. ``writable`` stores take and free slots; any store reads."""
 
-    def __init__(self, path: Path, *, writable: bool):
-        self.path = path
+    def __init__(self, path: Path | str, *, writable: bool):
+        path = self.path = Path(path)
         self.name = path.name
         flags = os.O_RDWR if writable else os.O_RDONLY
         try:

@@ -28,7 +28,7 @@ class Verdict(TypedDict):
 def pixels(seq: int, shape: tuple[int, ...] = (256, 320)) -> np.ndarray:
     """The frame with sequence number ``seq``: another pattern for every number."""
     row = (np.arange(shape[-1], dtype=np.uint32) * 7 + seq * 131) % 251
-    return np.broadcast_to((row + seq) % 256, shape).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to((row + seq) % 256, shape), dtype=np.uint8)
 
 
 class FrameSource(Agent):
