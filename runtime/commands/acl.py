@@ -3,7 +3,8 @@
 One user per agent (``<graph>-<agent>``: its streams, its health, what its class
 declares) and ``<graph>-observer`` (read only); see ``graphrun.acl`` for what each may
 do. ``--format aclfile`` is an ACL file for ``redis-server --aclfile`` (the default user
-off); ``--format commands`` is ``ACL SETUSER`` lines to pipe into ``redis-cli``. The
+off); ``--format commands`` is ``ACL SETUSER`` lines to pipe into ``redis-cli`` (the
+default user is left alone there, since the session running them may be it). The
 passwords' SHA-256 come from ``GRAPHRUN_REDIS_PASSWORD_<AGENT>`` (or ``..._FILE``);
 a user whose secret is not set is written ``off``, and said so on standard error.
 """
