@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+
 import numpy as np
 import redis
 
 from conftest import caught_up, read_messages, wait_until, write_messages
-from graphrun import codec
+from graphrun import Agent, Input, codec
 from graphrun.message import Message
 from graphrun.transport import trimmed_before_read
 
@@ -241,3 +244,53 @@ agents:
             thread.join(15)
         assert sorted(m["seq"] for m in read_messages(redis_client, "joined")) == list(range(30))
         assert not other.exists("joined")
+
+
+def slow_health(client: redis.Redis) -> dict:
+    raw = client.hget("graphrun:health:t:slow", "slow-0")
+    return json.loads(raw) if raw else {}
+
+
+class SlowReader(Agent):
+    """Takes 20 ms a message: entries wait in its reader threads' queue, read but not yet handled."""
+
+    a = Input()
+    b = Input()
+
+    def handle(self, msg: Message) -> None:
+        time.sleep(0.02)
+
+
+def test_entries_read_but_not_yet_handled_are_never_counted_as_trimmed(redis_server, redis_client, graph_file) -> None:
+    """Inputs on two instances are read by reader threads ahead of the handling thread;
+    those entries are delivered, not trimmed (the streams here have no bound at all)."""
+    from graphrun.redis_server import RedisServer
+    from graphrun.runner import AgentRunner
+
+    with RedisServer(name="second") as second:
+        other = redis.Redis.from_url(second.url)
+        graph = graph_file("""\
+name: t
+redis: {main: {}, cell: {}}
+agents:
+  slow: {type: test_delivery:SlowReader, inputs: {a: "main:a", b: "cell:b"}}
+""")
+        runner = AgentRunner(graph, "slow", replica=0, redis_urls={"main": redis_server.url, "cell": second.url},
+                             health_interval=0.05)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        reported: list[dict] = []
+        try:
+            wait_until(lambda: slow_health(redis_client).get("state") == "running", what="the agent running")
+            for i in range(60):
+                write_messages(redis_client, "a", [{"seq": i}])
+                write_messages(other, "b", [{"seq": i}])
+                reported.append(slow_health(redis_client).get("trimmed_before_read") or {})
+                time.sleep(0.01)
+            wait_until(lambda: runner.counters.handled == 120, what="all 120 handled")
+            reported.append(slow_health(redis_client).get("trimmed_before_read") or {})
+        finally:
+            runner.request_stop()
+            thread.join(15)
+        assert {port: n for r in reported for port, n in r.items() if n} == {}
+        assert trimmed_before_read(redis_client, "a", "slow") == 0 and trimmed_before_read(other, "b", "slow") == 0
