@@ -33,6 +33,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -181,6 +182,18 @@ def http_json_call(port: int) -> Callable[[], Callable[[], object]]:
     return make
 
 
+def listening(port: int, timeout: float) -> bool:
+    """Whether the server takes connections within ``timeout`` (its lifespan starts before it listens)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 # --- running it all ---------------------------------------------------------------------------
 
 
@@ -249,7 +262,7 @@ def main() -> int:
             port, ready = free_port(), spawn.Event()
             http_server = spawn.Process(target=serve_http_json, args=(model, url, port, ready), daemon=True)
             http_server.start()
-            if not ready.wait(60):
+            if not ready.wait(60) or not listening(port, 30):
                 raise RuntimeError("the HTTP/JSON server did not start")
             try:
                 for n in counts:
