@@ -141,6 +141,9 @@ class RedisSpec(_Strict):
             if self.url is not None:
                 raise ValueError("give either url or sentinel, not both")
             self.url = self.sentinel.url
+        if self.wait_replicas and self.url is None:
+            raise ValueError(f"wait_replicas: {self.wait_replicas} needs an instance with replicas (a url or sentinel): "
+                             "the server graphrun, compose or k8s runs for it has none, and every write would wait")
         return self
 
 

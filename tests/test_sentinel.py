@@ -158,6 +158,7 @@ agents:
     ('{sentinel: {addresses: ["a:1"]}}', "4:", "missing required key 'master'"),
     ('{url: "redis://a", sentinel: {master: m, addresses: ["a:1"]}}', "4:", "either url or sentinel, not both"),
     ('{sentinel: {master: m, addresses: ["a:1"]}, wait_replicas: -1}', "4:", "greater than or equal to 0"),
+    ('{wait_replicas: 1}', "4:", "wait_replicas: 1 needs an instance with replicas"),
 ])
 def test_a_bad_sentinel_is_refused_at_its_line(spec: str, where: str, message: str) -> None:
     text = f"name: ha\nredis:\n  other: {{}}\n  main: {spec}\nagents:\n  counter: {{type: examples.counter}}\n"
