@@ -172,7 +172,7 @@ class Health:
         # A reader thread may read (Redis counts the entries delivered) between the counts
         # written and the stream looked at: such a count is too high once, never twice in
         # a row, whereas entries really trimmed stay counted. So the lower of two counts.
-        counts = {port: min(n, self._last_count.get(port, n)) for port, n in raw.items()}
+        counts = {port: min(n, self._last_count.get(port, 0)) for port, n in raw.items()}
         self._last_count = raw
         for port, n in counts.items():
             before = self._trimmed.get(port, 0)

@@ -109,9 +109,12 @@ class Outbox:
     # --- flushing ---------------------------------------------------------------------
 
     def flush(self, *, counts: bool = False) -> None:
-        """Write pending outputs, then acknowledge; delivery counts ride along at most once
-        a second (``counts=True``: now, when there is anything to count)."""
-        counted = dict(self._delivered) if counts or time.monotonic() >= self._count_due else {}
+        """Write pending outputs, then acknowledge; delivery counts ride along with outputs
+        (the flush is a transaction then anyway), else at most once a second
+        (``counts=True``: now, when there is anything to count). Counts written late make
+        entries that replicas have in hand look trimmed (``transport.trimmed_before_read``)."""
+        due = counts or bool(self.writes) or time.monotonic() >= self._count_due
+        counted = dict(self._delivered) if due else {}
         if not self.writes and not any(self.acks.values()) and not counted:
             return
         outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)

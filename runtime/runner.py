@@ -330,6 +330,7 @@ class AgentRunner:
         if not entries:
             return
         self._delivery.process(instance, entries, counts=None)
+        self._take_reader_counts()
         self._outbox.flush()
 
     def _drain_own_pending(self) -> None:
