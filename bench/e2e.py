@@ -18,6 +18,11 @@ Parts (markdown tables on standard output, and in ``--out`` when given):
   lost; ``--repeat`` times each, as the RedisAI benchmark reports (median of the runs,
   and each run's q50/q95/q99).
 - ``scale-out``: the classifier as one replica and as two on one consumer group.
+- ``shared-memory``: the side-by-side pipeline with the identity model (the transport
+  is what differs): graphrun with frames through shared memory (``frame_store``) and
+  through Redis, tuned redis-py, dora-rs at most 2 and 32 in flight: frames/s unpaced,
+  latency at 30 frames/s, frames lost. (The side-by-side table also has graphrun with
+  shared memory, as the kind "graphrun, shared memory".)
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import line_run  # noqa: E402
 import pipeline  # noqa: E402
 import side_by_side as sbs  # noqa: E402
 
-PARTS = ("line", "hold", "cost", "side-by-side", "scale-out")
+PARTS = ("line", "hold", "cost", "side-by-side", "scale-out", "shared-memory")
 WINDOW = 32
 
 
@@ -120,22 +125,26 @@ def run_row(r: sbs.Run) -> list[object]:
     return [r.kind, r.frames_per_s, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms, r.taken, r.lost]
 
 
-def _kinds(args: argparse.Namespace) -> dict[str, Callable[[float], sbs.Run]]:
+def _kinds(args: argparse.Namespace, identity: bool = False) -> dict[str, Callable[[float], sbs.Run]]:
     kinds: dict[str, Callable[[float], sbs.Run]] = {
-        "graphrun": lambda rate: sbs.run_graphrun(rate=rate, seconds=args.seconds, window=WINDOW),
-        "redis-py": lambda rate: sbs.run_redis_py(rate=rate, seconds=args.seconds, window=WINDOW),
+        "graphrun": lambda rate: sbs.run_graphrun(rate=rate, seconds=args.seconds, window=WINDOW, identity=identity),
+        "graphrun, shared memory": lambda rate: sbs.run_graphrun(rate=rate, seconds=args.seconds, window=WINDOW,
+                                                                 identity=identity, frames=True),
+        "redis-py": lambda rate: sbs.run_redis_py(rate=rate, seconds=args.seconds, window=WINDOW, identity=identity),
     }
     why = pipeline.dora_available()
     if why is None:
-        kinds["dora, 2 in flight"] = lambda rate: sbs.run_dora(rate=rate, seconds=args.seconds, window=2, queue=2)
-        kinds["dora, 32 in flight"] = lambda rate: sbs.run_dora(rate=rate, seconds=args.seconds, window=WINDOW)
+        kinds["dora, 2 in flight"] = lambda rate: sbs.run_dora(rate=rate, seconds=args.seconds, window=2, queue=2,
+                                                               identity=identity)
+        kinds["dora, 32 in flight"] = lambda rate: sbs.run_dora(rate=rate, seconds=args.seconds, window=WINDOW,
+                                                                identity=identity)
     else:
         print(f"dora-rs not measured: {why}", file=sys.stderr)
     return kinds
 
 
-def part_side_by_side(args: argparse.Namespace) -> str:
-    kinds = _kinds(args)
+def part_side_by_side(args: argparse.Namespace, identity: bool = False) -> str:
+    kinds = _kinds(args, identity)
     unpaced: dict[str, list[sbs.Run]] = {k: [] for k in kinds}
     paced: dict[str, list[sbs.Run]] = {k: [] for k in kinds}
     for _ in range(args.repeat):  # interleaved, so a slow minute of the machine hits every pipeline
@@ -149,16 +158,19 @@ def part_side_by_side(args: argparse.Namespace) -> str:
                      statistics.median(r.p95_ms for r in p), statistics.median(r.p99_ms for r in p),
                      sum(r.lost for r in u + p), sum(r.taken for r in u + p)])
     hand = statistics.median(r.frames_per_s for r in unpaced["redis-py"])
-    ours = statistics.median(r.frames_per_s for r in unpaced["graphrun"])
-    ratios = [f"graphrun / hand-written redis-py: {ours / hand:.0%} of the frames/s"]
-    for kind in kinds:
-        if kind.startswith("dora"):
-            d = statistics.median(r.frames_per_s for r in unpaced[kind])
-            ratios.append(f"graphrun / {kind}: {ours / d:.2f}x the frames/s")
+    ratios = []
+    for mine in ("graphrun", "graphrun, shared memory"):
+        ours = statistics.median(r.frames_per_s for r in unpaced[mine])
+        ratios.append(f"{mine} / hand-written redis-py: {ours / hand:.0%} of the frames/s")
+        for kind in kinds:
+            if kind.startswith("dora"):
+                d = statistics.median(r.frames_per_s for r in unpaced[kind])
+                ratios.append(f"{mine} / {kind}: {ours / d:.2f}x the frames/s")
     runs = [run_row(r) + [f"{i + 1}", "unpaced"] for k in kinds for i, r in enumerate(unpaced[k])]
     runs += [run_row(r) + [f"{i + 1}", "30 frames/s"] for k in kinds for i, r in enumerate(paced[k])]
+    model = "the identity model (the transport is what differs)" if identity else "the shipped model"
     return "\n".join([
-        "### Side by side: source -> classifier -> sink, 1.3 MB frames, the shipped model",
+        f"### Side by side: source -> classifier -> sink, 1.3 MB frames, {model}",
         "", f"Median of {args.repeat} runs of {args.seconds:g} s each; frames/s unpaced (at most {WINDOW} unanswered "
         "for graphrun and redis-py), latency at 30 frames/s (q50/q95/q99), frames lost over all runs.", "",
         table(["pipeline", "frames/s", "q50 ms @30", "q95 ms @30", "q99 ms @30", "frames lost", "frames taken"], rows),
@@ -180,6 +192,10 @@ def part_scale_out(args: argparse.Namespace) -> str:
             + f"\n\nTwo replicas: {runs[1].frames_per_s / runs[0].frames_per_s:.2f}x the frames/s of one.")
 
 
+def part_shared_memory(args: argparse.Namespace) -> str:
+    return part_side_by_side(args, identity=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=PARTS, help="run only this part (repeatable)")
@@ -199,7 +215,8 @@ def main() -> None:
     sections = [f"Platform: {platform_line()}. Command: `python bench/e2e.py {' '.join(sys.argv[1:])}`".rstrip()]
     began = time.monotonic()
     for name, part in (("line", part_line), ("hold", part_hold), ("cost", part_cost),
-                       ("side-by-side", part_side_by_side), ("scale-out", part_scale_out)):
+                       ("side-by-side", part_side_by_side), ("scale-out", part_scale_out),
+                       ("shared-memory", part_shared_memory)):
         if name in parts:
             sections.append(part(args))
             print(sections[-1] + "\n", flush=True)

@@ -9,7 +9,8 @@ and its reader keeps up. The coordinating process reads the board to time the ru
 
 Producers and consumers come in three kinds: ``plain`` and ``tuned`` redis-py (see
 ``raw_client``) and ``graphrun``: a source agent and a sink agent, each run by
-graphrun's runner.
+graphrun's runner, with frames through Redis or (``frames=True``) through a
+shared-memory frame store, the stream carrying the references.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ class BenchSink(Agent):
 
 GRAPH = """\
 name: bench
-redis: {{main: {{persistence: {persistence}}}}}
+redis: {{main: {{persistence: {persistence}{store}}}}}
 agents:
   source:
     type: hop:BenchSource
@@ -209,9 +210,25 @@ agents:
 """
 
 
-def graphrun_graph(persistence: str, board: Board, size: int, rate: float, count: int) -> Graph:
+def frame_store_setting(size: int, slots: int = 2 * WINDOW) -> str:
+    """The graph's frame_store for payloads of ``size`` bytes: twice the window in slots."""
+    slot = max(1 << 20, -(-size // (1 << 20)) * (1 << 20))
+    return f", frame_store: {{size: {slots * slot}, slot_size: {slot}, threshold: 65536}}"
+
+
+def graphrun_graph(persistence: str, board: Board, size: int, rate: float, count: int, frames: bool = False) -> Graph:
     return parse_graph(GRAPH.format(persistence=persistence, board=board.path, size=size, rate=rate,
-                                    count=count, stream=STREAM, maxlen=MAXLEN))
+                                    count=count, stream=STREAM, maxlen=MAXLEN,
+                                    store=frame_store_setting(size) if frames else ""))
+
+
+def remove_frame_store(graph: Graph, url: str) -> None:
+    """Remove the store file a graph's agents made for ``url`` (each run has a fresh Redis)."""
+    from graphrun import frame_store
+    from graphrun.frame_path import store_name
+
+    for instance in graph.redis:
+        (frame_store.DIRECTORY / store_name(graph.name, instance, url)).unlink(missing_ok=True)
 
 
 def run_agent(graph: Graph, name: str, url: str, board_path: str) -> None:

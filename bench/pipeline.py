@@ -10,7 +10,8 @@ the sink shows as a gap in the sequence numbers: lost.
 
 - ``graphrun``: three agents, each run by graphrun's runner in its own process, on a
   redis-server (the classification agent is the shipped one, ``batch.max_size`` 1 unless
-  told otherwise);
+  told otherwise); with ``frames=True`` the graph's ``frame_store`` is set, so frames go
+  through shared memory and the stream carries references;
 - ``redis-py``: three hand-written processes calling tuned redis-py directly
   (XADD / XREADGROUP COUNT 1 / XACK, unix socket, memoryview payloads): the floor for any
   Redis-based design;
@@ -35,7 +36,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hop import POLL, Board, raw_client  # noqa: E402
+from hop import POLL, Board, frame_store_setting, raw_client  # noqa: E402
 
 from graphrun import Agent, Input, Message, Output  # noqa: E402
 from graphrun.graph import Graph, parse_graph  # noqa: E402
@@ -137,7 +138,7 @@ class VerdictSink(Agent):
 
 GRAPH = """\
 name: bench-pipeline
-redis: {{main: {{persistence: none}}}}
+redis: {{main: {{persistence: none{store}}}}}
 agents:
   source:
     type: pipeline:FrameSource
@@ -157,10 +158,11 @@ agents:
 
 
 def graphrun_graph(board: Board, *, rate: float, window: int, replicas: int = 1, batch: int = 1,
-                   model: str | None = None) -> Graph:
+                   model: str | None = None, frames: bool = False) -> Graph:
     return parse_graph(GRAPH.format(board=board.path, rate=rate, window=window, replicas=replicas, batch=batch,
                                     frames=FRAMES_STREAM, verdicts=VERDICTS_STREAM, maxlen=MAXLEN,
-                                    model=f", model: {model}" if model else ""))
+                                    model=f", model: {model}" if model else "",
+                                    store=frame_store_setting(WIDTH * HEIGHT) if frames else ""))
 
 
 # --- redis-py by hand ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pipeline  # noqa: E402
-from hop import Board, scratch  # noqa: E402
+from hop import Board, remove_frame_store, scratch  # noqa: E402
 
 from graphrun.graph import Graph  # noqa: E402
 from graphrun.redis_server import RedisServer  # noqa: E402
@@ -70,7 +70,8 @@ def _time(board: Board, seconds: float, alive: Callable[[], bool], kind: str) ->
 
 
 def run_graphrun(*, rate: float, seconds: float, window: int, replicas: int = 1, batch: int = 1,
-                 identity: bool = False, kind: str = "graphrun") -> Run:
+                 identity: bool = False, kind: str = "graphrun", frames: bool = False) -> Run:
+    """The pipeline as graphrun agents; ``frames``: through a shared-memory frame store."""
     ctx = mp.get_context("fork")
     with scratch() as folder, RedisServer(name="bench", persistence="none") as server:
         board = Board.create(folder, CAPACITY)
@@ -78,7 +79,8 @@ def run_graphrun(*, rate: float, seconds: float, window: int, replicas: int = 1,
         if identity:
             model = str(Path(folder) / "identity.onnx")
             Path(model).write_bytes(pipeline.identity_model())
-        graph = pipeline.graphrun_graph(board, rate=rate, window=window, replicas=replicas, batch=batch, model=model)
+        graph = pipeline.graphrun_graph(board, rate=rate, window=window, replicas=replicas, batch=batch, model=model,
+                                        frames=frames)
         names = [("sink", 0)] + [("classifier", r) for r in range(replicas)] + [("source", 0)]
         procs = [ctx.Process(target=_agent, args=(graph, n, r, server.url, board.path)) for n, r in names]
         for p in procs:
@@ -91,6 +93,7 @@ def run_graphrun(*, rate: float, seconds: float, window: int, replicas: int = 1,
                 p.join(30)
                 if p.is_alive():
                     p.kill()
+            remove_frame_store(graph, server.url)
 
 
 def run_redis_py(*, rate: float, seconds: float, window: int, identity: bool = False) -> Run:

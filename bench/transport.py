@@ -19,7 +19,8 @@ Clients: plain redis-py (TCP, hiredis packer, XREADGROUP COUNT 1 and XACK per me
 tuned redis-py (the same calls with the pure-Python packer sending memoryviews, a unix
 socket and 1 MiB reads, as graphrun's transport); graphrun: a source agent and a sink
 agent run by graphrun's runner in two processes, on a Redis started with the graph's
-``persistence``.
+``persistence``; graphrun shm: the same with the graph's ``frame_store`` set (payloads of
+64 KiB and more through shared memory, the stream entry carrying the reference).
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # hop.py, also as agent type "hop:..."
 
 from hop import (  # noqa: E402
-    GROUP, STREAM, WINDOW, Board, graphrun_graph, raw_client, raw_consumer, raw_producer, run_agent, scratch,
+    GROUP, STREAM, WINDOW, Board, graphrun_graph, raw_client, raw_consumer, raw_producer, remove_frame_store,
+    run_agent, scratch,
 )
 
 from graphrun.redis_server import RedisServer  # noqa: E402
 
 SIZES = {"1 KB": 1024, "1.3 MB": 1280 * 1024, "5 MB": 5 * 1024 * 1024}
-CLIENTS = ("plain", "tuned", "graphrun")
+CLIENTS = ("plain", "tuned", "graphrun", "graphrun shm")
 PERSISTENCE = ("none", "aof")
 RATE = 30.0
 T = TypeVar("T")
@@ -66,7 +68,8 @@ def hop(client: str, persistence: str, size: int, rate: float, count: int, measu
     """Run one producer and one consumer on a fresh redis-server; ``measure`` reads the board."""
     with scratch() as folder:
         board = Board.create(folder, capacity=count if rate else 0)
-        graph = graphrun_graph(persistence, board, size, rate, count) if client == "graphrun" else None
+        graph = (graphrun_graph(persistence, board, size, rate, count, frames=client == "graphrun shm")
+                 if client.startswith("graphrun") else None)
         declared = graph.redis["main"].persistence if graph else persistence  # graphrun: as its graph says
         with RedisServer(name="bench", persistence=declared) as server:  # type: ignore[arg-type]
             if graph is not None:
@@ -86,6 +89,8 @@ def hop(client: str, persistence: str, size: int, rate: float, count: int, measu
                     p.join(30)
                     if p.is_alive():
                         p.kill()
+                if graph is not None:
+                    remove_frame_store(graph, server.unix_url)
 
 
 def _wait(what: str, done: Callable[[], bool], timeout: float) -> None:
@@ -135,6 +140,10 @@ def table(results: dict[tuple[str, str, str], Figures]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of: " + ", ".join(SIZES))
+    parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset of: " + ", ".join(CLIENTS)
+                        + " (tuned is always run: the table compares with it)")
+    parser.add_argument("--persistence", default=",".join(PERSISTENCE), help="comma-separated subset of: "
+                        + ", ".join(PERSISTENCE))
     parser.add_argument("--repeat", type=int, default=1, help="repetitions; the median is reported")
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="length of each throughput run and of each 30 msg/s latency run")
@@ -142,9 +151,10 @@ def main() -> int:
     args = parser.parse_args()
     mp.set_start_method("fork")
     results: dict[tuple[str, str, str], Figures] = {}
+    clients = [c for c in CLIENTS if c == "tuned" or c in {s.strip() for s in args.clients.split(",")}]
     for label in [s.strip() for s in args.sizes.split(",")]:
-        for persistence in PERSISTENCE:
-            for client in CLIENTS:
+        for persistence in [s.strip() for s in args.persistence.split(",")]:
+            for client in clients:
                 runs = [figures(client, persistence, SIZES[label], args.seconds) for _ in range(args.repeat)]
                 f = results[(label, persistence, client)] = Figures(
                     *(statistics.median(getattr(r, k) for r in runs) for k in ("msg_per_s", "p50_ms", "p99_ms")),
