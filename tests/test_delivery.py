@@ -294,3 +294,19 @@ agents:
             thread.join(15)
         assert {port: n for r in reported for port, n in r.items() if n} == {}
         assert trimmed_before_read(redis_client, "a", "slow") == 0 and trimmed_before_read(other, "b", "slow") == 0
+
+
+def test_replicas_never_count_each_other_s_entries_in_hand_as_trimmed(redis_client, graph_file, start_agent) -> None:
+    """Two replicas share a group on an unbounded stream: what one has read and not yet
+    counted is not "trimmed" to the other."""
+    graph = graph_file(RELAY.format(params="{}"))
+    for replica in (0, 1):
+        start_agent(graph, "relay", replica=replica, health_interval=0.05)
+    wait_until(lambda: len(consumers(redis_client, "in", "relay")) == 2, what="both replicas reading")
+    reported: list[dict] = []
+    for i in range(150):
+        write_messages(redis_client, "in", [{"seq": i}])
+        reported += [health(redis_client, c).get("trimmed_before_read") or {} for c in ("relay-0", "relay-1")]
+        time.sleep(0.005)
+    wait_until(lambda: redis_client.xlen("out") == 150, what="all 150 relayed")
+    assert {port: n for r in reported for port, n in r.items() if n} == {}
