@@ -13,6 +13,9 @@ one run, each with 1 and 16 concurrent clients:
   the reference tensor read from Redis, ``handle_batch`` scoring each read in one
   inference call) answers, and the runtime routes the score to the caller's reply
   stream;
+- ``graphrun-pipelined``: the same client, but one thread keeps N requests in flight
+  (``submit_many`` as answers come, ``result`` in order): pipelining in the client, with
+  none of the thread switches of N threads;
 - ``graphrun-request-async``: the same through ``AsyncGraphClient``, the clients being
   tasks of one event loop instead of threads;
 - ``http-json``: the usual baseline: a starlette app on uvicorn in its own process with
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,7 +51,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from graphrun import AsyncGraphClient, GraphClient
+from graphrun import AsyncGraphClient, GraphClient, Ticket
 from graphrun.graph import Graph, parse_graph
 from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
@@ -99,6 +103,35 @@ def graphrun_call(client: GraphClient) -> Callable[[], Callable[[], object]]:
         return call
 
     return make
+
+
+def measure_pipelined(client: GraphClient, window: int, seconds: float, warmup: int = 50) -> dict:
+    """One thread keeping ``window`` requests in flight: as answers come, the next ones go
+    out in groups (a quarter of the window at a time, one pipeline each)."""
+    payload = {"transaction": transaction()}
+    for _ in range(warmup):
+        client.request(PORT, payload, timeout=10)
+    step = max(1, window // 4)
+    sent: deque[tuple[float, Ticket]] = deque()
+    latencies: list[float] = []
+
+    def refill(count: int) -> None:
+        now = time.perf_counter()
+        sent.extend((now, t) for t in client.submit_many(PORT, [payload] * count, timeout=10))
+
+    began = time.perf_counter()
+    end = began + seconds
+    refill(window)
+    while sent:
+        t0, ticket = sent.popleft()
+        client.result(ticket)
+        latencies.append(time.perf_counter() - t0)
+        if len(sent) <= window - step and time.perf_counter() < end:
+            refill(window - len(sent))
+    elapsed = time.perf_counter() - began
+    ms = np.array(latencies) * 1000
+    return {"clients": window, "requests": int(ms.size), "throughput_per_s": round(ms.size / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
 
 def measure_async(url: str, clients: int, seconds: float, warmup: int = 50) -> dict:
@@ -219,8 +252,8 @@ def main() -> int:
     parser.add_argument("--clients", default="1,16", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--batch", type=int, default=64, help="most requests the scorer takes per read")
     parser.add_argument("--redisai", help="URL of a Redis with the RedisAI module")
-    parser.add_argument("--only", help="comma-separated setups to run (graphrun-request, graphrun-request-async, "
-                                       "http-json, redisai-dag)")
+    parser.add_argument("--only", help="comma-separated setups to run (graphrun-request, graphrun-pipelined, "
+                                       "graphrun-request-async, http-json, redisai-dag)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
@@ -236,7 +269,7 @@ def main() -> int:
         def wanted(name: str) -> bool:
             return only is None or name in only
 
-        if wanted("graphrun-request") or wanted("graphrun-request-async"):
+        if any(wanted(name) for name in ("graphrun-request", "graphrun-pipelined", "graphrun-request-async")):
             ready, stop = spawn.Event(), spawn.Event()
             scorer = spawn.Process(target=run_scorer, args=(model, args.batch, url, ready, stop), daemon=True)
             scorer.start()
@@ -248,6 +281,14 @@ def main() -> int:
                     try:
                         for n in counts:
                             rows.append({"setup": "graphrun-request", **measure(graphrun_call(client), n, args.seconds)})
+                            print(rows[-1], flush=True)
+                    finally:
+                        client.close()
+                if wanted("graphrun-pipelined"):
+                    client = GraphClient(bench_graph(model, args.batch), redis_urls={"main": url}, name="bench")
+                    try:
+                        for n in counts:
+                            rows.append({"setup": "graphrun-pipelined", **measure_pipelined(client, n, args.seconds)})
                             print(rows[-1], flush=True)
                     finally:
                         client.close()

@@ -114,55 +114,61 @@ class ReplyReader(threading.Thread):
         sink.deliver(message, end)
 
 
+class _Batch:
+    """Requests that go to Redis in one pipeline; their writers wait for ``done``."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Ticket, Mapping[bytes, Any]]] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class GroupWriter:
     """Writes requests to one Redis instance, the requests of threads that submit at the
-    same time together: while one pipeline is on its way, the requests of other threads
-    gather, and the next caller sends them all in one round trip (group commit). A lone
-    caller writes at once, with no thread between it and Redis."""
+    same time together (group commit): while one pipeline is on its way, the next batch
+    gathers; the thread that opened it sends it when the one before is answered, and the
+    others wait for it alone (no wake-up of every waiting thread). A lone caller writes at
+    once, with no thread between it and Redis."""
 
     def __init__(self, client: redis.Redis):
         self._client = client
-        self._ready = threading.Condition()
-        self._waiting: list[tuple[Ticket, Mapping[bytes, Any]]] = []
-        self._sending = False
-        self._failed: dict[str, BaseException] = {}  # ticket id -> why its write failed
+        self._lock = threading.Lock()
+        self._open: _Batch | None = None  # gathering requests
+        self._in_flight: _Batch | None = None  # the last batch sent, answered or not
 
     def write(self, writes: list[tuple[Ticket, Mapping[bytes, Any]]]) -> None:
-        """Write ``writes`` (with those other threads wait to write); sets their entry ids."""
-        mine = writes[-1][0]
-        with self._ready:
-            self._waiting.extend(writes)
-            while self._sending and mine.entry_id is None and mine.id not in self._failed:
-                self._ready.wait()
-            if mine.entry_id is None and mine.id not in self._failed:
-                batch, self._waiting, self._sending = self._waiting, [], True
-            else:
-                batch = []
-        if batch:
+        """Write ``writes`` (with those of other threads); sets their entry ids."""
+        with self._lock:
+            lead = self._open is None
+            if lead:
+                self._open = _Batch()
+            batch = self._open
+            assert batch is not None
+            batch.items.extend(writes)
+            before = self._in_flight if lead else None
+        if lead:
+            if before is not None:
+                before.done.wait()  # one pipeline at a time: requests stay in order
+            with self._lock:
+                self._open, self._in_flight = None, batch
             self._send(batch)
-        with self._ready:
-            error = None
-            for t, _ in writes:
-                error = self._failed.pop(t.id, None) or error
-        if error is not None:
-            raise error
+        else:
+            batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
 
-    def _send(self, batch: list[tuple[Ticket, Mapping[bytes, Any]]]) -> None:
+    def _send(self, batch: _Batch) -> None:
         try:
-            if len(batch) == 1:
-                ids = [self._client.xadd(batch[0][0].stream, batch[0][1])]  # type: ignore[arg-type]
+            if len(batch.items) == 1:
+                ids = [self._client.xadd(batch.items[0][0].stream, batch.items[0][1])]  # type: ignore[arg-type]
             else:
                 pipe = self._client.pipeline(transaction=False)
-                for t, fields in batch:
+                for t, fields in batch.items:
                     pipe.xadd(t.stream, fields)  # type: ignore[arg-type]
                 ids = pipe.execute()
-            error = None
-        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
-            ids, error = [], exc
-        with self._ready:
-            for (t, _), entry_id in zip(batch, ids):
+            for (t, _), entry_id in zip(batch.items, ids):
                 t.entry_id = transport.text(entry_id)
-            if error is not None:
-                self._failed.update((t.id, error) for t, _ in batch)
-            self._sending = False
-            self._ready.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to every writer of the batch
+            batch.error = exc
+        finally:
+            batch.done.set()
