@@ -127,14 +127,17 @@ def raw_client(kind: str, server: RedisServer) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def raw_producer(kind: str, server: RedisServer, board_path: str, size: int, rate: float, count: int) -> None:
-    client, board = raw_client(kind, server), Board(board_path)
+def raw_producer(kind: str, server: RedisServer, board_path: str, size: int, rate: float, count: int,
+                 also: tuple[str, ...] = ()) -> None:
+    """``also``: the boards of further readers (fan-out): a message waits for room on every one."""
+    client, boards = raw_client(kind, server), [Board(p) for p in (board_path, *also)]
+    board = boards[0]
     data = np.zeros(size, np.uint8)
     payload: bytes | memoryview = data.tobytes() if kind == "plain" else memoryview(data)
     pace = Pacer(rate or None)
     seq = 0
     while seq < count and not board.stopped:
-        if not board.room(seq):
+        if not all(b.room(seq) for b in boards):
             time.sleep(POLL)
             continue
         pace.wait(_sleep)
@@ -142,14 +145,14 @@ def raw_producer(kind: str, server: RedisServer, board_path: str, size: int, rat
         seq += 1
 
 
-def raw_consumer(kind: str, server: RedisServer, board_path: str) -> None:
+def raw_consumer(kind: str, server: RedisServer, board_path: str, group: str = GROUP) -> None:
     """XREADGROUP COUNT 1 and XACK per message, as a plain script does."""
     client, board = raw_client(kind, server), Board(board_path)
     while not board.stopped:
-        reply = client.xreadgroup(GROUP, "c1", {STREAM: ">"}, count=1, block=100)
+        reply = client.xreadgroup(group, "c1", {STREAM: ">"}, count=1, block=100)
         for entry_id, fields in reply[0][1] if reply else []:
             now = time.time()
-            client.xack(STREAM, GROUP, entry_id)
+            client.xack(STREAM, group, entry_id)
             board.took(int(fields[b"seq"]), now - float(fields[b"t"]))
 
 
@@ -166,15 +169,17 @@ class BenchSource(Agent):
         size: int
         rate: float = 0.0
         count: int = 1 << 62
+        also: list[str] = []  # the boards of further readers (fan-out): each must have room
 
     def start(self) -> None:
         self._board = Board(self.params.board)
+        self._boards = [self._board, *(Board(p) for p in self.params.also)]
         self._data = np.zeros(self.params.size, np.uint8)
         self._pace = Pacer(self.params.rate or None)
         self._seq = 0
 
     def produce(self) -> None:
-        if self._seq >= self.params.count or not self._board.room(self._seq):
+        if self._seq >= self.params.count or not all(b.room(self._seq) for b in self._boards):
             self.wait(POLL)
             return
         if self._pace.wait(self.wait):
@@ -201,9 +206,15 @@ redis: {{main: {{persistence: {persistence}{store}}}}}
 agents:
   source:
     type: hop:BenchSource
-    params: {{board: "{board}", size: {size}, rate: {rate}, count: {count}}}
+    params: {{board: "{board}", size: {size}, rate: {rate}, count: {count}, also: {also}}}
     outputs: {{frames: {{stream: {stream}, maxlen: {maxlen}}}}}
   sink:
+    type: hop:BenchSink
+    params: {{board: "{board}"}}
+    inputs: {{frames: source.frames}}
+"""
+FURTHER_SINK = """\
+  sink{n}:
     type: hop:BenchSink
     params: {{board: "{board}"}}
     inputs: {{frames: source.frames}}
@@ -216,10 +227,13 @@ def frame_store_setting(size: int, slots: int = 2 * WINDOW) -> str:
     return f", frame_store: {{size: {slots * slot}, slot_size: {slot}, threshold: 65536}}"
 
 
-def graphrun_graph(persistence: str, board: Board, size: int, rate: float, count: int, frames: bool = False) -> Graph:
-    return parse_graph(GRAPH.format(persistence=persistence, board=board.path, size=size, rate=rate,
-                                    count=count, stream=STREAM, maxlen=MAXLEN,
-                                    store=frame_store_setting(size) if frames else ""))
+def graphrun_graph(persistence: str, board: Board, size: int, rate: float, count: int, frames: bool = False,
+                   also: tuple[str, ...] = ()) -> Graph:
+    """``also``: boards of further sinks (``sink1``, ``sink2``…), each its own consumer group."""
+    text = GRAPH.format(persistence=persistence, board=board.path, size=size, rate=rate, count=count,
+                        stream=STREAM, maxlen=MAXLEN, store=frame_store_setting(size) if frames else "",
+                        also="[" + ", ".join(f'"{p}"' for p in also) + "]")
+    return parse_graph(text + "".join(FURTHER_SINK.format(n=n, board=p) for n, p in enumerate(also, 1)))
 
 
 def remove_frame_store(graph: Graph, url: str) -> None:

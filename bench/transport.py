@@ -64,27 +64,36 @@ class Figures:
     lost: int
 
 
-def hop(client: str, persistence: str, size: int, rate: float, count: int, measure: Callable[[Board], T]) -> T:
-    """Run one producer and one consumer on a fresh redis-server; ``measure`` reads the board."""
+def hop(client: str, persistence: str, size: int, rate: float, count: int,
+        measure: Callable[[Board], tuple[T, int]], readers: int = 1) -> tuple[T, int]:
+    """Run one producer and ``readers`` consumers (each its own group) on a fresh
+    redis-server; ``measure`` reads the first reader's board, the lost are every reader's."""
     with scratch() as folder:
         board = Board.create(folder, capacity=count if rate else 0)
-        graph = (graphrun_graph(persistence, board, size, rate, count, frames=client == "graphrun shm")
+        others = [Board(Path(folder) / f"board{n}", capacity=count if rate else 0) for n in range(1, readers)]
+        also = tuple(b.path for b in others)
+        graph = (graphrun_graph(persistence, board, size, rate, count, frames=client == "graphrun shm", also=also)
                  if client.startswith("graphrun") else None)
         declared = graph.redis["main"].persistence if graph else persistence  # graphrun: as its graph says
         with RedisServer(name="bench", persistence=declared) as server:  # type: ignore[arg-type]
             if graph is not None:
                 procs = [mp.Process(target=run_agent, args=(graph, name, server.unix_url, board.path))
-                         for name in ("sink", "source")]
+                         for name in ("sink", *(f"sink{n}" for n in range(1, readers)), "source")]
             else:
-                raw_client(client, server).xgroup_create(STREAM, GROUP, "$", mkstream=True)
-                procs = [mp.Process(target=raw_consumer, args=(client, server, board.path)),
-                         mp.Process(target=raw_producer, args=(client, server, board.path, size, rate, count))]
+                groups = [GROUP, *(f"{GROUP}{n}" for n in range(1, readers))]
+                for group in groups:
+                    raw_client(client, server).xgroup_create(STREAM, group, "$", mkstream=True)
+                procs = [mp.Process(target=raw_consumer, args=(client, server, b.path, g))
+                         for b, g in zip([board, *others], groups)]
+                procs.append(mp.Process(target=raw_producer, args=(client, server, board.path, size, rate, count, also)))
             for p in procs:
                 p.start()
             try:
-                return measure(board)
+                value, lost = measure(board)
+                return value, lost + sum(b.lost for b in others)
             finally:
-                board.stop()
+                for b in (board, *others):
+                    b.stop()
                 for p in procs:
                     p.join(30)
                     if p.is_alive():
@@ -118,10 +127,10 @@ def latencies(count: int) -> Callable[[Board], tuple[list[float], int]]:
     return measure
 
 
-def figures(client: str, persistence: str, size: int, seconds: float) -> Figures:
-    rate, lost_fast = hop(client, persistence, size, 0.0, 1 << 62, throughput(seconds))
+def figures(client: str, persistence: str, size: int, seconds: float, readers: int = 1) -> Figures:
+    rate, lost_fast = hop(client, persistence, size, 0.0, 1 << 62, throughput(seconds), readers)
     count = max(60, int(RATE * seconds))
-    lat, lost_paced = hop(client, persistence, size, RATE, count, latencies(count))
+    lat, lost_paced = hop(client, persistence, size, RATE, count, latencies(count), readers)
     return Figures(rate, 1000 * lat[len(lat) // 2], 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
                    lost_fast + lost_paced)
 
@@ -144,6 +153,8 @@ def main() -> int:
                         + " (tuned is always run: the table compares with it)")
     parser.add_argument("--persistence", default=",".join(PERSISTENCE), help="comma-separated subset of: "
                         + ", ".join(PERSISTENCE))
+    parser.add_argument("--readers", type=int, default=1,
+                        help="consumers, each its own group (fan-out): every message reaches each")
     parser.add_argument("--repeat", type=int, default=1, help="repetitions; the median is reported")
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="length of each throughput run and of each 30 msg/s latency run")
@@ -155,7 +166,8 @@ def main() -> int:
     for label in [s.strip() for s in args.sizes.split(",")]:
         for persistence in [s.strip() for s in args.persistence.split(",")]:
             for client in clients:
-                runs = [figures(client, persistence, SIZES[label], args.seconds) for _ in range(args.repeat)]
+                runs = [figures(client, persistence, SIZES[label], args.seconds, args.readers)
+                        for _ in range(args.repeat)]
                 f = results[(label, persistence, client)] = Figures(
                     *(statistics.median(getattr(r, k) for r in runs) for k in ("msg_per_s", "p50_ms", "p99_ms")),
                     lost=sum(r.lost for r in runs))
@@ -163,7 +175,7 @@ def main() -> int:
                       f"p50 {f.p50_ms:6.2f} ms   p99 {f.p99_ms:6.2f} ms", flush=True)
     print("\n" + "\n".join(table(results)))
     lost = {k: f.lost for k, f in results.items() if f.lost}
-    print(f"\nwindow {WINDOW} messages; lost messages: {lost or 'none'}")
+    print(f"\nwindow {WINDOW} messages, {args.readers} reader(s); lost messages: {lost or 'none'}")
     with RedisServer(name="bench") as server:
         version = redis.Redis.from_url(server.url).info()["redis_version"]
     print(f"{os.cpu_count()} cores, Redis {version}, redis-py {redis.__version__}, numpy {np.__version__}")
