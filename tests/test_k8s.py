@@ -14,6 +14,7 @@ import secrets as secrets_module
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ import yaml
 from conftest import wait_until
 from graphrun.cli import main
 from graphrun.commands.status import check
-from graphrun.graph import load_graph
+from graphrun.graph import Graph, load_graph
 from graphrun.k8s import MARKER
 from graphrun.redis_server import RedisServer, free_port
+from graphrun.runner import AgentRunner
 from graphrun.secrets import REDIS_USER
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
@@ -435,3 +437,13 @@ agents:
     for docs in gen.docs.values():
         for document in docs:
             validate(document)
+
+
+def test_a_pod_s_probe_answers_for_its_own_consumer_only(graph_file: Callable[..., Graph], redis_server: RedisServer,
+                                                          start_agent: Callable[..., AgentRunner]) -> None:
+    graph = graph_file("name: probe\nagents:\n  counter: {type: examples.counter, params: {rate: 5}}\n")
+    start_agent(graph, "counter", consumer="counter-pod-a")
+    urls = {"main": redis_server.url}
+    wait_until(lambda: check(graph, "counter", urls, consumer="counter-pod-a")[0], what="pod a's heartbeat")
+    healthy, why = check(graph, "counter", urls, consumer="counter-pod-b")
+    assert not healthy and why == "counter-pod-b: unhealthy: no heartbeat"
