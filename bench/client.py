@@ -1,6 +1,7 @@
 """Request/response benchmark: the fraud-detection setup through graphrun's request path.
 
     python bench/client.py                          # 3 s per row, 1 and 16 clients
+    python bench/client.py --rounds 3 --seconds 3   # each row 3 times, setups taking turns: medians
     python bench/client.py --seconds 5 --redisai redis://host:6379 --json out.json
 
 The RedisAI benchmark's fraud-detection scoring (bench/inference.py: a dense network over
@@ -43,7 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -231,10 +232,11 @@ def listening(port: int, timeout: float) -> bool:
 
 
 def report(rows: list[dict]) -> None:
-    print("\n| setup | clients | requests/s | p50 ms | p99 ms |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("\n| setup | clients | requests/s | p50 ms | p99 ms | rounds (medians) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['setup']} | {r['clients']} | {r['throughput_per_s']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
+        print(f"| {r['setup']} | {r['clients']} | {r['throughput_per_s']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} "
+              f"| {r['rounds']} |")
     by = {(r["setup"], r["clients"]): r["throughput_per_s"] for r in rows}
     http16 = by.get(("http-json", 16))
     best = max((v for (s, c), v in by.items() if s.startswith("graphrun") and c == 16), default=None)
@@ -246,9 +248,21 @@ def report(rows: list[dict]) -> None:
     print(f"{os.cpu_count()} cores; client and server share them")
 
 
+def median_rows(rows: list[dict]) -> list[dict]:
+    """One row per setup and client count: the median of its rounds' figures."""
+    grouped: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        grouped.setdefault((r["setup"], r["clients"]), []).append(r)
+    return [{"setup": setup, "clients": clients, "rounds": len(rs),
+             **{k: round(float(np.median([r[k] for r in rs])), 3) for k in ("throughput_per_s", "p50_ms", "p99_ms")}}
+            for (setup, clients), rs in grouped.items()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per row")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every row this many times, the setups taking turns; report medians")
     parser.add_argument("--clients", default="1,16", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--batch", type=int, default=64, help="most requests the scorer takes per read")
     parser.add_argument("--redisai", help="URL of a Redis with the RedisAI module")
@@ -260,11 +274,14 @@ def main() -> int:
     only = set(args.only.split(",")) if args.only else None
     spawn = multiprocessing.get_context("spawn")
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(name="bench", persistence="none") as server:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        server = stack.enter_context(RedisServer(name="bench", persistence="none"))
         model = Path(tmp) / "fraud.onnx"
         model.write_bytes(fraud_model())
         redis.Redis.from_url(server.url).set(REFERENCE_KEY, np.random.default_rng(1).random((1, 256), np.float32).tobytes())
         url = server.unix_url
+        setups: list[tuple[str, Callable[[int], dict]]] = []
 
         def wanted(name: str) -> bool:
             return only is None or name in only
@@ -273,50 +290,36 @@ def main() -> int:
             ready, stop = spawn.Event(), spawn.Event()
             scorer = spawn.Process(target=run_scorer, args=(model, args.batch, url, ready, stop), daemon=True)
             scorer.start()
+            stack.callback(scorer.join, 30)
+            stack.callback(stop.set)
             if not ready.wait(60):
                 raise RuntimeError("the scorer agent did not start")
-            try:
-                if wanted("graphrun-request"):
-                    client = GraphClient(bench_graph(model, args.batch), redis_urls={"main": url}, name="bench")
-                    try:
-                        for n in counts:
-                            rows.append({"setup": "graphrun-request", **measure(graphrun_call(client), n, args.seconds)})
-                            print(rows[-1], flush=True)
-                    finally:
-                        client.close()
-                if wanted("graphrun-pipelined"):
-                    client = GraphClient(bench_graph(model, args.batch), redis_urls={"main": url}, name="bench")
-                    try:
-                        for n in counts:
-                            rows.append({"setup": "graphrun-pipelined", **measure_pipelined(client, n, args.seconds)})
-                            print(rows[-1], flush=True)
-                    finally:
-                        client.close()
-                if wanted("graphrun-request-async"):
-                    for n in counts:
-                        rows.append({"setup": "graphrun-request-async", **measure_async(url, n, args.seconds)})
-                        print(rows[-1], flush=True)
-            finally:
-                stop.set()
-                scorer.join(30)
+            client = GraphClient(bench_graph(model, args.batch), redis_urls={"main": url}, name="bench")
+            stack.callback(client.close)
+            if wanted("graphrun-request"):
+                setups.append(("graphrun-request", lambda n: measure(graphrun_call(client), n, args.seconds)))
+            if wanted("graphrun-pipelined"):
+                setups.append(("graphrun-pipelined", lambda n: measure_pipelined(client, n, args.seconds)))
+            if wanted("graphrun-request-async"):
+                setups.append(("graphrun-request-async", lambda n: measure_async(url, n, args.seconds)))
         if wanted("http-json"):
             port, ready = free_port(), spawn.Event()
             http_server = spawn.Process(target=serve_http_json, args=(model, url, port, ready), daemon=True)
             http_server.start()
+            stack.callback(http_server.join, 10)
+            stack.callback(http_server.terminate)
             if not ready.wait(60) or not listening(port, 30):
                 raise RuntimeError("the HTTP/JSON server did not start")
-            try:
-                for n in counts:
-                    rows.append({"setup": "http-json", **measure(http_json_call(port), n, args.seconds)})
-                    print(rows[-1], flush=True)
-            finally:
-                http_server.terminate()
-                http_server.join(10)
+            setups.append(("http-json", lambda n: measure(http_json_call(port), n, args.seconds)))
         if args.redisai and wanted("redisai-dag"):
-            for n in counts:
-                rows.append({"setup": "redisai-dag", **measure(redisai_call(fraud_model(), args.redisai), n, args.seconds)})
-                print(rows[-1], flush=True)
-    report(rows)
+            make = redisai_call(fraud_model(), args.redisai)
+            setups.append(("redisai-dag", lambda n: measure(make, n, args.seconds)))
+        for _ in range(args.rounds):  # taking turns: a busy spell of the machine hits every setup alike
+            for name, run in setups:
+                for n in counts:
+                    rows.append({"setup": name, **run(n)})
+                    print(rows[-1], flush=True)
+    report(median_rows(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
