@@ -129,6 +129,35 @@ def decode(fields: Mapping[bytes, bytes]) -> Message:
         raise MessageFormatError(f"envelope field is missing or malformed: {exc!r}") from exc
 
 
+def inline_frames(fields: Mapping[bytes, Any]) -> Mapping[bytes, Any]:
+    """The entry with the frames it refers to in shared memory copied in as raw fields, as
+    if it had been written inline: what a recording keeps, so that it outlives the slots.
+    A frame no longer in its slot stays a reference (decoding it says why)."""
+    raw = fields.get(HEADER)
+    if raw is None or b'"' + _SHARED.encode() + b'"' not in raw:
+        return fields  # nothing in shared memory: as it is, no copy
+    out = dict(fields)
+
+    def object_hook(obj: dict[str, Any]) -> Any:
+        shared = obj.get(_SHARED)
+        if obj.get(_ARRAY_KEY) is None or shared is None:
+            return obj
+        try:
+            data = bytes(frame_store.view(frame_store.Ref.decode(shared)))
+        except MessageFormatError:
+            return obj
+        name = next(f"b{n}" for n in range(len(out) + 1) if f"b{n}".encode() not in out)
+        out[name.encode()] = data
+        return {_ARRAY_KEY: name, "dtype": obj.get("dtype"), "shape": obj.get("shape")}
+
+    try:
+        header = json.loads(raw, object_hook=object_hook)
+    except (ValueError, UnicodeDecodeError):
+        return fields  # not a message: kept as it is
+    out[HEADER] = json.dumps(header, allow_nan=True, separators=(",", ":")).encode()
+    return out
+
+
 def _request(raw: Any) -> Request | None:
     """The request an envelope carries, if any; KeyError, TypeError or ValueError if malformed."""
     if raw is None:

@@ -213,3 +213,25 @@ def test_a_restarted_producer_keeps_the_slots_of_frames_still_unread(frame_path,
 
 
 assert Callable  # (typing only)
+
+
+def test_a_recording_holds_the_frames_themselves_not_references_to_slots(redis_server, redis_client, graph_file,
+                                                                         start_agent, tmp_path: Path) -> None:
+    from graphrun.cli import main
+    from graphrun.recording import open_recording
+
+    roomy = STORE.replace("size: 1mb", "size: 8mb")  # 64 slots: none is reused during the test
+    graph = graph_file(PAIR.format(name="frames", store=roomy, count=40, first=0, delay=0).replace(
+        "params: {count: 40, first: 0}", "params: {count: 40, first: 0, every_ms: 100}"))
+    source = start_agent(graph, "source", health_interval=0.1)
+    out = tmp_path / "frames.mcap"
+    wait_until(lambda: redis_client.exists("graphrun:health:frames:source"), what="the source's heartbeat")
+    assert main(["record", graph.file, "--redis", f"main={redis_server.url}", "-o", str(out), "--duration", "2"]) == 0
+    assert source.counters.frames_inline == 0
+    path = frame_store.DIRECTORY / store_name("frames", "main", redis_server.url)
+    path.unlink()  # the recording must not need the store
+    frame_store.forget(path.name)
+    entries = [e for e in open_recording(out).entries() if e.channel.topic == "main:frames"]
+    assert len(entries) >= 5
+    assert not any(b'"shm"' in e.fields[b"h"] for e in entries)
+    assert all((m["image"] == pixels(m["seq"])).all() for m in (decode(e.fields) for e in entries))

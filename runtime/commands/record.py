@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from .. import locate, transport
+from .. import codec, locate, transport
 from ..cli import add_redis_option
 from ..errors import GraphNotRunning
 from ..graph import Graph, StreamRef, load_graph
@@ -100,7 +100,7 @@ class InstanceRecorder(threading.Thread):
         position = self.positions[key]
         stream = StreamRef(self.instance, key)
         for entry_id, fields in entries:
-            self._writer.add(stream, entry_id, fields)
+            self._writer.add(stream, entry_id, codec.inline_frames(fields))  # frames outlive their slots
             position.last_id = entry_id
             position.recorded += 1
 
