@@ -52,6 +52,8 @@ COUNTER_METRICS: dict[str, tuple[str, str]] = {
     "failed": ("graphrun_handling_errors", "Handling attempts that raised (each is retried or dead-lettered)."),
     "retried": ("graphrun_messages_retried", "Handling attempts that asked for a retry (Retry)."),
     "dead_lettered": ("graphrun_messages_dead_lettered", "Messages moved to a dead-letter stream."),
+    "expired": ("graphrun_requests_expired",
+                "Requests from outside the graph skipped unhandled: their caller's deadline had passed."),
     "reclaimed": ("graphrun_messages_reclaimed", "Entries taken over from a consumer that stopped answering."),
     "redis_errors": ("graphrun_redis_errors", "Redis calls that failed (connection lost, timeout, full)."),
     "redis_restarts": ("graphrun_redis_restarts", "Redis servers seen restarting under the agent."),
