@@ -104,7 +104,6 @@ class Health:
         self.interval = interval
         self._reports = 0
         self._trimmed: dict[str, int] = {}
-        self._last_count: dict[str, int] = {}  # the previous raw count: see _count_trimmed
         self._run_ids: dict[str, str | None] = {}  # instance -> the server's run_id
 
     def restarted(self) -> list[str]:
@@ -167,13 +166,8 @@ class Health:
         """Entries trimmed before this agent read them, per input; each increase is logged
         (this runs every TRIM_EVERY reports, which bounds the log's rate)."""
         group = self._agent
-        raw = {b.port: transport.trimmed_before_read(self._clients[b.instance], b.key, group) or 0
-               for b in self._inputs.values()}
-        # A reader thread may read (Redis counts the entries delivered) between the counts
-        # written and the stream looked at: such a count is too high once, never twice in
-        # a row, whereas entries really trimmed stay counted. So the lower of two counts.
-        counts = {port: min(n, self._last_count.get(port, 0)) for port, n in raw.items()}
-        self._last_count = raw
+        counts = {b.port: transport.trimmed_before_read(self._clients[b.instance], b.key, group) or 0
+                  for b in self._inputs.values()}
         for port, n in counts.items():
             before = self._trimmed.get(port, 0)
             if n > before:

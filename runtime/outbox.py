@@ -21,7 +21,6 @@ Owner: the runner's handling thread. Nothing here is touched by another thread.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from . import index, transport
 from .graph import InputBinding
 from .health import Counters
 
-COUNT_INTERVAL = 1.0  # seconds between writes of delivery counts (trim accounting)
 WAIT_TIMEOUT_MS = 1000  # how long a flush waits for its replicas before it is sent again
 
 
@@ -86,8 +84,6 @@ class Outbox:
         self._counters = counters
         self.writes: list[Write] = []
         self.acks: dict[InputBinding, list[str]] = defaultdict(list)
-        self._delivered: dict[tuple[str, str], int] = defaultdict(int)  # (instance, stream) -> entries read
-        self._count_due = 0.0
 
     # --- filling ----------------------------------------------------------------------
 
@@ -98,24 +94,20 @@ class Outbox:
             if ids:
                 self.acks[binding].extend(ids)
 
-    def delivered(self, instance: str, stream: str, count: int) -> None:
-        """Count entries read from a stream, for the trim accounting of the health record."""
-        self._delivered[(instance, stream)] += count
-
     @property
     def unsent(self) -> int:
         return len(self.writes) + sum(len(ids) for ids in self.acks.values())
 
     # --- flushing ---------------------------------------------------------------------
 
-    def flush(self, *, counts: bool = False) -> None:
-        """Write pending outputs, then acknowledge; delivery counts ride along with outputs
-        (the flush is a transaction then anyway), else at most once a second
-        (``counts=True``: now, when there is anything to count). Counts written late make
-        entries that replicas have in hand look trimmed (``transport.trimmed_before_read``)."""
-        due = counts or bool(self.writes) or time.monotonic() >= self._count_due
-        counted = dict(self._delivered) if due else {}
-        if not self.writes and not any(self.acks.values()) and not counted:
+    def flush(self) -> None:
+        """Write pending outputs, then acknowledge.
+
+        Each XACK goes with an HINCRBY of the group's count of acknowledged entries, in
+        the same transaction, so that an entry is always exactly one of: unread, pending,
+        acknowledged (and counted) or trimmed before it was read
+        (``transport.trimmed_before_read``), whatever crashes when."""
+        if not self.writes and not any(self.acks.values()):
             return
         outputs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         indexed: dict[str, list[tuple[int, str, Write]]] = defaultdict(list)  # instance -> (XADD's place, index, write)
@@ -134,9 +126,9 @@ class Outbox:
         after: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for binding, ids in self.acks.items():
             if ids:
-                after[binding.instance].append(("XACK", binding.key, self._group, *ids))
-        for (instance, key), n in counted.items():
-            after[instance].append(("HINCRBY", transport.STATS_PREFIX + key, f"{self._group}:delivered", n))
+                after[binding.instance] += [("XACK", binding.key, self._group, *ids),
+                                            ("HINCRBY", transport.STATS_PREFIX + binding.key, f"{self._group}:acked",
+                                             len(ids))]
         if indexed or len(set(outputs) | set(after)) > 1:
             # Several instances, or entries to index: every output is written before any
             # acknowledgement. Index entries name the ids Redis gave and go with the
@@ -153,10 +145,6 @@ class Outbox:
         self._counters.sent += len(self.writes)
         self.writes = []
         self.acks = defaultdict(list)
-        if counted:
-            self._count_due = time.monotonic() + COUNT_INTERVAL
-            for stream in counted:
-                self._delivered.pop(stream, None)
 
     def _send(self, instance: str, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Commands in order, in one round trip; a lone command skips the pipeline's overhead.

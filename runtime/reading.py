@@ -17,7 +17,6 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -150,23 +149,6 @@ class ReaderThread(threading.Thread):
         self.inbox = inbox
         self.stopping = stopping
         self.block_ms = block_ms
-        # Entries read per stream since the handling thread last took the counts: Redis
-        # counts an entry delivered when it is read, long before it is handled. Written
-        # here, taken by the handling thread, both under the lock.
-        self._counts_lock = threading.Lock()
-        self._read: dict[str, int] = {}
-
-    def take_counts(self) -> dict[str, int]:
-        """Entries read since the last call, per stream key (the handling thread's call)."""
-        with self._counts_lock:
-            counts, self._read = self._read, {}
-        return counts
-
-    def _count(self, read: Read) -> None:
-        counts = Counter(entry.stream for entry in read.entries)
-        with self._counts_lock:
-            for key, n in counts.items():
-                self._read[key] = self._read.get(key, 0) + n
 
     def run(self) -> None:
         instance = self.reader.instance
@@ -181,7 +163,6 @@ class ReaderThread(threading.Thread):
                     self.stopping.wait(0.5)  # the handling thread recovers; then read again
                     continue
                 if read.entries:
-                    self._count(read)
                     self._put(read)
         except BaseException as exc:
             log.exception("reader of Redis %s stopped", instance)

@@ -21,7 +21,6 @@ import queue
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -261,8 +260,7 @@ class AgentRunner:
         self.stopping.set()
         self._with_redis(self._publish_health, give_up_on_stop=True)  # "stopping"
         try:
-            self._take_reader_counts()
-            self._with_redis(lambda: self._outbox.flush(counts=True))
+            self._with_redis(self._outbox.flush)
         finally:
             for thread in self._reader_threads:
                 thread.join(BLOCK_MS / 1000 + 1)
@@ -304,9 +302,7 @@ class AgentRunner:
     def _read_and_handle(self, block_ms: int) -> None:
         if self._inbox is None:  # all inputs on one instance: read it here
             [reader] = self._readers.values()
-            entries = reader.read(block_ms)
-            self._count_delivered(reader.instance, Counter(e.stream for e in entries))
-            self._handle_new(reader.instance, entries)
+            self._handle_new(reader.instance, reader.read(block_ms))
             return
         try:
             read = self._inbox.get(timeout=block_ms / 1000)
@@ -316,21 +312,10 @@ class AgentRunner:
             raise read.error  # a connection error is recovered from below; anything else ends the run
         self._handle_new(read.instance, read.entries)
 
-    def _count_delivered(self, instance: str, counts: Mapping[str, int]) -> None:
-        for key, n in counts.items():
-            self._outbox.delivered(instance, key, n)
-
-    def _take_reader_counts(self) -> None:
-        """What the reader threads read, counted delivered before the counts are written:
-        entries waiting in the inbox were delivered by Redis, not trimmed."""
-        for thread in self._reader_threads:
-            self._count_delivered(thread.reader.instance, thread.take_counts())
-
     def _handle_new(self, instance: str, entries: list[Entry]) -> None:
         if not entries:
             return
         self._delivery.process(instance, entries, counts=None)
-        self._take_reader_counts()
         self._outbox.flush()
 
     def _drain_own_pending(self) -> None:
@@ -404,8 +389,7 @@ class AgentRunner:
             log.warning("Redis restarted; handling this consumer's pending entries again")
             self._ensure_groups()
             self._drain_own_pending()
-        self._take_reader_counts()
-        self._outbox.flush(counts=True)  # counts an idle reader has not written yet
+        self._outbox.flush()
         self.metrics.read_backlog(self._clients, self.group)  # lag and pending, while metrics are served
         self._publish_record(final)
 

@@ -296,18 +296,20 @@ def touch(client: redis.Redis, stream: str, group: str, consumer: str, ids: Iter
 def trimmed_before_read(client: redis.Redis, stream: str, group: str) -> int | None:
     """Entries the stream's length bound removed before ``group`` read them.
 
-    Entries added since the group's baseline are either delivered to it, still
-    unread, or gone; the runner counts deliveries, so the rest were trimmed.
+    Entries added since the group's baseline are unread, pending, acknowledged (the
+    runner counts them in the transaction of their XACK) or gone: trimmed. One
+    transaction reads the counts and the stream, so the sum holds at one instant.
     """
-    stats = client.hgetall(STATS_PREFIX + stream)
+    pipe = client.pipeline(transaction=True)
+    pipe.hgetall(STATS_PREFIX + stream)
+    pipe.xinfo_stream(stream)
+    pipe.xinfo_groups(stream)
+    stats, info, all_groups = pipe.execute()
     base = stats.get(f"{group}:base".encode())
-    if base is None:
+    if base is None or "entries-added" not in info:
         return None
-    delivered = int(stats.get(f"{group}:delivered".encode(), 0))
-    info = client.xinfo_stream(stream)
-    if "entries-added" not in info:
-        return None
-    groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)}
+    acked = int(stats.get(f"{group}:acked".encode(), 0))
+    groups = {text(g["name"]): g for g in all_groups}
     g = groups.get(group)
     if g is None:
         return None
@@ -321,4 +323,4 @@ def trimmed_before_read(client: redis.Redis, stream: str, group: str) -> int | N
         unread = int(g["lag"])  # inside the stream: Redis's own count
     else:
         return None
-    return max(0, int(info["entries-added"]) - int(base) - delivered - unread)
+    return max(0, int(info["entries-added"]) - int(base) - acked - int(g["pending"]) - unread)

@@ -310,3 +310,21 @@ def test_replicas_never_count_each_other_s_entries_in_hand_as_trimmed(redis_clie
         time.sleep(0.005)
     wait_until(lambda: redis_client.xlen("out") == 150, what="all 150 relayed")
     assert {port: n for r in reported for port, n in r.items() if n} == {}
+
+
+def test_entries_a_killed_replica_had_read_are_not_counted_as_trimmed_once_reclaimed(
+        redis_client, graph_file, start_agent) -> None:
+    from graphrun.transport import ensure_group
+
+    graph = graph_file(RELAY.format(params="{}"))
+    ensure_group(redis_client, "in", "relay")
+    write_messages(redis_client, "in", [{"seq": i} for i in range(15)])
+    # A replica that read five entries and was killed before it acknowledged them.
+    [(_, taken)] = redis_client.xreadgroup("relay", "relay-9", {"in": ">"}, count=5)
+    assert len(taken) == 5
+    start_agent(graph, "relay", health_interval=0.05)
+    wait_until(lambda: redis_client.xlen("out") == 15, what="ten read and five reclaimed, all relayed")
+    wait_until(lambda: pending(redis_client, "in", "relay") == 0, what="all acknowledged")
+    assert trimmed_before_read(redis_client, "in", "relay") == 0
+    wait_until(lambda: "trimmed_before_read" in health(redis_client), what="a health record")
+    assert not any((health(redis_client).get("trimmed_before_read") or {}).values())
