@@ -120,7 +120,7 @@ class FrameOutput:
     def put(self, data: memoryview) -> Ref | None:
         store = self._recycler.store
         ref = store.put(data)
-        if ref is None and len(data) <= store.slot_size and self._recycler.reclaim():
+        if ref is None and len(data) <= store.slot_size and self._reclaim():
             ref = store.put(data)
         if ref is None:
             self._counters.frames_inline += 1
@@ -129,6 +129,15 @@ class FrameOutput:
         self._refs.append(ref)
         self._recycler.own[ref.slot] = (ref, time.time())
         return ref
+
+    def _reclaim(self) -> int:
+        """Free slots; a Redis that does not answer frees none (the frame goes inline, and
+        the outbox rides the outage out as for any output)."""
+        try:
+            return self._recycler.reclaim()
+        except (*transport.CONNECTION_ERRORS, redis.ResponseError) as exc:
+            log.debug("no slot freed: Redis did not answer: %s", exc)
+            return 0
 
     def taken(self) -> Callable[[str], None] | None:
         """What to call with the entry id once the message just encoded is written (None if

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import signal
 import subprocess
 import sys
@@ -235,3 +236,28 @@ def test_a_recording_holds_the_frames_themselves_not_references_to_slots(redis_s
     assert len(entries) >= 5
     assert not any(b'"shm"' in e.fields[b"h"] for e in entries)
     assert all((m["image"] == pixels(m["seq"])).all() for m in (decode(e.fields) for e in entries))
+
+
+def test_a_full_store_whose_redis_does_not_answer_sends_the_frame_inline_instead_of_failing(
+        redis_server, redis_client, graph_file) -> None:
+    from graphrun.frame_path import FrameOutput, Recycler
+    from graphrun.health import Counters
+    from graphrun.transport import connect
+
+    graph = graph_file(PAIR.format(name="frames", store=STORE, count=0, first=0, delay=0))
+    spec = graph.redis["main"].frame_store
+    store = FrameStore.create(store_name("frames", "main", redis_server.url), size=spec.size, slot_size=spec.slot_size)
+    try:
+        counters = Counters()
+        recycler = Recycler(store, connect(redis_server.url), stale_after=30.0, idle=lambda: True)
+        output = FrameOutput(graph.agents["source"].outputs["frames"], spec, recycler, counters)
+        ensure_group(redis_client, "frames", "check")  # a reader that has read nothing yet
+        frame = memoryview(pixels(0).reshape(-1))
+        while (ref := output.put(frame)) is not None:  # fill the store with frames of unread entries
+            store.record(ref, "frames", redis_client.xadd("frames", {"x": 1}).decode())
+        redis_server.stop()  # the full store asks Redis which slots are done with: no answer
+        time.sleep(0.05)  # (past the interval between two looks)
+        assert output.put(frame) is None  # inline, not an exception in the agent's send
+        assert (counters.frames_shared, counters.frames_inline) == (store.slots, 2)
+    finally:
+        store.path.unlink(missing_ok=True)
