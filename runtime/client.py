@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,16 @@ class Ticket:
     waiter: Any = field(default_factory=Waiter, repr=False)  # the Sink its answers go to
 
 
+@dataclass
+class _Admitted:
+    """What the backlog limit knows of one port: its backlog when last looked up, and the
+    requests admitted since that are not yet answered."""
+
+    checked: float  # time.monotonic() of the look
+    backlog: int
+    since: set[str] = field(default_factory=set)
+
+
 class GraphClient:
     """Requests into a running graph, from a graph file (ports ``AGENT.PORT``) or a Redis
     URL (ports named by stream key; ``answer=`` then names the answering AGENT.PORT).
@@ -73,7 +84,8 @@ class GraphClient:
         self._clients = {i: transport.connect(u, name=f"graphrun-{name}") for i, u in self.target.urls.items()}
         self.reply_key = reply_key(self.target.name, new_id())
         self.reply_instance = self.target.reply_instance
-        self._backlogs: dict[str, tuple[float, int]] = {}  # port -> (checked at, backlog)
+        self._admitted: dict[str, _Admitted] = {}  # port -> what the limit knows of it
+        self._admitting = threading.Lock()
         self._writers = {i: GroupWriter(c) for i, c in self._clients.items()}
         reader_client = transport.connect(self.target.urls[self.reply_instance], name=f"graphrun-{name}-replies")
         self._reader = ReplyReader(reader_client, self.reply_key)
@@ -103,7 +115,7 @@ class GraphClient:
             self.write(tickets[0].instance, writes)
         except BaseException:
             for t in tickets:
-                self._reader.forget(t.id)
+                self.forget(t)
             raise
         return tickets
 
@@ -114,9 +126,9 @@ class GraphClient:
         hands answers to its event loop)."""
         p = self.target.port(port)
         answering = self.target.answer_of(p, answer)
-        self._admit(p, count)
         deadline = time.time() + (self.timeout if timeout is None else timeout)
         tickets = [Ticket(new_id(), port, answering, deadline, p.instance, p.key, waiter=sink()) for _ in range(count)]
+        self._admit(p, tickets)
         for t in tickets:
             self._reader.register(t.id, t.waiter)
         return tickets
@@ -155,18 +167,25 @@ class GraphClient:
             if error is not None:
                 raise error
             assert message is not None
+            if end:
+                self.forget(ticket)
             yield message
             if end:
                 return
 
     def forget(self, ticket: Ticket) -> None:
-        """Stop handing answers to ``ticket`` (an answer that still comes is dropped)."""
+        """Stop handing answers to ``ticket`` (an answer that still comes is dropped): it is
+        answered, or nobody waits for it; the backlog limit stops counting it."""
         self._reader.forget(ticket.id)
+        with self._admitting:
+            admitted = self._admitted.get(ticket.port)
+            if admitted is not None:
+                admitted.since.discard(ticket.id)
 
     def give_up(self, ticket: Ticket) -> None:
         """Forget a request nobody waits for any more, and take it back from its stream: an
         agent that has not taken it never sees it (one that has skips it: it has expired)."""
-        self._reader.forget(ticket.id)
+        self.forget(ticket)
         if ticket.entry_id is not None:
             try:
                 self._clients[ticket.instance].xdel(ticket.stream, ticket.entry_id)
@@ -181,19 +200,20 @@ class GraphClient:
         p = self.target.port(port)
         return backlog(self._clients[p.instance], p)
 
-    def _admit(self, port: Port, count: int) -> None:
-        """Refuse ``count`` more requests over the limit; the backlog is looked up at most
-        every ``BACKLOG_CHECK_INTERVAL`` and counts what was admitted since."""
+    def _admit(self, port: Port, tickets: list[Ticket]) -> None:
+        """Refuse ``tickets`` over the limit. The backlog is looked up at most every
+        ``BACKLOG_CHECK_INTERVAL``; requests admitted since and not yet answered count too."""
         if self.max_backlog is None:
             return
         now = time.monotonic()
-        checked, known = self._backlogs.get(port.name, (float("-inf"), 0))
-        if now - checked > BACKLOG_CHECK_INTERVAL:
-            checked, known = now, backlog(self._clients[port.instance], port)
-        if known + count > self.max_backlog:
-            self._backlogs[port.name] = (checked, known)
-            raise BacklogFull(f"{port.name}: {known} request(s) waiting, the limit is {self.max_backlog}")
-        self._backlogs[port.name] = (checked, known + count)
+        with self._admitting:
+            admitted = self._admitted.get(port.name)
+            if admitted is None or now - admitted.checked > BACKLOG_CHECK_INTERVAL:
+                admitted = self._admitted[port.name] = _Admitted(now, backlog(self._clients[port.instance], port))
+            waiting = admitted.backlog + len(admitted.since)
+            if waiting + len(tickets) > self.max_backlog:
+                raise BacklogFull(f"{port.name}: {waiting} request(s) waiting, the limit is {self.max_backlog}")
+            admitted.since.update(t.id for t in tickets)
 
     # --- lifetime --------------------------------------------------------------------
 

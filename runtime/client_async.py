@@ -169,6 +169,8 @@ class AsyncGraphClient:
             if error is not None:
                 raise error
             assert message is not None
+            if end:
+                self._client.forget(ticket)
             yield message
             if end:
                 return

@@ -116,3 +116,25 @@ def test_a_gateway_beyond_this_machine_without_a_token_does_not_start(graph_file
     runner = AgentRunner(graph, "gateway", replica=0, redis_urls={"main": redis_server.url})
     with pytest.raises(AgentStartError, match="no operator token"):
         runner.run(5)
+
+
+def test_two_gateway_replicas_on_one_machine_share_its_port(graph_file, redis_server, start_agent, monkeypatch):
+    monkeypatch.setenv("GRAPHRUN_OPERATOR_TOKEN", TOKEN)
+    graph = graph_file(GRAPH.replace("port: 0,", "port: {port},").format(url=redis_server.url, port=_free_port()))
+    first = start_agent(graph, "first")
+    replicas = [start_agent(graph, "gateway", replica=i) for i in (0, 1)]
+    for runner in (first, *replicas):
+        wait_until(runner.started.is_set, what="agents started")
+    port = replicas[0].agent.port_number
+    assert replicas[1].agent.port_number == port
+    body = json.dumps({"value": 2, "seq": 0}).encode()
+    answers = [post(port, "/v1/first/numbers", body, "application/json") for _ in range(10)]
+    assert answers == [(200, b'{"value":4,"seq":0}')] * 10
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

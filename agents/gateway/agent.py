@@ -45,6 +45,8 @@ class GatewayAgent(Agent):
         family = socket.AF_INET6 if ":" in p.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):  # replicas on one machine share the port; the kernel spreads connections
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((p.host, p.port))
         except OSError as exc:
