@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from conftest import read_messages, wait_until
-from graphrun import DeadLetter
+from graphrun import DeadLetter, frame_store
+from graphrun.frame_path import store_name
 from graphrun.graph import Graph
 from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
@@ -31,6 +32,11 @@ agents:
 """
 
 
+# The same camera with its frames through shared memory (256 slots: none reused in these tests).
+FREE_RUN_SHARED = FREE_RUN.replace("name: line\n", "name: line\nredis: {main: {frame_store: {size: 1mb, slot_size: 4kb, "
+                                                   "threshold: 1kb}}}\n")
+
+
 def camera_process(graph: Path, url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "graphrun", "agent", str(graph), "cam", "--replica", "0",
                              "--redis", f"main={url}"], env=dict(os.environ),
@@ -41,11 +47,13 @@ def part_ids(client: redis.Redis, stream: str) -> list[int]:
     return [int(m["part_id"]) for m in read_messages(client, stream)]
 
 
+@pytest.mark.parametrize("text", [FREE_RUN, FREE_RUN_SHARED], ids=["redis", "shared memory"])
 def test_a_free_running_camera_killed_and_restarted_continues_its_part_ids(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path, text: str
 ) -> None:
     graph = tmp_path / "line.yaml"
-    graph.write_text(FREE_RUN)
+    graph.write_text(text)
+    store = frame_store.DIRECTORY / store_name("line", "main", redis_server.url)
     first = camera_process(graph, redis_server.url)
     try:
         wait_until(lambda: redis_client.xlen("cam.frames") >= 20, what="20 frames before the kill")
@@ -61,6 +69,9 @@ def test_a_free_running_camera_killed_and_restarted_continues_its_part_ids(
         second.terminate()
         second.wait(20)
     after = part_ids(redis_client, "cam.frames")[len(before):]
+    store.unlink(missing_ok=True)
+    shared = [b'"shm"' in fields[b"h"] for _, fields in redis_client.xrange("cam.frames")]
+    assert shared == [text is FREE_RUN_SHARED] * len(shared)  # every frame took the path the graph says
 
     assert before[:3] == [7, 8, 9]  # the first run starts at part_id_start
     assert min(after) > max(before), f"part ids repeated after the restart: {after[:5]} after {before[-5:]}"
