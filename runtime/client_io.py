@@ -59,9 +59,13 @@ class ReplyReader(threading.Thread):
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.dropped = 0  # answers nobody waits for: late, or a second delivery
+        self.failure: GraphrunError | None = None  # why the reader died, if it did
 
     def register(self, correlation: str, sink: Sink) -> None:
+        """Hand the answers of ``correlation`` to ``sink``; raises when no answer can come."""
         with self._lock:
+            if self.failure is not None:
+                raise self.failure
             self._sinks[correlation] = sink
 
     def forget(self, correlation: str) -> None:
@@ -79,23 +83,23 @@ class ReplyReader(threading.Thread):
             while not self._stopping.is_set():
                 try:
                     reply = self._client.xread({self._key: last}, count=READ_COUNT, block=READ_BLOCK_MS)
+                    for entry in transport.parse_read(reply):
+                        last = entry.id
+                        self._dispatch(entry.fields or {})
+                    if reply and time.monotonic() >= trim_due:
+                        self._client.xtrim(self._key, minid=last, approximate=False)
+                        trim_due = time.monotonic() + TRIM_INTERVAL
                     backoff.reset()
                 except transport.CONNECTION_ERRORS as exc:
                     log.warning("reply stream %s: Redis unreachable (%s); reading again", self._key, exc)
                     self._stopping.wait(backoff.next())
-                    continue
-                for entry in transport.parse_read(reply):
-                    last = entry.id
-                    self._dispatch(entry.fields or {})
-                if reply and time.monotonic() >= trim_due:
-                    self._client.xtrim(self._key, minid=last, approximate=False)
-                    trim_due = time.monotonic() + TRIM_INTERVAL
         except Exception as exc:
             log.exception("reply reader of %s died", self._key)
             with self._lock:
+                self.failure = GraphrunError(f"the reader of reply stream {self._key} died: {exc!r}")
                 sinks, self._sinks = list(self._sinks.values()), {}
             for sink in sinks:
-                sink.fail(GraphrunError(f"the reader of reply stream {self._key} died: {exc!r}"))
+                sink.fail(self.failure)
 
     def _dispatch(self, fields: Mapping[bytes, bytes]) -> None:
         try:
