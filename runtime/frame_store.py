@@ -11,6 +11,8 @@ checksum of what was written, which process took it and when, and, once the prod
 knows it, the stream entry that refers to it (stream key and entry id). Taking a slot
 happens under an fcntl lock on the file, so producers in several processes share one
 store; reading takes no lock: the generation and the checksum are checked instead.
+(``flock``, not ``lockf``: a lock of each open file, so that two stores opened in one
+process, by two agents run as threads, exclude each other too.)
 
 This module knows nothing of Redis: when a written slot may be reused is decided by the
 caller from the stream's consumer groups (``frame_path``) and applied with ``free_before``.
@@ -23,6 +25,7 @@ import mmap
 import os
 import socket
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -106,7 +109,7 @@ class FrameStore:
         self._view = memoryview(self._mm)  # read-only when mapped for reading
         self.writable = writable
         self._cursor = 0
-
+        self._thread_lock = threading.Lock()  # flock does not exclude threads sharing this file
     @classmethod
     def create(cls, name: str, *, size: int, slot_size: int, directory: Path | None = None) -> FrameStore:
         """The store ``name`` with ``size`` bytes of slots of ``slot_size``, made if missing.
@@ -123,7 +126,7 @@ class FrameStore:
         except OSError as exc:
             raise FrameStoreError(f"cannot make frame store {path}: {exc.strerror or exc}") from None
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_size == 0:
                 total = _data_offset(slots) + slots * slot_size
                 try:
@@ -140,7 +143,7 @@ class FrameStore:
                         f"frame store {path} exists with another layout ({have_slots} slots of {have_size} "
                         f"bytes, wanted {slots} of {slot_size}): stop its agents and remove the file")
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
         return cls(path, writable=True)
 
@@ -159,11 +162,12 @@ class FrameStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        with self._thread_lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     # --- writing --------------------------------------------------------------------
 
@@ -202,8 +206,10 @@ class FrameStore:
         ms, _, seq = entry_id.partition("-")
         with self._locked():
             header = self._header(ref.slot)
-            if header[0] != TAKEN or header[2] != ref.generation:
+            if header[2] != ref.generation or header[0] == FREE:
                 return  # freed meanwhile (by abandon rules): nothing to record
+            if header[0] == WRITTEN and (header[6], header[7]) >= (int(ms), int(seq or 0)):
+                return  # written twice (a flush sent again): the slot stays until the later entry is done
             offset = _header_offset(ref.slot)
             struct.pack_into("<QQH", self._mm, offset + 40, int(ms), int(seq or 0), len(raw))
             self._mm[offset + _SLOT.size:offset + _SLOT.size + len(raw)] = raw

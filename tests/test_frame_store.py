@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +136,34 @@ def test_a_written_slot_is_freed_only_for_entries_before_the_boundary_of_its_own
     assert store.written() == {"a": [(5, 0), (9, 1)], "b": [(1, 0)]}
     assert store.free_before("a", (9, 1)) == 1  # 9-1 itself is not done with
     assert store.written() == {"a": [(9, 1)], "b": [(1, 0)]}
+
+
+def test_two_producers_in_one_process_never_take_the_same_slot(make_store) -> None:
+    store = make_store(size=256 << 10, slot_size=1 << 10)  # 256 slots
+    other = FrameStore(store.path, writable=True)  # a second agent of the process, its own open file
+    taken: list[list[Ref]] = [[], []]
+
+    def fill(s: FrameStore, out: list[Ref]) -> None:
+        while (ref := s.put(b"x" * 100)) is not None:
+            out.append(ref)
+
+    threads = [threading.Thread(target=fill, args=(s, out)) for s, out in zip((store, other), taken)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    slots = [r.slot for out in taken for r in out]
+    assert sorted(slots) == list(range(store.slots))  # each slot once, none twice
+
+
+def test_an_entry_written_twice_keeps_its_slot_until_the_later_one_is_done_with(make_store) -> None:
+    store = make_store()
+    ref = store.put(bytes(10))
+    assert ref is not None
+    store.record(ref, "frames", "5-0")
+    store.record(ref, "frames", "7-0")  # the flush was sent again after a lost connection
+    assert store.free_before("frames", (6, 0)) == 0
+    assert store.free_before("frames", (7, 1)) == 1
 
 
 def test_the_graph_key_is_checked_at_its_line(tmp_path: Path) -> None:
