@@ -192,6 +192,10 @@ class GraphClient:
             except transport.CONNECTION_ERRORS as exc:
                 log.warning("request %s could not be taken back from %s: %s", ticket.id, ticket.stream, exc)
 
+    def check(self, port: str, answer: str | None = None) -> None:
+        """Raise (UnknownPort, ConfigError) unless ``port`` takes requests and has an answering port."""
+        self.target.answer_of(self.target.port(port), answer)
+
     # --- flow control ---------------------------------------------------------------
 
     def backlog(self, port: str) -> int:

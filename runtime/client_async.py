@@ -181,6 +181,10 @@ class AsyncGraphClient:
     def backlog(self, port: str) -> int:
         return self._client.backlog(port)
 
+    def check(self, port: str, answer: str | None = None) -> None:
+        """Raise (UnknownPort, ConfigError) unless ``port`` takes requests and has an answering port."""
+        self._client.check(port, answer)
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self._client.close)
 

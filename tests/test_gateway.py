@@ -138,3 +138,12 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_port_in_params_that_takes_no_requests_is_named_with_its_line(graph_file, redis_server, monkeypatch):
+    monkeypatch.setenv("GRAPHRUN_OPERATOR_TOKEN", TOKEN)
+    graph = graph_file(GRAPH.replace("words.texts, idle.numbers", "words.txt").format(url=redis_server.url))
+    runner = AgentRunner(graph, "gateway", replica=0, redis_urls={"main": redis_server.url})
+    where = r"graph\.yaml:15:\d+: .*no input 'txt'.*its inputs: words\.texts \(agents\.gateway\.params\.ports\[2\]\)"
+    with pytest.raises(AgentStartError, match=where):
+        runner.run(5)

@@ -10,11 +10,19 @@ and flow control. Served by uvicorn (starlette) in a thread of its own.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 
-from graphrun import Agent, AgentStartError, AsyncGraphClient, operator_token
+from graphrun import (
+    Agent,
+    AgentStartError,
+    AsyncGraphClient,
+    GraphrunError,
+    ParamError,
+    operator_token,
+)
 from graphrun_agents.hmi.access import is_local
 
 from .app import Gateway
@@ -31,17 +39,32 @@ class GatewayAgent(Agent):
     params: GatewayParams
 
     def start(self) -> None:
-        import uvicorn  # the 'gateway' extra
-
         p = self.params
         token = operator_token()
         if token is None and not is_local(p.host):
             raise AgentStartError(
                 f"the gateway would listen on {p.host!r}, beyond this machine, with no operator token: set "
                 "GRAPHRUN_OPERATOR_TOKEN (or GRAPHRUN_OPERATOR_TOKEN_FILE), or listen on 127.0.0.1")
-        gateway = Gateway(lambda: AsyncGraphClient.for_agent(self, timeout=p.timeout, max_backlog=p.max_backlog,
-                                                             name=self.name),
-                          p, token, self.log)
+        client = AsyncGraphClient.for_agent(self, timeout=p.timeout, max_backlog=p.max_backlog, name=self.name)
+        try:
+            for i, port in enumerate(p.ports or ()):
+                try:
+                    client.check(port)
+                except GraphrunError as exc:
+                    raise ParamError(("ports", i), str(exc)) from None
+            self._serve_in_thread(Gateway(client, p, token, self.log))
+        except BaseException:
+            asyncio.run(client.aclose())
+            raise
+        host = socket.gethostname() if p.host in ("0.0.0.0", "::", "") else p.host
+        self.status["url"] = f"http://{host}:{self.port_number}/v1/"
+        self.log.info("gateway at %s (%s)", self.status["url"],
+                      "operator token required" if token else "no operator token: this machine only")
+
+    def _serve_in_thread(self, gateway: Gateway) -> None:
+        import uvicorn  # the 'gateway' extra
+
+        p = self.params
         family = socket.AF_INET6 if ":" in p.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,10 +89,6 @@ class GatewayAgent(Agent):
             if not self._thread.is_alive() or time.monotonic() > end:
                 raise AgentStartError(f"the gateway's HTTP server did not start: {self._failure or 'timed out'}")
             time.sleep(0.01)
-        host = socket.gethostname() if p.host in ("0.0.0.0", "::", "") else p.host
-        self.status["url"] = f"http://{host}:{self.port_number}/v1/"
-        self.log.info("gateway at %s (%s)", self.status["url"],
-                      "operator token required" if token else "no operator token: this machine only")
 
     def _serve(self, sock: socket.socket) -> None:
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -53,20 +53,17 @@ def _value(text: str) -> Any:
 
 
 class Gateway:
-    """The routes, around one ``AsyncGraphClient`` made when the server starts."""
+    """The routes, around one ``AsyncGraphClient`` (closed when the server stops)."""
 
-    def __init__(self, make_client: Callable[[], AsyncGraphClient], params: GatewayParams, token: str | None,
-                 log: logging.Logger):
-        self._make_client = make_client
+    def __init__(self, client: AsyncGraphClient, params: GatewayParams, token: str | None, log: logging.Logger):
+        self.client = client
         self._params = params
         self._token = token
         self._log = log
-        self.client: AsyncGraphClient | None = None
 
     def app(self) -> Starlette:
         @asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
-            self.client = self._make_client()
             try:
                 yield
             finally:
@@ -90,7 +87,6 @@ class Gateway:
         refused = self._refused(request, port)
         if refused is not None:
             return refused
-        assert self.client is not None
         try:
             return JSONResponse({"port": port, "backlog": self.client.backlog(port)})
         except GraphrunError as exc:
@@ -101,7 +97,6 @@ class Gateway:
         refused = self._refused(request, port)
         if refused is not None:
             return refused
-        assert self.client is not None
         query = request.query_params
         try:
             timeout = min(float(query.get("timeout", self._params.timeout)), self._params.max_timeout)
@@ -146,7 +141,6 @@ class Gateway:
     async def _stream(self, port: str, payload: dict[str, Any], options: dict[str, Any]) -> Response:
         """The parts as one JSON line each; the first is awaited here, so that a timeout or
         a full backlog is still answered with its status."""
-        assert self.client is not None
         parts = self.client.stream(port, payload, **options)
         first = await parts.__anext__()
 
