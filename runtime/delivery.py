@@ -243,7 +243,7 @@ class Delivery:
         self._counters.expired += 1
         request = message.request
         late = 0.0 if request is None or request.deadline is None else time.time() - request.deadline
-        log.info("skipped %s/%s: request %s expired %.3f s before it was handled",
+        log.info("skipped %s/%s: request %s reached its deadline %.3f s before it was read",
                  binding.key, entry.id, request.id if request else "?", late)
 
     def _handle(self, messages: list[Message], raw: Mapping[tuple[str, str], Entry]) -> None:
