@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import time
 from collections import Counter
@@ -166,7 +167,8 @@ def test_a_streamed_answer_arrives_in_order_until_its_end(graph_file, redis_serv
     assert last.payload == {"index": 2, "word": "c"}  # request() returns a streamed answer's last part
 
 
-def test_an_expired_request_is_skipped_not_processed(graph_file, redis_server, redis_client, start_agent):
+def test_an_expired_request_is_skipped_not_processed(graph_file, redis_server, redis_client, start_agent, caplog):
+    caplog.set_level(logging.INFO, logger="graphrun.runner")
     graph = graph_file(TWO_DOUBLERS.format(url=redis_server.url))
     with GraphClient(graph) as client:
         tickets = client.submit_many("first.numbers", [{"value": v, "seq": v} for v in range(5)], timeout=0.2)
@@ -176,6 +178,7 @@ def test_an_expired_request_is_skipped_not_processed(graph_file, redis_server, r
         assert first.counters.handled == 0
         assert redis_client.xlen("ask.doubled") == 0  # nothing was processed
         assert redis_client.xinfo_groups("ask.numbers")[0]["pending"] == 0  # and nothing is left pending
+        assert caplog.text.count("reached its deadline") == 5  # each skip is said in the log
         with pytest.raises(RequestTimeout):
             client.result(tickets[0])
 
