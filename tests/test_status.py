@@ -473,11 +473,18 @@ def test_the_hmi_shows_each_agent_s_heartbeat_and_each_stream_s_backlog_stale_ma
     assert backlog[("main:cam.front.frames", "hmi")] == {"group": "hmi", "lag": 0, "pending": 0}
 
     browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    if browser is not None:  # the page draws it: the relay's chip says stale, the backlog has its row
-        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", "--dump-dom",
-                              f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=60, check=False).stdout
-        assert '<span class="chip stale" data-agent="relay"' in dom and ">relay · stale<" in dom
+    sync_api = pytest.importorskip("playwright.sync_api") if browser is not None else None
+    if sync_api is not None:  # the page draws it: the relay's chip says stale, the backlog has its row
+        with sync_api.sync_playwright() as p:  # the page keeps its event stream open: a live page, not a DOM dump
+            chromium = p.chromium.launch(executable_path=browser, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = chromium.new_page()
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_selector('span.chip.stale[data-agent="relay"]', timeout=30_000)
+                dom = page.content()
+            finally:
+                chromium.close()
+        assert ">relay · stale<" in dom
         assert '<span class="chip running" data-agent="hmi"' in dom
         assert re.search(r'<tr data-stream="main:in" data-group="relay"><td>main:in</td><td>relay</td>'
                          r'<td>0</td><td>[1-5]</td></tr>', dom)
