@@ -29,15 +29,20 @@ def graphrun(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complete
                           text=True, timeout=timeout)
 
 
+PRINTED = r"^printer\s+\| values: \{'value': (\d+), 'seq': \d+\}"
+
+
 def test_hello_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
     graphs, elsewhere = tmp_path / "graphs", tmp_path / "elsewhere"
     graphs.mkdir(), elsewhere.mkdir()
     shutil.copy(ROOT / "graphs" / "hello.yaml", graphs / "hello.yaml")
-    done = graphrun(str(graphs / "hello.yaml"), "--duration", "5", cwd=elsewhere)
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    run = Graphrun(str(graphs / "hello.yaml"), cwd=elsewhere)
+    run.wait_for(lambda out: len(re.findall(PRINTED, out, re.M)) >= 10, what="ten values printed")
+    run.process.send_signal(signal.SIGINT)  # Ctrl-C
+    out = run.finish()
+    assert run.process.returncode == 0, out
     assert re.search(r"graphrun: redis main: started redis://127\.0\.0\.1:\d+/0", out)
-    printed = [int(m) for m in re.findall(r"^printer\s+\| values: \{'value': (\d+), 'seq': \d+\}", out, re.M)]
+    printed = [int(m) for m in re.findall(PRINTED, out, re.M)]
     assert len(printed) >= 10
     assert all(v % 2 == 0 for v in printed)  # doubled
     for label in ("counter", "doubler.0", "doubler.1", "printer"):
@@ -59,12 +64,14 @@ agents:
   source: {type: sample_agents:Source, node: cell, params: {count: 50}, outputs: {items: main:items}}
   relay: {type: sample_agents:Relay, node: office, inputs: {items: source.items}, outputs: {copies: main:copies}}
 """)
-    done = graphrun(str(graph), "--node", "cell", "--redis", f"main={redis_server.url}", "--duration", "3", cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
     client = redis.Redis.from_url(redis_server.url)
-    assert client.xlen("items") == 50
+    run = Graphrun(str(graph), "--node", "cell", "--redis", f"main={redis_server.url}", cwd=tmp_path)
+    run.wait_for(lambda out: client.xlen("items") == 50, what="the source's 50 items")
+    run.process.send_signal(signal.SIGINT)
+    out = run.finish()
+    assert run.process.returncode == 0, out
     assert client.exists("copies") == 0  # the office node's agent did not run here
-    assert "relay" not in done.stdout
+    assert "relay" not in out
 
 
 def test_a_crashing_agent_is_restarted_with_backoff(tmp_path: Path) -> None:
@@ -78,11 +85,15 @@ agents:
     params: {{marker: "{marker}", crashes: 2}}
     restart: {{backoff_initial: 0.2, backoff_max: 1}}
 """)
-    done = graphrun(str(graph), "--duration", "6", cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
+    run = Graphrun(str(graph), cwd=tmp_path)
+    run.wait_for(lambda out: re.search(r"^flaky\s+\| .*agent flaky started", out, re.M) is not None,
+                 what="the third start to come up")
+    run.process.send_signal(signal.SIGINT)
+    out = run.finish()
+    assert run.process.returncode == 0, out
     assert marker.read_text().count("start") == 3  # two crashes, then it stayed up
-    assert "flaky crashed (exit code 1); restarting in 0.2 s" in done.stdout
-    assert "flaky crashed (exit code 1); restarting in 0.4 s" in done.stdout
+    assert "flaky crashed (exit code 1); restarting in 0.2 s" in out
+    assert "flaky crashed (exit code 1); restarting in 0.4 s" in out
 
 
 def test_an_agent_that_cannot_start_makes_the_launch_fail(tmp_path: Path) -> None:
