@@ -49,7 +49,7 @@ from .deploy import (
     redis_command,
     redis_module,
 )
-from . import compose_acl
+from . import compose_acl, deploy_secrets
 from .deployment import Deployment, RedisModule
 from .errors import ConfigError
 from .graph import AgentNode, Graph, env_name, load_graph
@@ -131,6 +131,10 @@ def _agent_services(ctx: _NodeContext, agent: AgentNode) -> dict[str, dict[str, 
     environment.update(ctx.raw_env.get(agent.name, {}))
     login, secrets = compose_acl.agent_login(ctx.graph, agent)  # its own Redis user, its password a secret
     environment.update(login)
+    read, secrets_read = deploy_secrets.compose_environment(deployment)  # those its class says it reads
+    environment.update(read)
+    secrets += secrets_read
+    ctx.notes += deploy_secrets.compose_notes(agent.name, deployment)
     ctx.secrets += secrets
     graph_file = f"{GRAPH_DIR}/{ctx.graph_name}"
     platform = ctx.graph.nodes[ctx.node].platform

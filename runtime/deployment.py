@@ -69,6 +69,10 @@ class Deployment:
     notes: tuple[str, ...] = ()
     #: Redis instance name -> the module the agent needs there.
     redis_modules: Mapping[str, RedisModule] = field(default_factory=dict)
+    #: Secrets the agent reads with ``graphrun.read_secret(name)``, e.g. ``"operator_token"``:
+    #: compose mounts each from a file in ./secrets/, Kubernetes takes each from a Secret;
+    #: never written into the generated files (see deploy_secrets).
+    secrets: tuple[str, ...] = ()
 
 
 def network_address(params: Any) -> Deployment:

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from . import acl, k8s_acl
+from . import acl, deploy_secrets, k8s_acl
 from .deploy import (
     DEFAULT_IMAGE,
     GRAPH_DIR,
@@ -151,6 +151,8 @@ def _agent_deployment(ctx: _Context, agent: AgentNode, notes: list[str]) -> list
         if url is not None:
             env.append({"name": env_name(instance), "value": url})
     env += k8s_acl.agent_login(graph, agent)  # its own Redis user; the password from its Secret
+    env += deploy_secrets.k8s_environment(deployment)  # the secrets its class says it reads
+    notes += deploy_secrets.k8s_notes(agent.name, deployment)
     # Variables the machine would pass through come from the settings ConfigMap (envFrom).
     env += [{"name": k, "value": v} for k, v in deployment.environment.items() if v is not None]
     env += [{"name": k, "value": v} for k, v in agent.spec.env.items()]
@@ -274,7 +276,8 @@ def build(graph: Graph, *, image: str = DEFAULT_IMAGE) -> tuple[list[dict[str, A
     graph_map = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": GRAPH_MAP, "labels": ctx.labels()},
                  "data": {Path(graph.file).name: Path(graph.file).read_text(encoding="utf-8")}}
-    return [graph_map, k8s_acl.secret(graph, acl.OBSERVER, ctx.labels())], nodes
+    return [graph_map, k8s_acl.secret(graph, acl.OBSERVER, ctx.labels()),
+            *deploy_secrets.k8s_secrets(deployments, ctx.labels())], nodes
 
 
 # --- writing -----------------------------------------------------------------------------------

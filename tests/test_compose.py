@@ -495,6 +495,17 @@ class QuietPanel(Panel):
         return Deployment()
 
 
+class Licensed(Agent):
+    """Reads its vendor's license key with graphrun.read_secret("scanner_license")."""
+
+    @classmethod
+    def deployment(cls, params: BaseModel) -> Deployment:
+        return Deployment(secrets=("scanner_license",))
+
+    def produce(self) -> None:
+        self.wait(1)
+
+
 class Broken(Agent):
     @classmethod
     def deployment(cls, params: BaseModel) -> Deployment:
@@ -598,3 +609,51 @@ def test_the_engine_s_compose_knows_no_agent_type_by_name() -> None:
     source = (REPO / "runtime" / "compose.py").read_text()
     for word in ("camera", "classification", "genicam", "opencv", "redisai", "cuda", "modbus", "hmi"):
         assert word not in source.lower(), word
+
+
+# --- secrets an agent's class says it reads: Deployment.secrets ----------------------------
+
+OPERATOR_DESK = """\
+name: desk
+redis: {main: {}}
+agents:
+  cam: {type: camera, params: {source: synthetic}}
+  show: {type: examples.printer, inputs: {values: cam.frames}}
+  hmi: {type: hmi, params: {host: 0.0.0.0, port: 8080}, inputs: {frames: {front: cam.frames}}}
+  gateway: {type: gateway, params: {host: 0.0.0.0, port: 8000}}
+"""
+
+
+def test_the_hmi_and_the_gateway_read_the_operator_token_from_one_compose_secret(tmp_path: Path) -> None:
+    gen = compose(tmp_path, OPERATOR_DESK)
+    for agent in ("hmi", "gateway"):
+        service = gen.service("local", agent)
+        assert service["environment"]["GRAPHRUN_OPERATOR_TOKEN_FILE"] == "/run/secrets/operator_token"
+        assert "operator_token" in service["secrets"]
+        assert "GRAPHRUN_OPERATOR_TOKEN" not in service["environment"]  # the token itself is never in the file
+        assert f"# {agent}: reads the secret operator_token from ./secrets/operator_token\n" in gen.header("local")
+    assert gen.docs["local"]["secrets"]["operator_token"] == {"file": "./secrets/operator_token"}
+    assert list(gen.docs["local"]["secrets"]).count("operator_token") == 1
+    show = gen.service("local", "show")
+    assert "operator_token" not in show["secrets"] and "GRAPHRUN_OPERATOR_TOKEN_FILE" not in show["environment"]
+
+
+def test_the_mounted_secret_file_is_what_the_agent_reads(tmp_path: Path) -> None:
+    """The variable compose sets names the file graphrun.operator_token() reads (the mount made here)."""
+    from graphrun import operator_token
+
+    gen = compose(tmp_path, OPERATOR_DESK)
+    mounted = tmp_path / "run-secrets"
+    mounted.mkdir()
+    (mounted / "operator_token").write_text("s3cret-token\n")
+    environ = {k: v.replace("/run/secrets", str(mounted)) for k, v in gen.service("local", "hmi")["environment"].items()
+               if isinstance(v, str)}
+    assert operator_token(environ=environ) == "s3cret-token"
+
+
+def test_a_custom_agent_s_secrets_are_mounted_from_the_secrets_folder(tmp_path: Path) -> None:
+    gen = compose_cell(tmp_path, "  lic: {type: 'cell_agents:Licensed'}\n")
+    lic = gen.service("local", "lic")
+    assert lic["environment"]["GRAPHRUN_SCANNER_LICENSE_FILE"] == "/run/secrets/scanner_license"
+    assert lic["secrets"] == ["redis_password_lic", "scanner_license"]
+    assert gen.docs["local"]["secrets"]["scanner_license"] == {"file": "./secrets/scanner_license"}

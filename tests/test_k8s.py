@@ -332,7 +332,7 @@ def _resolve(item: dict[str, Any], pod: str, passwords: dict[str, str], services
     source = item["valueFrom"]
     if "fieldRef" in source:
         return pod
-    assert source["secretKeyRef"]["key"] == "password"
+    assert source["secretKeyRef"]["key"] in ("password", "value")  # a Redis user's, or a secret an agent reads
     return passwords[source["secretKeyRef"]["name"]]
 
 
@@ -354,8 +354,8 @@ def test_every_agent_s_command_line_runs_as_a_process_and_its_probe_passes(tmp_p
         text = text.replace("port: 8080", f"port: {hmi_port}").replace("params: {port: 5020}", f"params: {{port: {plc_port}}}")
         (graph_dir / name).write_text(text)
     local = lambda arg: arg.replace("/graph/", f"{graph_dir}/")
-    secrets = {d["metadata"]["name"]: d["stringData"]["username"] for d in docs if d["kind"] == "Secret"}
-    passwords = {name: secrets_module.token_hex(16) for name in secrets}
+    secrets = {d["metadata"]["name"]: d.get("stringData", {}).get("username") for d in docs if d["kind"] == "Secret"}
+    passwords = {name: secrets_module.token_hex(16) for name in secrets}  # and the operator token's value
     observer = (secrets["redis-user-observer"], passwords["redis-user-observer"])
     servers: dict[str, RedisServer] = {}
     services: dict[str, str] = {}
@@ -447,3 +447,25 @@ def test_a_pod_s_probe_answers_for_its_own_consumer_only(graph_file: Callable[..
     wait_until(lambda: check(graph, "counter", urls, consumer="counter-pod-a")[0], what="pod a's heartbeat")
     healthy, why = check(graph, "counter", urls, consumer="counter-pod-b")
     assert not healthy and why == "counter-pod-b: unhealthy: no heartbeat"
+
+
+OPERATOR_DESK = """\
+name: desk
+redis: {main: {}}
+agents:
+  cam: {type: camera, params: {source: synthetic}}
+  hmi: {type: hmi, params: {host: 0.0.0.0, port: 8080}, inputs: {frames: {front: cam.frames}}}
+  gateway: {type: gateway, replicas: 2, params: {host: 0.0.0.0, port: 8000}}
+"""
+
+
+def test_the_hmi_and_the_gateway_take_the_operator_token_from_one_secret_the_operator_fills(tmp_path: Path) -> None:
+    gen = generate(tmp_path, OPERATOR_DESK)
+    token = gen.find("graph", "Secret", "graphrun-operator-token")
+    assert "stringData" not in token and "data" not in token  # the value is the operator's to add
+    validate(token)
+    for agent in ("hmi", "gateway"):
+        env = env_of(gen.pod("local", agent)["containers"][0])
+        assert env["GRAPHRUN_OPERATOR_TOKEN"] == {"secretKeyRef": {"name": "graphrun-operator-token", "key": "value"}}
+        assert f"# {agent}: reads GRAPHRUN_OPERATOR_TOKEN from Secret graphrun-operator-token" in gen.text["local"]
+    assert "GRAPHRUN_OPERATOR_TOKEN" not in env_of(gen.pod("local", "cam")["containers"][0])

@@ -14,16 +14,18 @@ import asyncio
 import socket
 import threading
 import time
+from dataclasses import replace
 
 from graphrun import (
     Agent,
     AgentStartError,
     AsyncGraphClient,
+    Deployment,
     GraphrunError,
     ParamError,
     operator_token,
 )
-from graphrun_agents.hmi.access import is_local
+from graphrun_agents.hmi.access import OPERATOR_TOKEN, is_local
 
 from .app import Gateway
 from .params import GatewayParams
@@ -37,6 +39,11 @@ class GatewayAgent(Agent):
 
     Params = GatewayParams
     params: GatewayParams
+
+    @classmethod
+    def deployment(cls, params: GatewayParams) -> Deployment:
+        """The container gets the operator token (required beyond this machine)."""
+        return replace(super().deployment(params), secrets=(OPERATOR_TOKEN,))
 
     def start(self) -> None:
         p = self.params

@@ -15,6 +15,9 @@ import ipaddress
 
 from graphrun import token_matches
 
+#: The secret ``graphrun.operator_token()`` reads, as the HMI's and the gateway's ``Deployment`` name it.
+OPERATOR_TOKEN = "operator_token"
+
 
 def is_local(host: str) -> bool:
     """Whether listening on ``host`` shows the page to this machine only."""

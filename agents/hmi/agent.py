@@ -9,17 +9,18 @@ scaled and JPEG-encoded when a browser asks for them, in the web server's thread
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from graphrun import (Agent, AgentStartError, DeadLetter, GraphHealth, Inputs, Message, Output, RedisAccess,
-                      operator_token)
+from graphrun import (Agent, AgentStartError, DeadLetter, Deployment, GraphHealth, Inputs, Message, Output,
+                      RedisAccess, operator_token)
 
 from ..errors import AgentConfigError, PreviewError
 from ..messages import Frame, OperatorEvent, Verdict
-from .access import Access, is_local
+from .access import OPERATOR_TOKEN, Access, is_local
 from .desk import DeskClosed, OperatorDesk
 from .params import REASON_LENGTH, HmiParams
 from .preview import PreviewCache
@@ -39,6 +40,11 @@ class HmiAgent(Agent):
     Params = HmiParams
     params: HmiParams
     tick_interval = 0.1  # operator events are sent from the agent's thread, in tick
+
+    @classmethod
+    def deployment(cls, params: HmiParams) -> Deployment:
+        """The container gets the operator token (acknowledging, resetting; required beyond this machine)."""
+        return replace(super().deployment(params), secrets=(OPERATOR_TOKEN,))
 
     @classmethod
     def redis_access(cls, params: HmiParams, *, graph: str, agent: str, home: str) -> RedisAccess:
