@@ -242,7 +242,7 @@ def remove_frame_store(graph: Graph, url: str) -> None:
     from graphrun.frame_path import store_name
 
     for instance in graph.redis:
-        (frame_store.DIRECTORY / store_name(graph.name, instance, url)).unlink(missing_ok=True)
+        frame_store.remove(frame_store.DIRECTORY / store_name(graph.name, instance, url))
 
 
 def run_agent(graph: Graph, name: str, url: str, board_path: str) -> None:

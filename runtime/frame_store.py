@@ -20,6 +20,7 @@ caller from the stream's consumer groups (``frame_path``) and applied with ``fre
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import mmap
 import os
@@ -43,7 +44,7 @@ MAGIC = b"GRFRAME1"
 PAGE = 4096
 SLOT_HEADER = 128
 _STORE = struct.Struct("<8sQQ16s")  # magic, slot size, slots, store id
-# state, pid, generation, length, checksum, taken at, entry ms, entry seq, key length; then the key
+# state, lease, generation, length, checksum, taken at, entry ms, entry seq, key length; then the key
 _SLOT = struct.Struct("<IIQQQdQQH")
 KEY_MAX = SLOT_HEADER - _SLOT.size
 FREE, TAKEN, WRITTEN = 0, 1, 2
@@ -75,14 +76,59 @@ class Ref:
             raise FrameUnavailable(f"malformed shared-memory frame reference {raw!r}: {exc}") from None
 
 
-def _alive(pid: int) -> bool:
+def _lease_path(store: Path, lease: int) -> Path:
+    return store.with_name(f"{store.name}.lease-{lease:08x}")
+
+
+class _Lease:
+    """Who took a slot, checkable from any process of the host: a small file beside the
+    store that its process holds an flock on for as long as it lives. A kill -9 releases
+    the lock; a pid would not do (containers on one host each count pids from 1)."""
+
+    def __init__(self, store: Path):
+        while True:
+            self.token = int.from_bytes(os.urandom(4), "little") or 1
+            self.path = _lease_path(store, self.token)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o660)
+                break
+            except FileExistsError:
+                continue
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._open = True
+        atexit.register(self.close)  # a clean exit leaves no lease file behind
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+
+
+def _holder_gone(store: Path, lease: int) -> bool:
+    """Whether the process that holds ``lease`` has ended (its lock released); its lease
+    file is removed then."""
+    path = _lease_path(store, lease)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
         return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # (releases the lock just taken, if it was)
+    path.unlink(missing_ok=True)
     return True
+
+
+def remove(path: Path) -> None:
+    """Remove a store's file and its lease files (a graph taken down, a test's store)."""
+    for lease in path.parent.glob(f"{path.name}.lease-*"):
+        lease.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    forget(path.name)
 
 
 class FrameStore:
@@ -109,6 +155,7 @@ class FrameStore:
         self._view = memoryview(self._mm)  # read-only when mapped for reading
         self.writable = writable
         self._cursor = 0
+        self._lease: _Lease | None = None  # taken at the first put
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing this file
     @classmethod
     def create(cls, name: str, *, size: int, slot_size: int, directory: Path | None = None) -> FrameStore:
@@ -148,6 +195,8 @@ class FrameStore:
         return cls(path, writable=True)
 
     def close(self) -> None:
+        if self._lease is not None:
+            self._lease.close()
         self._view.release()
         self._mm.close()
         os.close(self._fd)
@@ -178,13 +227,16 @@ class FrameStore:
         n = len(data)
         if n > self.slot_size:
             return None
+        if self._lease is None:
+            self._lease = _Lease(self.path)
         with self._locked():
             slot = self._take()
             if slot is None:
                 return None
             header = self._header(slot)
             generation = header[2] + 1
-            _SLOT.pack_into(self._mm, _header_offset(slot), TAKEN, os.getpid(), generation, n, 0, time.time(), 0, 0, 0)
+            _SLOT.pack_into(self._mm, _header_offset(slot), TAKEN, self._lease.token, generation, n, 0, time.time(),
+                            0, 0, 0)
         start = self._data + slot * self.slot_size
         self._view[start:start + n] = data
         checksum = xxhash.xxh3_64_intdigest(data)
@@ -259,8 +311,8 @@ class FrameStore:
         freed = 0
         with self._locked():
             for slot in range(self.slots):
-                state, pid, _gen, _n, _sum, taken = self._header(slot)[:6]
-                if state == TAKEN and now - taken >= stale_after and not _alive(pid):
+                state, lease, _gen, _n, _sum, taken = self._header(slot)[:6]
+                if state == TAKEN and now - taken >= stale_after and _holder_gone(self.path, lease):
                     self._set_state(slot, FREE)
                     freed += 1
         return freed

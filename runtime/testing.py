@@ -184,9 +184,8 @@ class _HarnessFrames:
         return ref
 
     def close(self) -> None:
-        """Remove the store's file; arrays still viewed keep their pages until dropped."""
-        self.store.path.unlink(missing_ok=True)
-        frame_store.forget(self.store.name)
+        """Remove the store's files; arrays still viewed keep their pages until dropped."""
+        frame_store.remove(self.store.path)
 
 
 @contextmanager

@@ -69,7 +69,7 @@ def test_a_free_running_camera_killed_and_restarted_continues_its_part_ids(
         second.terminate()
         second.wait(20)
     after = part_ids(redis_client, "cam.frames")[len(before):]
-    store.unlink(missing_ok=True)
+    frame_store.remove(store)
     shared = [b'"shm"' in fields[b"h"] for _, fields in redis_client.xrange("cam.frames")]
     assert shared == [text is FREE_RUN_SHARED] * len(shared)  # every frame took the path the graph says
 

@@ -44,13 +44,18 @@ agents:
 """
 
 
-@pytest.fixture(params=["redis", "shared memory"])
-def frame_path(request, redis_server: RedisServer) -> Iterator[str]:
-    """The graph's Redis instance setting: frames inline (today's path) or through a frame
-    store; the store's file is removed afterwards."""
-    yield "" if request.param == "redis" else STORE
+@pytest.fixture(autouse=True)
+def _stores_removed(redis_server: RedisServer) -> Iterator[None]:
+    """Each test's frame stores (one per graph and Redis server) are removed afterwards."""
+    yield
     for graph in ("frames", "fanout"):
-        (frame_store.DIRECTORY / store_name(graph, "main", redis_server.url)).unlink(missing_ok=True)
+        frame_store.remove(frame_store.DIRECTORY / store_name(graph, "main", redis_server.url))
+
+
+@pytest.fixture(params=["redis", "shared memory"])
+def frame_path(request) -> str:
+    """The graph's Redis instance setting: frames inline (today's path) or through a frame store."""
+    return "" if request.param == "redis" else STORE
 
 
 def verdicts(client: redis.Redis, stream: str = "verdicts") -> dict[int, bool]:
@@ -160,7 +165,7 @@ def test_a_reader_that_finds_its_slot_reused_dead_letters_the_frame_and_counts_i
         wait_until(lambda: record(redis_client, "frames", "check").get("frames_unavailable") == 1,
                    what="the health record counting it")
     finally:
-        store.path.unlink(missing_ok=True)
+        frame_store.remove(store.path)
 
 
 def reader_process(graph: Path, url: str) -> subprocess.Popen[bytes]:
@@ -230,8 +235,7 @@ def test_a_recording_holds_the_frames_themselves_not_references_to_slots(redis_s
     assert main(["record", graph.file, "--redis", f"main={redis_server.url}", "-o", str(out), "--duration", "2"]) == 0
     assert source.counters.frames_inline == 0
     path = frame_store.DIRECTORY / store_name("frames", "main", redis_server.url)
-    path.unlink()  # the recording must not need the store
-    frame_store.forget(path.name)
+    frame_store.remove(path)  # the recording must not need the store
     entries = [e for e in open_recording(out).entries() if e.channel.topic == "main:frames"]
     assert len(entries) >= 5
     assert not any(b'"shm"' in e.fields[b"h"] for e in entries)
@@ -260,4 +264,4 @@ def test_a_full_store_whose_redis_does_not_answer_sends_the_frame_inline_instead
         assert output.put(frame) is None  # inline, not an exception in the agent's send
         assert (counters.frames_shared, counters.frames_inline) == (store.slots, 2)
     finally:
-        store.path.unlink(missing_ok=True)
+        frame_store.remove(store.path)

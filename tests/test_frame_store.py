@@ -39,8 +39,7 @@ def make_store() -> Iterator:
 
     yield make
     for store in made:
-        store.path.unlink(missing_ok=True)
-        frame_store.forget(store.name)
+        frame_store.remove(store.path)
 
 
 def test_a_frame_put_in_a_slot_is_read_back_as_a_read_only_view_without_a_copy(make_store) -> None:
