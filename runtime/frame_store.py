@@ -48,7 +48,19 @@ _STORE = struct.Struct("<8sQQ16s")  # magic, slot size, slots, store id
 _SLOT = struct.Struct("<IIQQQdQQH")
 KEY_MAX = SLOT_HEADER - _SLOT.size
 FREE, TAKEN, WRITTEN = 0, 1, 2
-HOST = socket.gethostname()
+
+
+def _machine() -> str:
+    """This machine as references name it: its host name (for messages) and the kernel's
+    boot id, which every container of the host shares while their host names differ."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}@{boot}" if boot else socket.gethostname()
+
+
+HOST = _machine()
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,9 +379,10 @@ _readers: dict[str, FrameStore] = {}  # file name -> the store mapped for readin
 
 def view(ref: Ref, *, directory: Path | None = None) -> memoryview:
     """The bytes of ``ref``, from its store mapped read-only in this process (mapped once)."""
-    if ref.host != HOST:
-        raise FrameUnavailable(f"the frame is in shared memory on host {ref.host!r}, not on this host ({HOST!r}); "
-                               "a reader elsewhere needs the producer to write frames inline")
+    if ref.host.rpartition("@")[2] != HOST.rpartition("@")[2]:
+        raise FrameUnavailable(f"the frame is in shared memory on host {ref.host.partition('@')[0]!r}, not on this "
+                               f"host ({HOST.partition('@')[0]!r}); a reader elsewhere needs the producer to write "
+                               "frames inline")
     store = _readers.get(ref.name)
     if store is None or (store.store_id != ref.store and _renewed(store)):
         path = (directory or DIRECTORY) / ref.name

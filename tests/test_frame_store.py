@@ -95,6 +95,16 @@ def test_a_frame_of_another_host_is_refused_naming_both_hosts(make_store) -> Non
         frame_store.view(elsewhere)
 
 
+def test_a_frame_from_another_container_of_this_host_is_read(make_store) -> None:
+    store = make_store()
+    ref = store.put(b"pixels")
+    assert ref is not None
+    boot = frame_store.HOST.rpartition("@")[2]  # containers share the kernel's boot id, not the host name
+    neighbour = Ref(ref.name, ref.store, f"camera-container@{boot}", ref.slot, ref.generation, ref.length,
+                    ref.checksum)
+    assert bytes(frame_store.view(neighbour)) == b"pixels"
+
+
 def test_a_store_made_anew_under_the_same_name_refuses_references_to_the_old_one(make_store) -> None:
     store = make_store()
     ref = store.put(bytes(10))
