@@ -56,6 +56,15 @@ def spec_for(graph: Graph, agent: AgentNode, binding: OutputBinding) -> FrameSto
     return spec
 
 
+def uses_frame_store(graph: Graph, agent: AgentNode) -> bool:
+    """Whether ``agent`` may write or read frames in a store: its containers then share the
+    host's /dev/shm (``graphrun compose``)."""
+    node = graph.nodes.get(agent.node)
+    if node is not None and node.frame_store is not None:
+        return True
+    return any(graph.redis[i].frame_store is not None for i in agent.instances if i in graph.redis)
+
+
 def stale_after(graph: Graph, binding: OutputBinding) -> float:
     """How long the readers of ``binding``'s stream wait before taking over a dead consumer's
     entries: also how long a slot of a dead producer is kept."""

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TESTS
 from frame_agents import FrameCheck, FrameSource, pixels
 from graphrun import frame_store
 from graphrun.errors import FrameStoreError, FrameUnavailable, GraphError
@@ -211,4 +210,28 @@ def test_the_harness_sends_inline_what_its_full_store_has_no_room_for() -> None:
         assert (checker.frames.shared, checker.frames.inline) == (2, 2)
 
 
-assert TESTS  # frame_agents is importable from the tests folder
+
+
+
+def test_compose_gives_the_agents_of_a_frame_store_the_host_s_shared_memory(tmp_path: Path) -> None:
+    import yaml
+
+    from graphrun.cli import main
+
+    graph = tmp_path / "line.yaml"
+    graph.write_text("""\
+name: line
+redis:
+  frames: {frame_store: {size: 256MB}}
+  results: {}
+agents:
+  cam: {type: frame_agents:FrameSource, outputs: {frames: frames:cam.frames}}
+  check: {type: frame_agents:FrameCheck, inputs: {frames: cam.frames}, outputs: {verdicts: results:verdicts}}
+  show: {type: examples.printer, inputs: {values: check.verdicts}}
+""")
+    out = tmp_path / "out"
+    assert main(["compose", str(graph), "--out", str(out)]) == 0
+    services = yaml.safe_load((out / "docker-compose.local.yml").read_text())["services"]
+    assert "/dev/shm:/dev/shm" in services["cam"]["volumes"]  # writes the slots
+    assert "/dev/shm:/dev/shm" in services["check"]["volumes"]  # reads them
+    assert "/dev/shm:/dev/shm" not in services["show"]["volumes"]  # uses no store
