@@ -116,11 +116,24 @@ def test_a_counter_apart_from_its_data_is_written_after_it() -> None:
         "score": {"address": 104, "encoding": "float32"},
     })
     requests = Layout(regmap).requests({"part_id": 9, "outcome": 2, "defective": True, "score": 0.0}, sequence=1)
+    # The part id goes with the counter, after the data: a restarted agent takes the part id the PLC shows for written.
     assert [(r.table, r.address, r.fields) for r in requests] == [
         ("coil", 3, ("defective",)),
-        ("holding", 101, ("part_id", "outcome", "score")),
+        ("holding", 103, ("outcome", "score")),
+        ("holding", 101, ("part_id",)),
         ("holding", 200, ("sequence",)),
     ]
+    assert not Layout(regmap).pair_is_atomic()  # apart: a part id shown may be of a half-written result
+
+
+def test_a_part_id_beside_the_counter_is_written_with_it_after_the_data() -> None:
+    regmap = RegisterMap.model_validate({"outcome": {"address": 200}})  # the counter and part id stay at 100-102
+    requests = Layout(regmap).requests({"part_id": 9, "outcome": 2}, sequence=1)
+    assert [(r.table, r.address, r.fields) for r in requests] == [
+        ("holding", 200, ("outcome",)),
+        ("holding", 100, ("sequence", "part_id")),
+    ]
+    assert Layout(regmap).pair_is_atomic()
 
 
 @pytest.mark.parametrize(

@@ -248,11 +248,14 @@ class ModbusAgent(Agent):
         """Read every map entry once: an address the PLC lacks fails here, with its name.
 
         The counter continues from the PLC's value, and the part it shows counts as
-        written, so verdicts redelivered after a crash are not written a second time.
+        written, so verdicts redelivered after a crash are not written a second time. That
+        needs the part id and the counter in one request (``Layout.pair_is_atomic``);
+        otherwise the part is written again: twice rather than never.
         """
         values = {name: self._link.read_value(name, entry) for name, entry in self._map.entries()}
         self._sequence = int(values["sequence"])
-        if self._sequence and "part_id" in values:
+        # Only a part id written in one request with the counter surely belongs to a written result.
+        if self._sequence and "part_id" in values and self._layout.pair_is_atomic():
             # Verdicts that arrived while the agent waited for the PLC may be of that part.
             shown = self._join.already_written(int(values["part_id"]))
             if shown:

@@ -2,8 +2,15 @@
 
 The PLC must never see a new sequence counter beside old data. When the counter and
 the data registers form one contiguous block they go in a single write-multiple
-request (atomic on the PLC); otherwise the data is written first and the counter
-last, on its own.
+request (atomic on the PLC); otherwise the data is written first and the part id and
+the counter last (one request when they are adjacent, as in the default map).
+
+The part id goes with the counter, not with the data, because an agent that restarts
+takes the part id the PLC shows for written: an agent killed between the data write and
+the counter write must leave the previous part's id there, or its successor would
+acknowledge the half-written part without writing it (the part would be lost). Only
+when the part id and the counter share one request is the pair the PLC shows sure to
+belong to one result; ``pair_is_atomic`` says whether it is.
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from dataclasses import dataclass
 
 from .encoding import encode, number
 from .regmap import Entry, RegisterMap, Table
+
+#: Written last, after the data, in this order.
+LAST = ("part_id", "sequence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +73,22 @@ class Layout:
             words = self.encode(name, entry, sequence if name == "sequence" else values[name])
             (coils if entry.table == "coil" else holding).append((name, entry, words))
         merged = _runs(holding)
-        if len(merged) > 1:  # not one block: data first, the counter alone and last
-            merged = _runs([p for p in holding if p[0] != "sequence"])
-            merged += _runs([p for p in holding if p[0] == "sequence"])
+        if len(merged) > 1:  # not one block: data first, then the part id with the counter, the counter last
+            merged = _runs([p for p in holding if p[0] not in LAST])
+            pair = _runs([p for p in holding if p[0] in LAST])
+            if len(pair) > 1:  # apart: the part id, then the counter on its own
+                pair = _runs([p for p in holding if p[0] == "part_id"]) + _runs([p for p in holding if p[0] == "sequence"])
+            merged += pair
         return _runs(coils) + merged
+
+    def pair_is_atomic(self) -> bool:
+        """Whether the part id and the counter are written in one request, so the part id the
+        PLC shows is that of the result its counter shows (see the module's docstring)."""
+        part_id = self.map.part_id
+        if part_id is None or part_id.table != "holding":
+            return False
+        entries = sorted((part_id, self.map.sequence), key=lambda e: e.address)
+        return entries[0].last + 1 == entries[1].address
 
     @staticmethod
     def encode(name: str, entry: Entry, value: bool | int | float) -> list[int]:
