@@ -9,8 +9,10 @@ carries a hash of the instance's URL, so two graphs of one name never share slot
 
 A slot is reused only when its entry is done with in Redis: every consumer group of its
 stream has read it and none has it pending (``transport.consumed_before``), or it was
-trimmed. That is asked only when the store runs out of free slots, at most once per
-``RECLAIM_INTERVAL``, not once per frame: one look frees every slot done with. A slot
+trimmed. That is asked when fewer than a quarter of the slots are free, right after an
+entry was written (off the path of the frame, which is already on its way), and when the
+store runs out of free slots; at most once per ``RECLAIM_INTERVAL``, not once per frame:
+one look frees every slot done with. A slot
 whose producer died before its entry was written (or whose attempt was discarded) is
 freed after ``stale_after`` seconds, the readers' claim timeout.
 """
@@ -161,6 +163,8 @@ class FrameOutput:
                 store.record(ref, key, entry_id)
                 if own.get(ref.slot, (None,))[0] == ref:
                     del own[ref.slot]
+            if store.free() < store.slots // 4:
+                self._reclaim()  # now, rather than when the next frame finds the store full
         return written
 
 

@@ -329,6 +329,11 @@ class FrameStore:
                     freed += 1
         return freed
 
+    def free(self) -> int:
+        """How many slots are free (read without the lock: a hint)."""
+        return sum(1 for slot in range(self.slots)
+                   if struct.unpack_from("<I", self._mm, _header_offset(slot))[0] == FREE)
+
     def usage(self) -> dict[str, int]:
         """How many slots are free, taken (entry not yet written) and written."""
         counts = [0, 0, 0]
