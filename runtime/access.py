@@ -51,7 +51,13 @@ class RedisAccess:
     ``observe``: read what ``graphrun status`` reads (every agent's health and every
     stream's length, groups and dead letters, on every instance of the graph): for
     agents that show the graph's health, such as the HMI.
+
+    ``requests``: the agent makes requests into the graph (``graphrun.AsyncGraphClient``,
+    as the HTTP gateway does), to these ``AGENT.PORT`` inputs, or to every input of the
+    graph with True: it may append to their streams, take a request back (XDEL) and read
+    their backlog, and read, trim and delete its own reply streams (see ``replies``).
     """
 
     grants: tuple[KeyGrant, ...] = ()
     observe: bool = False
+    requests: bool | tuple[str, ...] = False

@@ -13,6 +13,8 @@ One user per agent, ``<graph>-<agent>``, on every Redis instance it uses:
 - the reply streams of callers outside the graph (``graphrun:reply:<graph>:*``), on its
   home instance and its outputs' (a request names the port that answers it, not the graph);
 - whatever its class declares through ``Agent.redis_access`` (``access``);
+- with ``RedisAccess.requests`` (the HTTP gateway): append to the input streams it makes
+  requests to, take them back and read their backlog, and read its own reply streams;
 - without keys: PING, INFO (a server's run id tells a restart), CLIENT SETNAME (redis-py
   tries CLIENT SETINFO too and goes on when refused: Redis 7.0 does not know it),
   MULTI/EXEC/DISCARD (its writes and acknowledgements go together).
@@ -43,7 +45,8 @@ from .graph import AgentNode, Graph
 from .health import health_key, starts_key
 from .index import PREFIX as INDEX_PREFIX
 from .observe import streams_of
-from .replies import reply_key
+from .calls import reply_instance
+from .replies import callers_of, reply_key
 from .secrets import read_secret
 from .transport import STATS_PREFIX
 
@@ -59,6 +62,8 @@ DEAD_LETTERS = ("xadd",)
 INDEX = ("rpush", "ltrim", "expire")
 HEALTH = ("hset", "hgetall", "pexpire", "hincrby")
 REPLIES = ("xadd", "expire")
+REQUESTS = ("xadd", "xdel", "xlen", "xrange", "xinfo|groups")  # a client's, on the ports it posts to
+CALLER = ("xread", "xtrim", "del")  # a client's, on its own reply streams
 OBSERVE_STREAMS = ("exists", "type", "xlen", "xrange", "xrevrange", "xread", "xinfo|stream", "xinfo|groups",
                    "xinfo|consumers", "xpending")
 OBSERVE_HASHES = ("hgetall", "hget")
@@ -157,6 +162,8 @@ def agent_user(graph: Graph, agent: AgentNode) -> User:
         user.add(grant.instance, grant.commands, grant.keys)
     if access.observe:
         _add_observing(user, graph)
+    if access.requests:
+        _add_requesting(user, graph, agent.name, access.requests)
     return user
 
 
@@ -174,6 +181,29 @@ def declared_access(graph: Graph, agent: AgentNode) -> RedisAccess:
             raise ConfigError(f"agent {agent.name!r} asks for access to Redis instance {grant.instance!r}, which "
                               f"graph {graph.name!r} does not have (instances: {', '.join(graph.redis)})")
     return access
+
+
+def _add_requesting(user: User, graph: Graph, agent: str, ports: bool | tuple[str, ...]) -> None:
+    """What a client inside the agent (``graphrun.AsyncGraphClient``) needs: append requests
+    to the streams of ``ports`` (every input of the graph with True), take them back and read
+    their backlog; read, trim and delete its own reply streams (``replies.callers_of``)."""
+    if ports is True:
+        bindings = [b for node in graph.agents.values() for b in node.inputs.values()]
+    else:
+        bindings = []
+        for name in ports:  # type: ignore[union-attr]
+            target, _, port = name.rpartition(".")
+            node = graph.agents.get(target)
+            if node is None or port not in node.inputs:
+                raise ConfigError(f"agent {agent!r} asks to make requests to {name!r}, which is no connected input "
+                                  f"of graph {graph.name!r}")
+            bindings.append(node.inputs[port])
+    streams: dict[str, list[str]] = {}
+    for binding in bindings:
+        streams.setdefault(binding.instance, []).append(escape(binding.key))
+    for instance, keys in streams.items():
+        user.add(instance, REQUESTS, keys)
+    user.add(reply_instance(graph.redis), CALLER, [escape(callers_of(graph.name, agent)) + "*"])
 
 
 def observer_user(graph: Graph) -> User:

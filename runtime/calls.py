@@ -9,7 +9,7 @@ answering port named by the caller, since nothing tells it).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ class Target:
             if not self.urls:
                 raise ConfigError("; ".join(self.missing.values()))
         self.name = self.graph.name if self.graph is not None else "url"
-        self.reply_instance = DEFAULT_INSTANCE if DEFAULT_INSTANCE in self.urls else next(iter(self.urls))
+        self.reply_instance = reply_instance(self.urls)
         self._ports: dict[str, Port] = {}
 
     def port(self, name: str) -> Port:
@@ -97,6 +97,12 @@ class Target:
                    else f"the graph does not tell which output of the agents after {port.name} answers")
             raise ConfigError(f"name the answering port (answer='AGENT.PORT') for requests to {port.name}: {why}")
         return port.answer
+
+
+def reply_instance(instances: Iterable[str]) -> str:
+    """The Redis instance where a client's reply stream lives: ``main``, else the first."""
+    instances = list(instances)
+    return DEFAULT_INSTANCE if DEFAULT_INSTANCE in instances else instances[0]
 
 
 def answering_port(graph: Graph, agent: str) -> str | None:

@@ -32,7 +32,7 @@ from .client_io import READ_BLOCK_MS, GroupWriter, ReplyReader, Sink, Waiter
 from .errors import BacklogFull, RequestTimeout
 from .graph import Graph
 from .message import Message, Request, new_id
-from .replies import reply_key
+from .replies import caller_key
 
 __all__ = ["GraphClient", "Ticket"]
 
@@ -82,7 +82,7 @@ class GraphClient:
         self.max_backlog = max_backlog
         self.name = name
         self._clients = {i: transport.connect(u, name=f"graphrun-{name}") for i, u in self.target.urls.items()}
-        self.reply_key = reply_key(self.target.name, new_id())
+        self.reply_key = caller_key(self.target.name, name, new_id())
         self.reply_instance = self.target.reply_instance
         self._admitted: dict[str, _Admitted] = {}  # port -> what the limit knows of it
         self._admitting = threading.Lock()

@@ -23,11 +23,22 @@ REPLY_MAXLEN = 100_000  # entries a reply stream keeps, when its reader falls th
 REPLY_GRACE = 30.0  # seconds a reply stream outlives the deadline of the request answered
 NO_DEADLINE_TTL = 3600  # seconds a reply stream lives after answering a request without a deadline
 
-__all__ = ["REPLY_END", "REPLY_MAXLEN", "REPLY_PREFIX", "answer", "reply_key", "ttl"]
+__all__ = ["REPLY_END", "REPLY_MAXLEN", "REPLY_PREFIX", "answer", "caller_key", "callers_of", "reply_key", "ttl"]
 
 
 def reply_key(graph: str, caller: str) -> str:
     return f"{REPLY_PREFIX}{graph}:{caller}"
+
+
+def caller_key(graph: str, name: str, unique: str) -> str:
+    """The reply stream of one client named ``name``: its name first, so that an ACL
+    pattern (``callers_of``) can give an agent that makes requests its own streams alone."""
+    return reply_key(graph, f"{name}.{unique}")
+
+
+def callers_of(graph: str, name: str) -> str:
+    """The key prefix of every reply stream of clients named ``name`` (``caller_key``)."""
+    return reply_key(graph, f"{name}.")
 
 
 def ttl(request: Request, now: float | None = None) -> int:

@@ -23,6 +23,7 @@ from graphrun import (
     Deployment,
     GraphrunError,
     ParamError,
+    RedisAccess,
     operator_token,
 )
 from graphrun_agents.hmi.access import OPERATOR_TOKEN, is_local
@@ -39,6 +40,12 @@ class GatewayAgent(Agent):
 
     Params = GatewayParams
     params: GatewayParams
+
+    @classmethod
+    def redis_access(cls, params: GatewayParams, *, graph: str, agent: str, home: str) -> RedisAccess:
+        """Requests to the ports it opens (every input when ``ports`` is not given), and its
+        reply streams: what its ACL user needs under ``graphrun run --secure``."""
+        return RedisAccess(requests=True if params.ports is None else tuple(params.ports))
 
     @classmethod
     def deployment(cls, params: GatewayParams) -> Deployment:
