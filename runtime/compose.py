@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from . import frame_path
+from . import compose_acl, deploy_secrets, frame_path
 from .deploy import (
     DEFAULT_IMAGE,
     GRAPH_DIR,
@@ -50,7 +50,6 @@ from .deploy import (
     redis_command,
     redis_module,
 )
-from . import compose_acl, deploy_secrets
 from .deployment import Deployment, RedisModule
 from .errors import ConfigError
 from .graph import AgentNode, Graph, env_name, load_graph

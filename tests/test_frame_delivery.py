@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import TESTS, caught_up, read_messages, wait_until
 from frame_agents import pixels
 from graphrun import frame_store
@@ -203,7 +202,7 @@ def test_a_killed_reader_restarted_rereads_its_pending_frames_from_their_slots(
 
 def test_a_restarted_producer_keeps_the_slots_of_frames_still_unread(frame_path, redis_client, graph_file,
                                                                     start_agent) -> None:
-    text = lambda first: PAIR.format(name="frames", store=frame_path, count=20, first=first, delay=0)  # noqa: E731
+    text = lambda first: PAIR.format(name="frames", store=frame_path, count=20, first=first, delay=0)
     ensure_group(redis_client, "frames", "check")  # the reader exists, but is not running yet
     before = start_agent(graph_file(text(0), "before.yaml"), "source")
     wait_until(lambda: redis_client.xlen("frames") >= 20, what="the first producer's 20 frames")

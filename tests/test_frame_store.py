@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from frame_agents import FrameCheck, FrameSource, pixels
 from graphrun import frame_store
 from graphrun.errors import FrameStoreError, FrameUnavailable, GraphError
@@ -215,7 +214,6 @@ def test_the_harness_sends_inline_what_its_full_store_has_no_room_for() -> None:
 
 def test_compose_gives_the_agents_of_a_frame_store_the_host_s_shared_memory(tmp_path: Path) -> None:
     import yaml
-
     from graphrun.cli import main
 
     graph = tmp_path / "line.yaml"
