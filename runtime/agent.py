@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .access import RedisAccess
 from .deployment import Deployment, network_address
+from .errors import ParamError
 from .message import Message
 from .ports import Sender, _Port, declared_ports
 
@@ -182,6 +183,21 @@ class Agent:
         ``dataclasses.replace(super().deployment(params), ...)``.
         """
         return network_address(params)
+
+    @classmethod
+    def check_wiring(cls, params: Any, inputs: frozenset[str], outputs: frozenset[str]) -> list[ParamError]:
+        """Mistakes of the params together with the ports the graph wires, for ``graphrun validate``.
+
+        A param that names ports (a topic per input, an output per subscription) can only be
+        checked against the graph: override this so the mistake is reported when the graph is
+        loaded, with the graph file's line, rather than when the agent starts on its machine.
+        ``params`` is the validated ``Params``; ``inputs`` the input ports the graph connects,
+        ``outputs`` the agent's output ports (for a set of ports, the names the graph gives).
+        Return one ``ParamError`` per mistake, its path the field within ``params`` (the
+        nearest line present in the file is shown). The agent may call it again in ``start``
+        and raise the first, for runs that load no graph file (``AgentHarness``). Default: none.
+        """
+        return []
 
     @classmethod
     def redis_access(cls, params: Any, *, graph: str, agent: str, home: str) -> RedisAccess:

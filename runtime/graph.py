@@ -380,6 +380,7 @@ class _Resolver:
         outputs, groups = self._outputs(classes)
         inputs = self._inputs(classes, outputs, groups)
         self._required_inputs(classes, inputs)
+        self._wiring(classes, settings, inputs, outputs)
         self._cycles(inputs)
         if self.problems or self.src.problems:
             raise self.error()
@@ -699,6 +700,23 @@ class _Resolver:
                     if ("agents", name, "inputs", port) in self.src.keys:
                         continue  # bound, but the binding itself was reported
                     self.fail(("agents", name), f"required input {port!r} of agent {name!r} is not connected")
+
+    def _wiring(self, classes: dict[str, type[Agent]], settings: dict[str, BaseModel],
+                inputs: dict[str, dict[str, InputBinding]], outputs: dict[str, dict[str, OutputBinding]]) -> None:
+        """The agents' own checks of their params against the ports wired (``Agent.check_wiring``),
+        for each agent whose entry has no problem reported already (it would only echo it)."""
+        reported = {p.path.split(".")[1] for p in self.problems + self.src.problems
+                    if p.path.startswith("agents.") and "." in p.path}
+        for name, cls in classes.items():
+            if name in reported or name not in settings:
+                continue
+            try:
+                found = cls.check_wiring(settings[name], frozenset(inputs.get(name, {})), frozenset(outputs.get(name, {})))
+                for exc in found:
+                    self.fail(("agents", name, "params", *exc.path), f"agent {name!r}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the agent's own code may raise anything
+                self.fail(("agents", name, "params"), f"the wiring of {cls.__name__} could not be checked: "
+                                                      f"{registry.describe_error(exc, _module_file(cls))}")
 
 
 def _known(mapping: dict[str, Any]) -> str:

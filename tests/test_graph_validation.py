@@ -222,3 +222,79 @@ def test_a_port_name_may_not_be_used_twice_by_one_agent() -> None:
 def test_a_member_of_a_dynamic_set_is_type_checked_against_its_set() -> None:
     line, message, _ = only(TWO_SETS.replace("{LABELS}", "{wrong: source.items}"))
     assert line == 15 and "source.items sends Item but both.wrong takes Label" in message
+
+
+# --- an agent's own check of its params against the ports wired: Agent.check_wiring --------
+
+ROUTING_AGENTS = '''\
+from pydantic import BaseModel
+
+from graphrun import Agent, Inputs, Outputs, ParamError
+
+
+class RouterParams(BaseModel):
+    routes: dict[str, str] = {}
+
+
+class Router(Agent):
+    """Sends each input's messages to the output its route names."""
+
+    sources = Inputs(None)
+    targets = Outputs(None)
+    Params = RouterParams
+
+    @classmethod
+    def check_wiring(cls, params, inputs, outputs):
+        problems = [ParamError(("routes",), f"input {i!r} has no route") for i in sorted(inputs - set(params.routes))]
+        return problems + [ParamError(("routes", i), f"route to {o!r}, which is no output") for i, o in params.routes.items()
+                           if o not in outputs]
+
+
+class Careless(Router):
+    @classmethod
+    def check_wiring(cls, params, inputs, outputs):
+        return [ParamError(("routes",), params.routes["missing"])]
+'''
+
+ROUTED = """\
+name: routed
+redis: {main: {}}
+agents:
+  a: {type: sample_agents:Source}
+  b: {type: sample_agents:Source}
+  router:
+    type: routing_agents:Router
+    params:
+      routes:
+        a: left
+        b: right
+    inputs: {a: a.items, b: b.items}
+    outputs: {left: main:left}
+"""
+
+
+def routed(tmp_path: Path, text: str) -> list[tuple[int, str, str]]:
+    (tmp_path / "routing_agents.py").write_text(ROUTING_AGENTS)
+    path = tmp_path / "routed.yaml"
+    path.write_text(text)
+    with pytest.raises(GraphError) as caught:
+        load_graph(path)
+    return [(p.line, p.message, p.path) for p in caught.value.problems]
+
+
+def test_an_agent_s_own_wiring_check_is_reported_at_the_field_s_line(tmp_path: Path) -> None:
+    assert routed(tmp_path, ROUTED) == [(11, "agent 'router': route to 'right', which is no output",
+                                         "agents.router.params.routes.b")]
+    text = ROUTED.replace("        b: right\n", "").replace("outputs: {left: main:left}", "outputs: {left: main:left, right: main:r}")
+    assert routed(tmp_path, text) == [(10, "agent 'router': input 'b' has no route", "agents.router.params.routes")]
+
+
+def test_a_wiring_check_is_skipped_for_an_agent_with_a_problem_already_reported(tmp_path: Path) -> None:
+    found = routed(tmp_path, ROUTED.replace("b: b.items", "b: b.itemz"))
+    assert [path for _, _, path in found] == ["agents.router.inputs.b"]
+
+
+def test_a_wiring_check_that_fails_is_reported_as_such(tmp_path: Path) -> None:
+    (line, message, path), = routed(tmp_path, ROUTED.replace("routing_agents:Router", "routing_agents:Careless"))
+    assert (line, path) == (9, "agents.router.params")
+    assert "the wiring of Careless could not be checked" in message and "KeyError" in message

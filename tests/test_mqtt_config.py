@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from graphrun import GraphError
+from graphrun import GraphError, ParamError
 from graphrun.graph import Graph
-from graphrun.redis_server import RedisServer
-from graphrun.runner import AgentRunner
-from graphrun_agents.errors import AgentConfigError
+from graphrun.testing import AgentHarness
+from graphrun_agents.mqtt.agent import MqttAgent
 
 GRAPH = """\
 name: line4
@@ -66,15 +68,46 @@ def test_a_retained_sparkplug_message_and_a_plain_port_without_topic_are_refused
     assert "not a Sparkplug id" in message and "sparkplug.group_id" in message
 
 
-def test_an_input_without_a_topic_stops_the_start_naming_the_key_to_add(graph_file: Callable[[str], Graph]) -> None:
-    graph = graph_file(GRAPH.format(params="      publish: {other: line4/other}"))
-    with RedisServer(name="mqtt-config") as server:
-        with pytest.raises(AgentConfigError, match=r"input 'results' has no entry in params.publish"):
-            AgentRunner(graph, "mqtt", redis_urls={"main": server.url}).run(duration=5)
+def validate(tmp_path: Path, params: str) -> subprocess.CompletedProcess[str]:
+    """``graphrun validate`` on the graph made from ``params``, as a user runs it."""
+    path = tmp_path / "line4.yaml"
+    path.write_text(GRAPH.format(params=params))
+    return subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
-def test_a_subscription_without_an_output_port_stops_the_start(graph_file: Callable[[str], Graph]) -> None:
-    graph = graph_file(GRAPH.format(params="      publish: {results: line4/results}\n      subscribe: {recipe: mes/recipe}"))
-    with RedisServer(name="mqtt-config") as server:
-        with pytest.raises(AgentConfigError, match=r"params.subscribe.recipe has no output port"):
-            AgentRunner(graph, "mqtt", redis_urls={"main": server.url}).run(duration=5)
+def test_an_input_without_a_topic_is_reported_by_validate_at_the_publish_line(tmp_path: Path) -> None:
+    params = "      publish: {other: line4/other}"
+    done = validate(tmp_path, params)
+    assert done.returncode == 1
+    line = line_of(params, "publish:")
+    assert f"line4.yaml:{line}:" in done.stderr
+    assert "agent 'mqtt': input 'results' has no entry in params.publish (publish: {results: <topic>})" in done.stderr
+    assert "(agents.mqtt.params.publish)" in done.stderr
+
+
+def test_a_subscription_without_an_output_port_is_reported_by_validate_at_its_line(tmp_path: Path) -> None:
+    params = "      publish: {results: line4/results}\n      subscribe:\n        recipe: mes/recipe"
+    done = validate(tmp_path, params)
+    assert done.returncode == 1
+    assert f"line4.yaml:{line_of(params, 'recipe: mes/recipe')}:" in done.stderr
+    assert "params.subscribe.recipe has no output port in the graph" in done.stderr
+    assert "(agents.mqtt.params.subscribe.recipe)" in done.stderr
+
+
+def test_a_subscription_with_its_output_port_validates(tmp_path: Path) -> None:
+    params = "      publish: {results: line4/results}\n      subscribe:\n        recipe: mes/recipe"
+    path = tmp_path / "line4.yaml"
+    path.write_text(GRAPH.format(params=params) + "    outputs: {recipe: {stream: mes.recipe}}\n")
+    done = subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_agent_run_without_a_graph_file_is_stopped_at_start_naming_the_field() -> None:
+    """AgentHarness loads no graph: the same check runs when the agent starts."""
+    harness = AgentHarness(MqttAgent, params={"host": "127.0.0.1", "port": 1883, "publish": {"other": "line4/other"}},
+                           groups={"publish": ["results"]})
+    with pytest.raises(ParamError, match=r"input 'results' has no entry in params.publish") as caught:
+        harness.agent.start()
+    assert caught.value.path == ("publish",)

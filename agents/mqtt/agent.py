@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue
 import time
 
-from graphrun import Agent, Backoff, Inputs, Message, Outputs, Retry, read_secret
+from graphrun import Agent, Backoff, Inputs, Message, Outputs, ParamError, Retry, read_secret
 
 from ..errors import AgentConfigError, BrokerUnreachable
 from ..messages import MqttMessage
@@ -68,18 +68,23 @@ class MqttAgent(Agent):
         self.status.update(published=0, received=0, unreadable=0, queued=0, in_flight=0, mqtt="waiting for broker")
         self._link_up()
 
-    def _check_ports(self) -> None:
+    @classmethod
+    def check_wiring(cls, params: MqttParams, inputs: frozenset[str], outputs: frozenset[str]) -> list[ParamError]:
         """Each connected input needs a topic and each subscription a connected output:
         otherwise a message would be published nowhere, or received and dropped."""
-        p = self.params
-        unnamed = [port for port in self.publish if port not in p.publish]
-        if unnamed:
-            raise AgentConfigError(f"mqtt agent {self.name!r}: input {unnamed[0]!r} has no entry in params.publish "
-                                   f"(publish: {{{unnamed[0]}: <topic>}})")
-        unwired = [port for port in p.subscribe if port not in self.subscribe]
-        if unwired:
-            raise AgentConfigError(f"mqtt agent {self.name!r}: params.subscribe.{unwired[0]} has no output port in the "
-                                   f"graph (outputs: {{{unwired[0]}: <stream>}}); its messages would be lost")
+        problems = [ParamError(("publish",), f"input {port!r} has no entry in params.publish "
+                                             f"(publish: {{{port}: <topic>}})")
+                    for port in sorted(inputs - set(params.publish))]
+        problems += [ParamError(("subscribe", port), f"params.subscribe.{port} has no output port in the graph "
+                                                     f"(outputs: {{{port}: <stream>}}); its messages would be lost")
+                     for port in params.subscribe if port not in outputs]
+        return problems
+
+    def _check_ports(self) -> None:
+        """The graph's check, again: an agent run without a graph file (AgentHarness) gets it too."""
+        problems = self.check_wiring(self.params, frozenset(self.publish), frozenset(self.subscribe))
+        if problems:
+            raise problems[0]
 
     def stop(self) -> None:
         if not hasattr(self, "_link"):

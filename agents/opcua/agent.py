@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
-from graphrun import Agent, Deployment, Inputs, Message, Output
+from graphrun import Agent, Deployment, Inputs, Message, Output, ParamError
 from typing_extensions import NotRequired
 
 from ..messages import Verdict
@@ -69,7 +69,25 @@ class OpcuaAgent(Agent):
         url = urlsplit(params.url)
         return super().deployment(SimpleNamespace(host=url.hostname or "", port=url.port or 4840))
 
+    @classmethod
+    def check_wiring(cls, params: OpcuaParams, inputs: frozenset[str], outputs: frozenset[str]) -> list[ParamError]:
+        """What each mode needs of the graph's wiring: verdict inputs need result nodes to go
+        to (client) or are the whole point (server); a client needs inputs or subscriptions."""
+        if params.mode == "server":
+            return [] if inputs else [ParamError(("mode",), "mode server shows the line's verdicts: connect at least "
+                                                            "one verdict input")]
+        if inputs and not params.nodes.entries():
+            return [ParamError(("nodes",), f"verdict inputs ({', '.join(sorted(inputs))}) but no result nodes: "
+                                           "map at least nodes.sequence")]
+        if not inputs and not params.subscribe:
+            return [ParamError(("subscribe",), "a client with nothing to do: connect verdict inputs (with nodes) "
+                                               "or subscribe to nodes")]
+        return []
+
     def start(self) -> None:
+        problems = self.check_wiring(self.params, frozenset(self.verdicts), frozenset())
+        if problems:
+            raise problems[0]  # the graph's check, again: a run without a graph file (AgentHarness) gets it too
         views = tuple(self.verdicts)
         self._mode: ClientMode | ServerMode = (ServerMode if self.params.mode == "server" else ClientMode)(self, views)
         try:

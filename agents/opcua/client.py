@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from graphrun import Backoff, DeadLetter, Message, ParamError, Retry
 
-from ..errors import AgentConfigError, EncodingError, OpcuaRefused, OpcuaUnreachable
+from ..errors import EncodingError, OpcuaRefused, OpcuaUnreachable
 from ..part_join import Join, Offer, Outcome, Part
 from .inputs import ChangeFeed
 from .link import Link
@@ -37,12 +37,6 @@ class ClientMode:
         self.p: OpcuaParams = agent.params
         p = self.p
         self.views = views
-        if views and not p.nodes.entries():
-            raise AgentConfigError(f"opcua agent {agent.name!r} has verdict inputs but no result nodes: "
-                                   "map at least nodes.sequence")
-        if not views and not p.subscribe:
-            raise AgentConfigError(f"opcua agent {agent.name!r} (client) has nothing to do: connect verdict "
-                                   "inputs (with nodes) or subscribe to nodes")
         # Subscriptions alone (no verdict input): the join is never offered a verdict.
         self.join: Join[Message] = Join(views or ("none",), p.join_timeout)
         self.loop = LoopThread(agent.name)

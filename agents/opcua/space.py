@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from asyncua import Server, ua
 from graphrun import DeadLetter, GraphHealth, Message
 
-from ..errors import AgentConfigError
 from ..part_join import Join, Outcome, Part
 from .loop import LoopThread
 from .params import OpcuaParams
@@ -37,8 +36,6 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 class ServerMode:
     def __init__(self, agent: OpcuaAgent, views: tuple[str, ...]):
-        if not views:
-            raise AgentConfigError(f"opcua agent {agent.name!r} (server) has no verdict inputs: connect at least one")
         self.agent = agent
         self.p: OpcuaParams = agent.params
         self.views = views
