@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
 from . import frame_store
-from .errors import MessageFormatError
+from .errors import FrameUnavailable, MessageFormatError
 from .message import SCHEMA_VERSION, Hop, Message, Request
 
 HEADER = b"h"
@@ -90,8 +90,13 @@ def encode(message: Message, frames: FrameSink | None = None) -> dict[bytes, Any
     return {HEADER: text.encode(), **fields}
 
 
-def decode(fields: Mapping[bytes, bytes]) -> Message:
-    """The message in a stream entry; raises MessageFormatError for anything malformed."""
+def decode(fields: Mapping[bytes, bytes], *,
+           gone: Callable[[Mapping[str, Any], FrameUnavailable], Any] | None = None) -> Message:
+    """The message in a stream entry; raises MessageFormatError for anything malformed.
+
+    ``gone``: what stands for an array whose frame is no longer in shared memory (given
+    its descriptor and why), for tools that show the rest of such a message; without it,
+    ``FrameUnavailable`` is raised."""
     raw = fields.get(HEADER)
     if raw is None:
         raise MessageFormatError(f"entry has no header field 'h' (fields: {sorted(k.decode(errors='replace') for k in fields)})")
@@ -100,6 +105,11 @@ def decode(fields: Mapping[bytes, bytes]) -> Message:
         name = obj.get(_ARRAY_KEY)
         if name is None:
             return obj
+        if gone is not None and obj.get(_SHARED) is not None:
+            try:
+                return _array(fields, name, obj)
+            except FrameUnavailable as exc:
+                return gone(obj, exc)
         return _array(fields, name, obj)
 
     try:

@@ -292,7 +292,7 @@ class Delivery:
         if self._index_key is None or excerpt:  # an excerpt is of an entry that does not decode
             return None
         try:
-            return self._index_key(binding, codec.decode(fields).payload)
+            return self._index_key(binding, codec.decode(fields, gone=lambda spec, why: None).payload)
         except MessageFormatError:
             return None
 

@@ -61,11 +61,22 @@ def format_age(seconds: float) -> str:
 
 
 def decode(fields: Mapping[bytes, bytes]) -> tuple[Message | None, str | None]:
-    """The message in an entry, or None and why it is not one."""
+    """The message in an entry, or None and why it is not one. A frame no longer in shared
+    memory (its slot reused, or on another host) is shown by what it was and why it is gone."""
     try:
-        return codec.decode(fields), None
+        return codec.decode(fields, gone=_gone), None
     except MessageFormatError as exc:
         return None, str(exc)
+
+
+def _gone(spec: Mapping[str, Any], why: Exception) -> str:
+    try:
+        dtype = str(np.dtype(spec.get("dtype")))
+    except (TypeError, ValueError):
+        dtype = "?"
+    shape = spec.get("shape")
+    shape = "x".join(str(n) for n in shape) if isinstance(shape, list) else "?"
+    return f"<{dtype}[{shape}] not here: {why}>"
 
 
 def payload_text(message: Message) -> str:

@@ -16,7 +16,7 @@ import pytest
 import redis
 from conftest import TESTS, caught_up, read_messages, wait_until
 from frame_agents import pixels
-from graphrun import frame_store
+from graphrun import frame_store, index
 from graphrun.codec import decode, encode
 from graphrun.frame_path import store_name
 from graphrun.frame_store import FrameStore
@@ -148,7 +148,7 @@ def test_a_reader_that_finds_its_slot_reused_dead_letters_the_frame_and_counts_i
                 return self.ref
 
         sink = Sink()
-        redis_client.xadd("frames", encode(Message({"seq": 1, "image": pixels(1)}), sink))
+        redis_client.xadd("frames", encode(Message({"seq": 1, "part_id": 41, "image": pixels(1)}), sink))
         assert store.release(sink.ref)  # freed although pending: what the reuse rule prevents
         while (reused := store.put(pixels(99).tobytes())) is not None and reused.slot != sink.ref.slot:
             pass
@@ -160,6 +160,9 @@ def test_a_reader_that_finds_its_slot_reused_dead_letters_the_frame_and_counts_i
         assert verdicts(redis_client) == {2: True}  # the reused frame was never handed on
         [(_, dead)] = redis_client.xrange("frames:dead")
         assert b"was reused: generation" in dead[b"dl:error"]
+        # The dead letter is indexed by its part, as any other: `graphrun trace` shows it with why.
+        assert [e.decode() for e in redis_client.lrange(index.key("frames", "part_id", 41), 0, -1)] == [
+            f"frames:dead {redis_client.xrange('frames:dead')[0][0].decode()}"]
         assert check.counters.frames_unavailable == 1
         wait_until(lambda: record(redis_client, "frames", "check").get("frames_unavailable") == 1,
                    what="the health record counting it")
@@ -264,3 +267,30 @@ def test_a_full_store_whose_redis_does_not_answer_sends_the_frame_inline_instead
         assert (counters.frames_shared, counters.frames_inline) == (store.slots, 2)
     finally:
         frame_store.remove(store.path)
+
+
+def test_echo_shows_a_message_whose_frame_is_gone_with_its_fields_and_why(redis_server, redis_client,
+                                                                          graph_file) -> None:
+    from graphrun.summary import entry_line
+
+    store = FrameStore.create(store_name("frames", "main", redis_server.url), size=1 << 20, slot_size=128 << 10)
+
+    class Sink:
+        threshold = 1024
+
+        def put(self, data):
+            self.ref = store.put(data)
+            return self.ref
+
+    sink = Sink()
+    redis_client.xadd("frames", encode(Message({"seq": 5, "image": pixels(5)}, producer="cam"), sink))
+    [(entry_id, fields)] = redis_client.xrange("frames")
+    shown = entry_line(entry_id.decode(), fields)
+    assert '"seq": 5' in shown and "<uint8[256x320] " in shown and "not here" not in shown  # read from its slot
+    assert store.release(sink.ref)
+    while (again := store.put(b"other")) is not None and again.slot != sink.ref.slot:
+        pass
+    shown = entry_line(entry_id.decode(), fields)
+    assert shown.startswith(f"{entry_id.decode()} cam age ")  # still the message, not "malformed"
+    assert '"seq": 5' in shown
+    assert "<uint8[256x320] not here: slot 0 of" in shown and "was reused" in shown
