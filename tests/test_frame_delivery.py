@@ -294,3 +294,29 @@ def test_echo_shows_a_message_whose_frame_is_gone_with_its_fields_and_why(redis_
     assert shown.startswith(f"{entry_id.decode()} cam age ")  # still the message, not "malformed"
     assert '"seq": 5' in shown
     assert "<uint8[256x320] not here: slot 0 of" in shown and "was reused" in shown
+
+
+def test_slots_a_killed_producer_took_are_back_in_use_after_the_readers_claim_timeout(
+        redis_server, redis_client, graph_file, start_agent) -> None:
+    graph = graph_file(PAIR.format(name="frames", store=STORE, count=100, first=0, delay=0).replace(
+        "params: {count: 100, first: 0}", "params: {count: 100, first: 0, every_ms: 20}"))  # 2 s of frames
+    spec = graph.redis["main"].frame_store
+    store = FrameStore.create(store_name("frames", "main", redis_server.url), size=spec.size, slot_size=spec.slot_size)
+    # A producer that took three slots and was killed before it wrote their entries.
+    code = ("import time; from graphrun.frame_store import FrameStore; "
+            f"s = FrameStore({str(store.path)!r}, writable=True); [s.put(bytes(1000)) for _ in range(3)]; "
+            "print('taken', flush=True); time.sleep(60)")
+    producer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert producer.stdout is not None and producer.stdout.readline().strip() == "taken"
+    producer.send_signal(signal.SIGKILL)
+    producer.wait()
+    killed = time.monotonic()
+    assert store.usage()["taken"] == 3
+    start_agent(graph, "check")
+    wait_until(lambda: redis_client.exists("frames"), what="the reader's group")
+    start_agent(graph, "source")
+    # The readers' claim_idle_ms is 500 ms: then the three slots are freed and used again.
+    wait_until(lambda: store.usage()["taken"] == 0, what="the dead producer's slots freed")
+    assert time.monotonic() - killed >= 0.5
+    wait_until(lambda: redis_client.xlen("verdicts") >= 100, what="100 verdicts")
+    assert verdicts(redis_client) == {seq: True for seq in range(100)}
