@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -85,6 +86,22 @@ class StreamReader:
                 entries += more
         return entries
 
+    def ahead_command(self) -> tuple[object, ...] | None:
+        """The next read of new entries as a raw command, to go after a flush in its round
+        trip (``Outbox.flush(then=...)``); None where reads are more than one XREADGROUP
+        (large entries, ``batch_wait_ms``)."""
+        if self.wait_ms > 0 or self._count(self.batch) < self.batch:
+            return None
+        return ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.batch, "STREAMS",
+                *self._streams, *self._streams.values())
+
+    def take_ahead(self, reply: Any) -> list[Entry]:
+        """The entries of a raw reply to ``ahead_command``."""
+        entries = transport.parse_read(_as_parsed(reply))
+        if entries:
+            self._learn(entries)
+        return entries
+
     def _learn(self, entries: list[Entry]) -> None:
         size = sum(len(v) for e in entries if e.fields for v in e.fields.values()) / len(entries)
         self.entry_bytes = size if self.entry_bytes is None else 0.8 * self.entry_bytes + 0.2 * size
@@ -106,6 +123,16 @@ class StreamReader:
         for reply in pipe.execute():
             out += transport.parse_read(reply)
         return out
+
+
+def _as_parsed(reply: Any) -> Any:
+    """A raw XREADGROUP reply (streams as a list or a map, each entry's fields a flat list)
+    as redis-py parses it: fields as a dict."""
+    if not reply:
+        return reply  # nothing new
+    streams = reply.items() if isinstance(reply, dict) else reply
+    return [[stream, [[entry_id, dict(zip(fields[::2], fields[1::2])) if fields else None]
+                      for entry_id, fields in entries]] for stream, entries in streams]
 
 
 def own_pending(client: redis.Redis, group: str, consumer: str, binding: InputBinding) -> Iterator[list[Entry]]:

@@ -97,6 +97,7 @@ class AgentRunner:
             self._by_instance.setdefault(binding.instance, []).append(binding)
         self._reader_threads: list[ReaderThread] = []
         self._inbox: queue.Queue[Read] | None = None  # from reader threads, when there are any
+        self._ahead: list[Entry] = []  # new entries read in the round trip of the last flush
         self._outages = Outages(stopping=self.stopping, counters=self.counters, status=self.status,
                                 outbox=self._outbox, recover=self._recover, relieve=self._trim_consumed,
                                 report=self._publish_record, report_every=health_interval)
@@ -260,6 +261,10 @@ class AgentRunner:
         self.stopping.set()
         self._with_redis(self._publish_health, give_up_on_stop=True)  # "stopping"
         try:
+            if self._ahead:  # read with the last flush: handled, not left pending
+                [instance] = self._readers
+                entries, self._ahead = self._ahead, []
+                self._with_redis(lambda: self._handle_new(instance, entries))
             self._with_redis(self._outbox.flush)
         finally:
             for thread in self._reader_threads:
@@ -302,7 +307,8 @@ class AgentRunner:
     def _read_and_handle(self, block_ms: int) -> None:
         if self._inbox is None:  # all inputs on one instance: read it here
             [reader] = self._readers.values()
-            self._handle_new(reader.instance, reader.read(block_ms))
+            entries, self._ahead = self._ahead or reader.read(block_ms), []
+            self._handle_new(reader.instance, entries)
             return
         try:
             read = self._inbox.get(timeout=block_ms / 1000)
@@ -316,7 +322,12 @@ class AgentRunner:
         if not entries:
             return
         self._delivery.process(instance, entries, counts=None)
-        self._outbox.flush()
+        # With one reader and no reader threads, the next read rides on the flush's round trip.
+        reader = self._readers[instance] if self._inbox is None and not self.stopping.is_set() else None
+        command = reader.ahead_command() if reader is not None else None
+        ahead = self._outbox.flush(then=(instance, command) if command is not None else None)
+        if reader is not None and ahead is not None:
+            self._ahead = reader.take_ahead(ahead)
 
     def _drain_own_pending(self) -> None:
         """Handle again what this consumer received but never acknowledged: after a crash,
@@ -417,5 +428,6 @@ class AgentRunner:
             client.ping()
         self._ensure_groups()
         self._outbox.flush()
+        self._ahead = []  # pending to this consumer: handled by the drain below, or at the next start
         if self.node.inputs and not self.stopping.is_set():
             self._drain_own_pending()  # a read may have been delivered but never received
