@@ -7,8 +7,9 @@ stream entry (``Ref``), and every reader on the host maps the same bytes.
 The file is a header page (magic, layout, a random store id), a table of slot headers,
 then the slots. A slot header holds the slot's state, its generation (bumped each time
 the slot is taken, so a reference to an older use is recognised), the length and xxh3
-checksum of what was written, which process took it and when, and, once the producer
-knows it, the stream entry that refers to it (stream key and entry id). Taking a slot
+checksum of what was written, which process took it and when (its ``frame_lease``), once
+the producer knows it the stream entry that refers to it (stream key and entry id), and
+the pins of the processes that still hold arrays on the slot. Taking a slot
 happens under an fcntl lock on the file, so producers in several processes share one
 store; reading takes no lock: the generation and the checksum are checked instead.
 (``flock``, not ``lockf``: a lock of each open file, so that two stores opened in one
@@ -16,11 +17,16 @@ process, by two agents run as threads, exclude each other too.)
 
 This module knows nothing of Redis: when a written slot may be reused is decided by the
 caller from the stream's consumer groups (``frame_path``) and applied with ``free_before``.
+
+Pins keep a slot whose entry every reader has acknowledged from reuse while an array on
+it lives in some process (an agent that keeps the last frame for a preview, say): a view
+pins its slot, and the pin goes when the last array on it is garbage. So an agent cannot
+tell the paths apart: an array it keeps keeps its pixels. A process that dies drops its
+pins with its lease; a slot no pin entry is left for is read as a copy instead.
 """
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import mmap
 import os
@@ -29,24 +35,30 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xxhash
 
 from .errors import FrameStoreError, FrameUnavailable
+from .frame_lease import Lease, holder_gone
 
 DIRECTORY = Path(os.environ.get("GRAPHRUN_FRAME_DIR", "/dev/shm"))
 MAGIC = b"GRFRAME1"
 PAGE = 4096
-SLOT_HEADER = 128
+SLOT_HEADER = 256
 _STORE = struct.Struct("<8sQQ16s")  # magic, slot size, slots, store id
 # state, lease, generation, length, checksum, taken at, entry ms, entry seq, key length; then the key
 _SLOT = struct.Struct("<IIQQQdQQH")
-KEY_MAX = SLOT_HEADER - _SLOT.size
+PIN_OFFSET = 128  # in a slot header: PINS entries of (lease, arrays alive)
+PINS = 8
+_PIN = struct.Struct("<II")
+KEY_MAX = PIN_OFFSET - _SLOT.size
 FREE, TAKEN, WRITTEN = 0, 1, 2
 
 
@@ -88,53 +100,6 @@ class Ref:
             raise FrameUnavailable(f"malformed shared-memory frame reference {raw!r}: {exc}") from None
 
 
-def _lease_path(store: Path, lease: int) -> Path:
-    return store.with_name(f"{store.name}.lease-{lease:08x}")
-
-
-class _Lease:
-    """Who took a slot, checkable from any process of the host: a small file beside the
-    store that its process holds an flock on for as long as it lives. A kill -9 releases
-    the lock; a pid would not do (containers on one host each count pids from 1)."""
-
-    def __init__(self, store: Path):
-        while True:
-            self.token = int.from_bytes(os.urandom(4), "little") or 1
-            self.path = _lease_path(store, self.token)
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o660)
-                break
-            except FileExistsError:
-                continue
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        self._open = True
-        atexit.register(self.close)  # a clean exit leaves no lease file behind
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            self.path.unlink(missing_ok=True)
-            os.close(self._fd)
-
-
-def _holder_gone(store: Path, lease: int) -> bool:
-    """Whether the process that holds ``lease`` has ended (its lock released); its lease
-    file is removed then."""
-    path = _lease_path(store, lease)
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)  # (releases the lock just taken, if it was)
-    path.unlink(missing_ok=True)
-    return True
-
-
 def remove(path: Path) -> None:
     """Remove a store's file and its lease files (a graph taken down, a test's store)."""
     for lease in path.parent.glob(f"{path.name}.lease-*"):
@@ -167,7 +132,7 @@ class FrameStore:
         self._view = memoryview(self._mm)  # read-only when mapped for reading
         self.writable = writable
         self._cursor = 0
-        self._lease: _Lease | None = None  # taken at the first put
+        self._lease: Lease | None = None  # taken at the first put or pin
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing this file
     @classmethod
     def create(cls, name: str, *, size: int, slot_size: int, directory: Path | None = None) -> FrameStore:
@@ -239,15 +204,14 @@ class FrameStore:
         n = len(data)
         if n > self.slot_size:
             return None
-        if self._lease is None:
-            self._lease = _Lease(self.path)
+        lease = self._own_lease()
         with self._locked():
             slot = self._take()
             if slot is None:
                 return None
             header = self._header(slot)
             generation = header[2] + 1
-            _SLOT.pack_into(self._mm, _header_offset(slot), TAKEN, self._lease.token, generation, n, 0, time.time(),
+            _SLOT.pack_into(self._mm, _header_offset(slot), TAKEN, lease.token, generation, n, 0, time.time(),
                             0, 0, 0)
         start = self._data + slot * self.slot_size
         self._view[start:start + n] = data
@@ -310,7 +274,8 @@ class FrameStore:
         with self._locked():
             for slot in range(self.slots):
                 header = self._header(slot)
-                if header[0] == WRITTEN and (header[6], header[7]) < boundary and self._key(slot, header[8]) == key:
+                if (header[0] == WRITTEN and (header[6], header[7]) < boundary and self._key(slot, header[8]) == key
+                        and not self._pinned(slot)):
                     self._set_state(slot, FREE)
                     freed += 1
         return freed
@@ -324,7 +289,8 @@ class FrameStore:
         with self._locked():
             for slot in range(self.slots):
                 state, lease, _gen, _n, _sum, taken = self._header(slot)[:6]
-                if state == TAKEN and now - taken >= stale_after and _holder_gone(self.path, lease):
+                if (state == TAKEN and now - taken >= stale_after and holder_gone(self.path, lease)
+                        and not self._pinned(slot)):
                     self._set_state(slot, FREE)
                     freed += 1
         return freed
@@ -343,30 +309,93 @@ class FrameStore:
 
     # --- reading ------------------------------------------------------------------------
 
-    def view(self, ref: Ref) -> memoryview:
-        """The bytes ``ref`` refers to, as a read-only view (no copy); FrameUnavailable if
-        the slot has been reused since or its bytes do not match the checksum."""
+    # --- pins ------------------------------------------------------------------------
+
+    def _own_lease(self) -> Lease:
+        if self._lease is None:
+            self._lease = Lease(self.path)
+        return self._lease
+
+    def _pins(self, slot: int) -> Iterator[tuple[int, int, int]]:
+        for i in range(PINS):
+            offset = _header_offset(slot) + PIN_OFFSET + i * _PIN.size
+            yield (offset, *_PIN.unpack_from(self._mm, offset))
+
+    def _pinned(self, slot: int) -> bool:
+        """Whether a live process holds arrays on ``slot``; the pins of dead ones are
+        dropped. (Under the lock.)"""
+        pinned = False
+        for offset, lease, count in self._pins(slot):
+            if count and holder_gone(self.path, lease):
+                _PIN.pack_into(self._mm, offset, 0, 0)
+            elif count:
+                pinned = True
+        return pinned
+
+    def _pin(self, ref: Ref) -> bool:
+        """Keep ``ref``'s slot from reuse until ``_unpin``: True if pinned, False if the slot
+        is free (done with everywhere, not yet reused) or has no pin entry left. A slot
+        taken again since is FrameUnavailable."""
+        lease = self._own_lease()
+        with self._locked():
+            state, _lease, generation = self._header(ref.slot)[:3]
+            if generation != ref.generation:
+                raise FrameUnavailable(f"slot {ref.slot} of {self.path} was reused: generation {generation}, "
+                                       f"the entry refers to {ref.generation}")
+            if state == FREE:
+                return False
+            empty = None
+            for offset, holder, count in self._pins(ref.slot):
+                if count and holder == lease.token:
+                    _PIN.pack_into(self._mm, offset, holder, count + 1)
+                    return True
+                if not count and empty is None:
+                    empty = offset
+            if empty is None:
+                return False
+            _PIN.pack_into(self._mm, empty, lease.token, 1)
+            return True
+
+    def _unpin(self, slot: int, token: int) -> None:
+        with self._locked():
+            for offset, holder, count in self._pins(slot):
+                if count and holder == token:
+                    _PIN.pack_into(self._mm, offset, holder if count > 1 else 0, count - 1)
+                    return
+
+    # --- reading ------------------------------------------------------------------------
+
+    def view(self, ref: Ref) -> np.ndarray:
+        """The bytes ``ref`` refers to: a read-only uint8 array on the slot itself, no copy,
+        that keeps the slot from reuse while it (or any array made from it) lives; a
+        verified copy when the slot cannot be pinned. FrameUnavailable if the slot has been
+        reused or its bytes do not match the checksum."""
         if ref.store != self.store_id:
             raise FrameUnavailable(f"frame store {self.path} was made anew since slot {ref.slot} was written "
                                    f"(store {ref.store}, now {self.store_id}): the frame is gone")
         if not 0 <= ref.slot < self.slots or not 0 <= ref.length <= self.slot_size:
             raise FrameUnavailable(f"frame reference out of range for {self.path}: slot {ref.slot}, "
                                    f"{ref.length} bytes ({self.slots} slots of {self.slot_size})")
-        generation = self._header(ref.slot)[2]
-        if generation != ref.generation:
-            raise FrameUnavailable(f"slot {ref.slot} of {self.path} was reused: generation {generation}, "
-                                   f"the entry refers to {ref.generation}")
+        pinned = self._pin(ref) if self.writable else False
+        if not pinned and self._header(ref.slot)[2] != ref.generation:
+            raise FrameUnavailable(f"slot {ref.slot} of {self.path} was reused: generation "
+                                   f"{self._header(ref.slot)[2]}, the entry refers to {ref.generation}")
         start = self._data + ref.slot * self.slot_size
-        data = self._view[start:start + ref.length]
-        if not self.writable:
-            data = data.toreadonly()
+        data = self._view[start:start + ref.length].toreadonly()
+        if not pinned:
+            data = memoryview(bytes(data))  # the slot may be reused: a copy, checked below
         checksum = xxhash.xxh3_64_intdigest(data)
-        if self._header(ref.slot)[2] != ref.generation:  # reused while being checked
+        if not pinned and self._header(ref.slot)[2] != ref.generation:
             raise FrameUnavailable(f"slot {ref.slot} of {self.path} was reused while it was read")
         if checksum != ref.checksum:
+            if pinned:
+                self._unpin(ref.slot, self._own_lease().token)
             raise FrameUnavailable(f"slot {ref.slot} of {self.path} does not match its checksum "
                                    f"({checksum:x}, the entry says {ref.checksum:x})")
-        return data.toreadonly()
+        array = np.frombuffer(data, np.uint8)
+        if pinned:
+            weakref.finalize(array, self._unpin, ref.slot, self._own_lease().token)
+        return array
 
 
 def _header_offset(slot: int) -> int:
@@ -382,8 +411,9 @@ def _data_offset(slots: int) -> int:
 _readers: dict[str, FrameStore] = {}  # file name -> the store mapped for reading
 
 
-def view(ref: Ref, *, directory: Path | None = None) -> memoryview:
-    """The bytes of ``ref``, from its store mapped read-only in this process (mapped once)."""
+def view(ref: Ref, *, directory: Path | None = None) -> np.ndarray:
+    """The bytes of ``ref`` (``FrameStore.view``), from its store as this process maps it
+    for reading (once)."""
     if ref.host.rpartition("@")[2] != HOST.rpartition("@")[2]:
         raise FrameUnavailable(f"the frame is in shared memory on host {ref.host.partition('@')[0]!r}, not on this "
                                f"host ({HOST.partition('@')[0]!r}); a reader elsewhere needs the producer to write "
@@ -393,7 +423,11 @@ def view(ref: Ref, *, directory: Path | None = None) -> memoryview:
         path = (directory or DIRECTORY) / ref.name
         if not path.exists():
             raise FrameUnavailable(f"frame store {path} does not exist on this host: the frame is gone")
-        store = _readers[ref.name] = FrameStore(path, writable=False)
+        try:
+            store = FrameStore(path, writable=True)  # headers writable: pins
+        except FrameStoreError:
+            store = FrameStore(path, writable=False)  # no write permission: copies, not pins
+        _readers[ref.name] = store
     return store.view(ref)
 
 

@@ -74,3 +74,15 @@ class FrameCheck(Agent):
         if self.params.delay_ms:
             time.sleep(self.params.delay_ms / 1000)
         self.verdicts.send({"seq": msg["seq"], "right": right})
+
+
+class FrameKeeper(Agent):
+    """Keeps every frame it gets, by reference (as a preview keeps the latest ones)."""
+
+    frames = Input(Frame)
+
+    def start(self) -> None:
+        self.kept: list[tuple[int, np.ndarray]] = []
+
+    def handle(self, msg: Message[Frame]) -> None:
+        self.kept.append((msg["seq"], msg["image"]))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 from conftest import TESTS, caught_up, read_messages, wait_until
@@ -320,3 +321,25 @@ def test_slots_a_killed_producer_took_are_back_in_use_after_the_readers_claim_ti
     assert time.monotonic() - killed >= 0.5
     wait_until(lambda: redis_client.xlen("verdicts") >= 100, what="100 verdicts")
     assert verdicts(redis_client) == {seq: True for seq in range(100)}
+
+
+def test_frames_an_agent_keeps_after_acknowledging_them_keep_their_pixels(frame_path, redis_client, graph_file,
+                                                                          start_agent) -> None:
+    graph = graph_file(f"""\
+name: frames
+redis: {{main: {{{frame_path}}}}}
+agents:
+  source: {{type: frame_agents:FrameSource, params: {{count: 40, every_ms: 5}}, outputs: {{frames: main:frames}}}}
+  keeper: {{type: frame_agents:FrameKeeper, inputs: {{frames: source.frames}}}}
+""")
+    keeper = start_agent(graph, "keeper")
+    wait_until(lambda: redis_client.exists("frames"), what="the keeper's group")
+    source = start_agent(graph, "source")
+    wait_until(lambda: caught_up(redis_client, "frames", "keeper") and redis_client.xlen("frames") == 40,
+               what="the keeper to acknowledge 40 frames")
+    kept = keeper.agent.kept  # type: ignore[attr-defined]
+    assert [seq for seq, _ in kept] == list(range(40))
+    # Acknowledged, yet the 8 slots under the kept arrays were not reused: later frames went inline.
+    assert [seq for seq, image in kept if not np.array_equal(image, pixels(seq))] == []
+    if frame_path:
+        assert source.counters.frames_shared == 8 and source.counters.frames_inline == 32

@@ -3,6 +3,7 @@ the graph key, and AgentHarness on both paths. Real files in /dev/shm, no Redis.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
@@ -46,10 +47,10 @@ def test_a_frame_put_in_a_slot_is_read_back_as_a_read_only_view_without_a_copy(m
     ref = store.put(memoryview(frame).cast("B"))
     assert ref is not None and ref.length == frame.nbytes
     first, second = frame_store.view(ref), frame_store.view(ref)
-    assert first.readonly
-    assert np.array_equal(np.frombuffer(first, np.uint8).reshape(frame.shape), frame)
+    assert not first.flags.writeable
+    assert np.array_equal(first.reshape(frame.shape), frame)
     # Two readers of one reference see the same memory: the slot itself, not copies of it.
-    assert np.shares_memory(np.frombuffer(first, np.uint8), np.frombuffer(second, np.uint8))
+    assert np.shares_memory(first, second)
 
 
 def test_a_reference_to_a_reused_slot_is_refused_naming_the_generations(make_store) -> None:
@@ -143,6 +144,36 @@ def test_a_written_slot_is_freed_only_for_entries_before_the_boundary_of_its_own
     assert store.written() == {"a": [(5, 0), (9, 1)], "b": [(1, 0)]}
     assert store.free_before("a", (9, 1)) == 1  # 9-1 itself is not done with
     assert store.written() == {"a": [(9, 1)], "b": [(1, 0)]}
+
+
+def test_a_slot_is_not_reused_while_an_array_on_it_lives_even_when_its_entry_is_done_with(make_store) -> None:
+    store = make_store(size=1 << 20, slot_size=1 << 20)  # one slot
+    ref = store.put(pixels(1).tobytes())
+    assert ref is not None
+    store.record(ref, "frames", "1-0")
+    kept = frame_store.view(ref).reshape(pixels(1).shape)[10:20]  # an agent keeps part of a frame
+    assert store.free_before("frames", (2, 0)) == 0, "freed under a live array"
+    assert store.put(pixels(2).tobytes()) is None
+    assert np.array_equal(kept, pixels(1)[10:20])  # its pixels are still the frame's
+    del kept
+    gc.collect()
+    assert store.free_before("frames", (2, 0)) == 1
+    assert store.put(pixels(2).tobytes()) is not None
+
+
+def test_the_pins_of_a_killed_reader_do_not_keep_its_slots(make_store) -> None:
+    store = make_store()
+    ref = store.put(pixels(1).tobytes())
+    assert ref is not None
+    store.record(ref, "frames", "1-0")
+    code = ("import time; from graphrun import frame_store; from graphrun.frame_store import Ref; "
+            f"kept = frame_store.view(Ref(*{list(ref.encode())!r})); print('viewing', flush=True); time.sleep(60)")
+    reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "viewing"
+    assert store.free_before("frames", (2, 0)) == 0, "the live reader's array is on the slot"
+    reader.send_signal(signal.SIGKILL)
+    reader.wait()
+    assert store.free_before("frames", (2, 0)) == 1
 
 
 def test_two_producers_in_one_process_never_take_the_same_slot(make_store) -> None:
