@@ -133,7 +133,11 @@ class FrameStore:
         self.writable = writable
         self._cursor = 0
         self._lease: Lease | None = None  # taken at the first put or pin
-        self._thread_lock = threading.Lock()  # flock does not exclude threads sharing this file
+        # flock does not exclude threads sharing this file. Reentrant, and the owner known: an
+        # array's finalizer (an unpin) may run inside a locked section of the same thread.
+        self._thread_lock = threading.RLock()
+        self._lock_owner: int | None = None
+        self._deferred: list[tuple[int, int]] = []  # unpins that came inside a locked section
     @classmethod
     def create(cls, name: str, *, size: int, slot_size: int, directory: Path | None = None) -> FrameStore:
         """The store ``name`` with ``size`` bytes of slots of ``slot_size``, made if missing.
@@ -190,9 +194,14 @@ class FrameStore:
     def _locked(self) -> Iterator[None]:
         with self._thread_lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._lock_owner = threading.get_ident()
             try:
                 yield
             finally:
+                self._lock_owner = None
+                deferred, self._deferred = self._deferred, []
+                for slot, token in deferred:
+                    self._drop_pin(slot, token)
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     # --- writing --------------------------------------------------------------------
@@ -357,11 +366,18 @@ class FrameStore:
             return True
 
     def _unpin(self, slot: int, token: int) -> None:
+        """Drop one pin (an array's finalizer: in any thread, at any allocation)."""
+        if self._lock_owner == threading.get_ident():  # inside this thread's locked section
+            self._deferred.append((slot, token))  # applied when the section ends
+            return
         with self._locked():
-            for offset, holder, count in self._pins(slot):
-                if count and holder == token:
-                    _PIN.pack_into(self._mm, offset, holder if count > 1 else 0, count - 1)
-                    return
+            self._drop_pin(slot, token)
+
+    def _drop_pin(self, slot: int, token: int) -> None:
+        for offset, holder, count in self._pins(slot):
+            if count and holder == token:
+                _PIN.pack_into(self._mm, offset, holder if count > 1 else 0, count - 1)
+                return
 
     # --- reading ------------------------------------------------------------------------
 

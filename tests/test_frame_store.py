@@ -161,6 +161,24 @@ def test_a_slot_is_not_reused_while_an_array_on_it_lives_even_when_its_entry_is_
     assert store.put(pixels(2).tobytes()) is not None
 
 
+def test_an_array_collected_while_its_store_is_busy_in_the_same_thread_unpins_without_a_deadlock(make_store) -> None:
+    store = make_store()
+    ref = store.put(bytes(1000))
+    assert ref is not None
+    store.record(ref, "frames", "1-0")
+
+    class Holder:  # an array in a reference cycle: freed by the cyclic collector, at any allocation
+        pass
+
+    holder = Holder()
+    holder.me, holder.array = holder, frame_store.view(ref)
+    del holder
+    reading = frame_store._readers[store.name]
+    with reading._locked():  # as if the collector ran inside a pin or a put of this thread
+        gc.collect()
+    assert store.free_before("frames", (2, 0)) == 1  # the pin went, once the section ended
+
+
 def test_the_pins_of_a_killed_reader_do_not_keep_its_slots(make_store) -> None:
     store = make_store()
     ref = store.put(pixels(1).tobytes())
