@@ -322,9 +322,11 @@ class AgentRunner:
         if not entries:
             return
         self._delivery.process(instance, entries, counts=None)
-        # With one reader and no reader threads, the next read rides on the flush's round trip.
+        # A full batch shows a backlog: with one reader and no reader threads, the next read
+        # then rides on the flush's round trip. (Not otherwise: read at once, it would take
+        # what little came during the handling, and smaller batches cost more per message.)
         reader = self._readers[instance] if self._inbox is None and not self.stopping.is_set() else None
-        command = reader.ahead_command() if reader is not None else None
+        command = reader.ahead_command() if reader is not None and len(entries) >= reader.batch else None
         ahead = self._outbox.flush(then=(instance, command) if command is not None else None)
         if reader is not None and ahead is not None:
             self._ahead = reader.take_ahead(ahead)
