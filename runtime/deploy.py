@@ -9,7 +9,9 @@ command line of a Redis server. Keeping them here keeps the two outputs consiste
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,7 +19,7 @@ import yaml
 from . import __version__
 from .deployment import Deployment, RedisModule
 from .errors import AgentTypeError, ConfigError
-from .graph import AgentNode, Graph, RedisSpec, env_name
+from .graph import AgentNode, Graph, RedisSpec, env_name, load_graph
 from .redis_server import persistence_args
 
 DEFAULT_IMAGE = f"graphrun:{__version__}"
@@ -45,6 +47,18 @@ def deployment_of(agent: AgentNode) -> Deployment:
         raise AgentTypeError(f"agent {agent.name!r}: {agent.agent_class.__qualname__}.deployment() returned "
                              f"{type(deployment).__name__}, not a graphrun Deployment")
     return deployment
+
+
+def deployments_of(graph: Graph) -> dict[str, Deployment]:
+    """What each agent's container needs, by agent name; an agent asking for a Redis module
+    on an instance the graph does not have is refused here, before anything is written."""
+    deployments = {name: deployment_of(agent) for name, agent in graph.agents.items()}
+    for name, deployment in deployments.items():
+        unknown = sorted(set(deployment.redis_modules) - set(graph.redis))
+        if unknown:
+            raise ConfigError(f"agent {name!r} needs a Redis module on instance(s) {', '.join(unknown)}, "
+                              f"which graph {graph.name!r} does not have (instances: {', '.join(graph.redis)})")
+    return deployments
 
 
 def redis_module(deployments: dict[str, Deployment], instance: str) -> RedisModule | None:
@@ -143,6 +157,33 @@ def redis_command(spec: RedisSpec, module: RedisModule | None) -> list[str]:
     loaded = ["--loadmodule", module.path] if module else []
     return ["redis-server", *loaded, *persistence_args(spec.persistence),
             *(["--maxmemory", spec.maxmemory] if spec.maxmemory else [])]
+
+
+def check_node(graph: Graph, node: str | None) -> None:
+    """Refuse a ``--node`` the graph does not have (None: every node)."""
+    if node is not None and node not in graph.nodes:
+        raise ConfigError(f"graph {graph.name!r} has no node {node!r} (nodes: {', '.join(graph.nodes)})")
+
+
+def passed_through(graph: Graph, looked_up: Iterable[str]) -> list[str]:
+    """The variables a graph file reads that the deployment must pass on from the machine:
+    all it looked up but the Redis URLs, which the deployment sets itself."""
+    return sorted(n for n in looked_up if n not in {env_name(i) for i in graph.redis})
+
+
+def remove_stale(out: Path, pattern: str, written: list[Path], marker: str) -> None:
+    """Remove the files matching ``pattern`` in ``out`` that were generated (their first line
+    carries ``marker``) but not written now: a node gone from the graph leaves no stale file."""
+    for old in sorted(out.glob(pattern)):
+        if old not in written and marker in old.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]:
+            old.unlink()
+
+
+def load(graph_file: Path) -> tuple[Graph, Environ]:
+    """The graph for a deployment command, with the environment that remembers which
+    variables the graph file read (the deployment passes those on)."""
+    environ = Environ()
+    return load_graph(graph_file, environ=environ), environ
 
 
 class Environ(dict):  # type: ignore[type-arg]
