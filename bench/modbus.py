@@ -19,7 +19,6 @@ Throughput is measured with a burst of parts; latency with parts paced at ``--ra
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import redis
-
+from far_side import FarSide, serve
 from graphrun import Message, Pacer, codec
 from graphrun.redis_server import RedisServer
 from graphrun.testing import AgentHarness
@@ -59,41 +58,17 @@ def report(mode: str, parts: int, seconds: float, latencies_ms: list[float]) -> 
           f"   max {lat.max():6.2f} ms ({len(lat)} parts)")
 
 
-class Plc:
+class Plc(FarSide):
     """The PLC simulator in a child process; results come back as (part id, sequence, received)."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
         self.port = free_port()
-        self._process = context.Process(target=_serve, args=(self.port, child), daemon=True)
-        self._process.start()
-        if self._conn.recv() != "ready":
-            raise SystemExit("the PLC simulator did not start")
-
-    def count(self) -> int:
-        self._conn.send("count")
-        return int(self._conn.recv())
-
-    def wait(self, count: int, limit: float = 120.0) -> None:
-        end = time.monotonic() + limit
-        while (have := self.count()) < count:
-            if time.monotonic() > end:
-                raise SystemExit(f"only {have} of {count} results reached the PLC")
-            time.sleep(0.002)
-
-    def stop(self) -> list[tuple[int, int, float]]:
-        self._conn.send("stop")
-        results = self._conn.recv()
-        self._process.join(10)
-        return results
+        super().__init__(_serve, (self.port,), what="the PLC simulator")
 
 
 def _serve(port: int, conn: Connection) -> None:
     with PlcSimulator(RegisterMap(), port=port) as plc:
-        conn.send("ready")
-        while (command := conn.recv()) == "count":
-            conn.send(len(plc.results))
+        serve(conn, plc.results)
         conn.send([(int(r.values["part_id"]), r.sequence, r.received) for r in plc.results])
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -28,9 +27,10 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import modbus
 import numpy as np
 import redis
-
+from far_side import FarSide, serve
 from graphrun import Message, Pacer, codec
 from graphrun.redis_server import RedisServer
 from graphrun_agents.mqtt.broker import Mosquitto
@@ -62,49 +62,20 @@ def result(part_id: int) -> dict:
             "score": 0.25, "sequence": part_id, "time": time.time()}
 
 
-def sleep(seconds: float) -> bool:
-    """``time.sleep`` as ``Pacer.wait`` takes it: nothing interrupts a benchmark's wait."""
-    time.sleep(seconds)
-    return False
-
-
-class Receiver:
+class Receiver(FarSide):
     """A subscriber in a child process; arrivals come back as (part id, received)."""
 
     def __init__(self, port: int, fmt: str) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_receive, args=(port, fmt, child), daemon=True)
-        self._process.start()
-        if self._conn.recv() != "ready":
-            raise SystemExit("the subscriber did not start")
-
-    def count(self) -> int:
-        self._conn.send("count")
-        return int(self._conn.recv())
-
-    def wait(self, count: int, limit: float = 120.0) -> None:
-        end = time.monotonic() + limit
-        while (have := self.count()) < count:
-            if time.monotonic() > end:
-                raise SystemExit(f"only {have} of {count} results reached the subscriber")
-            time.sleep(0.002)
-
-    def stop(self) -> list[tuple[int, float]]:
-        self._conn.send("stop")
-        arrivals = self._conn.recv()
-        self._process.join(10)
-        return arrivals
+        super().__init__(_receive, (port, fmt), what="the subscriber")
 
 
 def _receive(port: int, fmt: str, conn: Connection) -> None:
     import threading
 
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from graphrun_agents.mqtt.sparkplug import value_of
     from graphrun_agents.mqtt.sparkplug_b_pb2 import Payload
+    from paho.mqtt.enums import CallbackAPIVersion
 
     arrivals: list[tuple[int, float]] = []
     subscribed = threading.Event()
@@ -124,9 +95,7 @@ def _receive(port: int, fmt: str, conn: Connection) -> None:
     client.loop_start()
     client.subscribe(TOPIC if fmt == "json" else SPARKPLUG, qos=1)
     subscribed.wait(10)
-    conn.send("ready")
-    while conn.recv() == "count":
-        conn.send(len(arrivals))
+    serve(conn, arrivals)
     client.disconnect()
     client.loop_stop()
     conn.send(list(arrivals))
@@ -173,7 +142,7 @@ def bench(fmt: str, parts: int, rate: float) -> None:
             receiver.wait(parts + 1)
             pace = Pacer(rate)
             for p in range(parts + 1, 2 * parts + 1):
-                pace.wait(sleep)
+                pace.wait(modbus.sleep)
                 send(range(p, p + 1))
             receiver.wait(2 * parts + 1)
         finally:

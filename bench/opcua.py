@@ -19,7 +19,6 @@ parts and rate, so the two are measured on the same machine under the same load.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from graphrun_agents.opcua.simulator import OpcuaPlcSim, SimResult
 # folder, so that its simulator's child process (spawned) imports it the same way.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import modbus
+from far_side import FarSide, serve
 
 VIEWS = modbus.VIEWS
 
@@ -53,33 +53,11 @@ NODES = {
 HANDSHAKE = {"node": "ns=2;s=Inspection.Result.Taken", "type": "UInt32"}
 
 
-class Plc:
+class Plc(FarSide):
     """The OPC UA PLC simulator in a child process; results come back as (part id, sequence, received)."""
 
     def __init__(self, params: dict[str, Any]) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(params, child), daemon=True)
-        self._process.start()
-        if self._conn.recv() != "ready":
-            raise SystemExit("the OPC UA PLC simulator did not start")
-
-    def count(self) -> int:
-        self._conn.send("count")
-        return int(self._conn.recv())
-
-    def wait(self, count: int, limit: float = 300.0) -> None:
-        end = time.monotonic() + limit
-        while (have := self.count()) < count:
-            if time.monotonic() > end:
-                raise SystemExit(f"only {have} of {count} results reached the OPC UA server")
-            time.sleep(0.002)
-
-    def stop(self) -> list[tuple[int, int, float]]:
-        self._conn.send("stop")
-        results = self._conn.recv()
-        self._process.join(10)
-        return results
+        super().__init__(_serve, (params,), what="the OPC UA PLC simulator", limit=300.0)
 
 
 def _serve(params: dict[str, Any], conn: Connection) -> None:
@@ -90,9 +68,7 @@ def _serve(params: dict[str, Any], conn: Connection) -> None:
 
     sim = OpcuaPlcSim(OpcuaParams.model_validate(params), on_result=record)
     sim.start()
-    conn.send("ready")
-    while conn.recv() == "count":
-        conn.send(len(received))
+    serve(conn, received)
     sim.stop()
     conn.send(received)
 
