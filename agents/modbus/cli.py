@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphrun import GraphrunError, load_graph
+from graphrun import GraphrunError
 
+from ..sim_cli import agent_settings, serve
 from .regmap import RegisterMap
 from .simulator import PlcResult, PlcSimulator
 
@@ -42,11 +43,7 @@ def _settings(args: argparse.Namespace) -> tuple[RegisterMap, int, int]:
         raise GraphrunError("plc-sim: give --graph and --agent together, or neither")
     if args.graph is None:
         return RegisterMap(), args.port or 502, 1 if args.unit is None else args.unit
-    graph = load_graph(args.graph)
-    if args.agent not in graph.agents:
-        raise GraphrunError(f"plc-sim: graph {args.graph} has no agent {args.agent!r} "
-                            f"(agents: {', '.join(sorted(graph.agents))})")
-    settings = graph.agents[args.agent].settings
+    settings = agent_settings("plc-sim", args.graph, args.agent)
     regmap = getattr(settings, "map", None)
     if not isinstance(regmap, RegisterMap):
         raise GraphrunError(f"plc-sim: agent {args.agent!r} in {args.graph} is not a modbus agent")
@@ -68,16 +65,4 @@ def run(args: argparse.Namespace) -> int:
     simulator = PlcSimulator(regmap, host=args.host, port=port, unit=unit, take_results=not args.no_take,
                              on_result=show)
     layout = ", ".join(f"{name} = {entry.describe()} {entry.encoding}" for name, entry in regmap.entries())
-    try:
-        simulator.start()
-    except GraphrunError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(f"PLC simulator on {args.host}:{port}, unit {unit}: {layout}", flush=True)
-    try:
-        simulator.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        simulator.stop()
-    return 0
+    return serve(simulator, lambda: print(f"PLC simulator on {args.host}:{port}, unit {unit}: {layout}", flush=True))

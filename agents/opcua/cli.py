@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphrun import GraphrunError, load_graph
+from graphrun import GraphrunError
 
+from ..sim_cli import agent_settings, serve
 from .params import OpcuaParams
 from .simulator import OpcuaPlcSim, SimResult
 
@@ -35,11 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _params(args: argparse.Namespace) -> OpcuaParams:
-    graph = load_graph(args.graph)
-    if args.agent not in graph.agents:
-        raise GraphrunError(f"opcua-sim: graph {args.graph} has no agent {args.agent!r} "
-                            f"(agents: {', '.join(sorted(graph.agents))})")
-    settings = graph.agents[args.agent].settings
+    settings = agent_settings("opcua-sim", args.graph, args.agent)
     if not isinstance(settings, OpcuaParams) or settings.mode != "client":
         raise GraphrunError(f"opcua-sim: agent {args.agent!r} in {args.graph} is not an opcua agent in client mode")
     return settings
@@ -56,16 +53,4 @@ def run(args: argparse.Namespace) -> int:
         print(result.as_json(), flush=True)
 
     simulator = OpcuaPlcSim(params, url=args.url, take_results=not args.no_take, pulse=args.pulse, on_result=show)
-    try:
-        simulator.start()
-    except GraphrunError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(f"OPC UA PLC simulator on {simulator.url}", file=sys.stderr, flush=True)
-    try:
-        simulator.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        simulator.stop()
-    return 0
+    return serve(simulator, lambda: print(f"OPC UA PLC simulator on {simulator.url}", file=sys.stderr, flush=True))
