@@ -8,9 +8,11 @@ specification forbids it), a plain topic missing where there is no Sparkplug.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ..shorthand import string_means
 
 #: MQTT topic names and filters are at most 65535 bytes of UTF-8 (MQTT 3.1.1, 4.7.3).
 MAX_TOPIC_BYTES = 65535
@@ -60,10 +62,7 @@ class Publish(BaseModel):
     topic: str | None = Field(None, description="the MQTT topic; required unless the agent speaks Sparkplug B")
     retain: bool = Field(False, description="the broker keeps the last message for new subscribers")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"topic": value} if isinstance(value, str) else value
+    _shorthand = string_means("topic")
 
     @field_validator("topic")
     @classmethod
@@ -80,10 +79,7 @@ class Subscribe(BaseModel):
     format: Literal["json", "text", "bytes"] = Field(
         "json", description="how the MQTT payload is read: JSON, UTF-8 text, or raw bytes (a uint8 array)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"topic": value} if isinstance(value, str) else value
+    _shorthand = string_means("topic")
 
     @field_validator("topic")
     @classmethod

@@ -9,6 +9,8 @@ from typing import Literal
 from asyncua import ua
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..shorthand import string_means
+
 #: The OPC UA built-in types a mapped node may have (ua.VariantType names).
 NodeType = Literal["Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
                    "Float", "Double", "String", "DateTime"]
@@ -30,10 +32,7 @@ class NodeSpec(_Strict):
     node: str = Field(description="the node id, in the OPC UA string form: ns=2;s=Name, ns=2;i=1001, ...")
     type: NodeType | None = Field(None, description="the node's data type; default: read from the server")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: object) -> object:
-        return {"node": value} if isinstance(value, str) else value
+    _shorthand = string_means("node")
 
     @field_validator("node")
     @classmethod
