@@ -40,12 +40,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .access import KeyGrant, RedisAccess
+from .calls import reply_instance
 from .errors import ConfigError
 from .graph import AgentNode, Graph
 from .health import health_key, starts_key
 from .index import PREFIX as INDEX_PREFIX
 from .observe import streams_of
-from .calls import reply_instance
 from .replies import callers_of, reply_key
 from .secrets import read_secret
 from .transport import STATS_PREFIX

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import wait_until
-
 from graphrun import ConfigError, acl
 from graphrun.graph import Graph, load_graph
 from graphrun.launcher import Launcher

@@ -7,7 +7,6 @@ import threading
 
 import redis
 from conftest import read_messages, wait_until, write_messages
-
 from graphrun.graph import Graph
 from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
