@@ -37,7 +37,7 @@ from .message import Hop, Message
 from .observe import GraphHealth
 from .pacing import Pacer
 from .ports import Input, Inputs, Output, Outputs
-from .request_payloads import image_payload, json_payload
+from .request_payloads import field_value, image_payload, json_payload, object_payload
 from .secrets import operator_token, read_secret, token_matches
 from .transport import connect as connect_redis
 
@@ -77,9 +77,11 @@ __all__ = [
     "Ticket",
     "add_redis_option",
     "connect_redis",
+    "field_value",
     "image_payload",
     "json_payload",
     "load_graph",
+    "object_payload",
     "operator_token",
     "read_secret",
     "redis_url",

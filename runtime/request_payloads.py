@@ -9,6 +9,7 @@ install.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +47,27 @@ def image_payload(data: bytes, source: str = "the image", **fields: Any) -> dict
     }
     payload.update(fields)
     return payload
+
+
+def object_payload(data: bytes | str, source: str) -> dict[str, Any]:
+    """A payload sent as JSON text: it must be an object (a message's payload is a mapping);
+    ``source`` names where it came from in the error (a file, "the body")."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError(f"{source} is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{source}: a payload is a JSON object, not {type(payload).__name__}")
+    return payload
+
+
+def field_value(text: str) -> Any:
+    """A payload field given as text (a query parameter, ``--field KEY=VALUE``): its JSON
+    value where it is JSON (``3``, ``true``, ``[1, 2]``), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def json_payload(value: Any) -> Any:

@@ -26,8 +26,10 @@ from graphrun import (
     ConfigError,
     GraphrunError,
     RequestTimeout,
+    field_value,
     image_payload,
     json_payload,
+    object_payload,
     token_matches,
 )
 from graphrun_agents.hmi.access import presented_token
@@ -43,13 +45,6 @@ OPTIONS = ("timeout", "answer", "priority", "stream")  # query keys that are no 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 class Gateway:
@@ -128,14 +123,8 @@ class Gateway:
         if len(body) > self._params.max_body_bytes:
             raise ConfigError(f"the body has {len(body)} bytes, more than max_body_bytes={self._params.max_body_bytes}")
         if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
-            try:
-                payload = json.loads(body)
-            except ValueError as exc:
-                raise ConfigError(f"the body is not JSON: {exc}") from None
-            if not isinstance(payload, dict):
-                raise ConfigError(f"a payload is a JSON object, not {type(payload).__name__}")
-            return payload
-        fields = {k: _value(v) for k, v in request.query_params.items() if k not in OPTIONS}
+            return object_payload(body, "the body")
+        fields = {k: field_value(v) for k, v in request.query_params.items() if k not in OPTIONS}
         return image_payload(body, "the request body", **fields)
 
     async def _stream(self, port: str, payload: dict[str, Any], options: dict[str, Any]) -> Response:

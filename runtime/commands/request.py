@@ -18,7 +18,13 @@ from typing import Any
 from ..cli import add_redis_option
 from ..client import DEFAULT_TIMEOUT, GraphClient
 from ..errors import ConfigError
-from ..request_payloads import IMAGE_SUFFIXES, image_payload, json_payload
+from ..request_payloads import (
+    IMAGE_SUFFIXES,
+    field_value,
+    image_payload,
+    json_payload,
+    object_payload,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,10 +47,7 @@ def _field(text: str) -> tuple[str, Any]:
     key, eq, value = text.partition("=")
     if not eq or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
+    return key, field_value(value)
 
 
 def read_payload(path: Path, fields: dict[str, Any]) -> dict[str, Any]:
@@ -55,13 +58,7 @@ def read_payload(path: Path, fields: dict[str, Any]) -> dict[str, Any]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return image_payload(data, str(path), **fields)
     if path.suffix.lower() == ".json":
-        try:
-            payload = json.loads(data)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: not JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise ConfigError(f"{path}: a payload is a JSON object, not {type(payload).__name__}")
-        return {**payload, **fields}
+        return {**object_payload(data, str(path)), **fields}
     raise ConfigError(f"{path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .json payload")
 
 
