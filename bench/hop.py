@@ -245,9 +245,9 @@ def remove_frame_store(graph: Graph, url: str) -> None:
         frame_store.remove(frame_store.DIRECTORY / store_name(graph.name, instance, url))
 
 
-def run_agent(graph: Graph, name: str, url: str, board_path: str) -> None:
-    """Run one agent until the board says stop (then it stops as on SIGTERM)."""
-    runner = AgentRunner(graph, name, replica=0, redis_urls={"main": url})
+def run_agent(graph: Graph, name: str, url: str, board_path: str, replica: int = 0) -> None:
+    """Run one agent (one replica of it) until the board says stop (then it stops as on SIGTERM)."""
+    runner = AgentRunner(graph, name, replica=replica, redis_urls={"main": url})
     board = Board(board_path)
 
     def watch() -> None:

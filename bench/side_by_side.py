@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +16,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pipeline  # noqa: E402
-from hop import Board, remove_frame_store, scratch  # noqa: E402
+from hop import Board, remove_frame_store, run_agent, scratch  # noqa: E402
 
-from graphrun.graph import Graph  # noqa: E402
 from graphrun.redis_server import RedisServer  # noqa: E402
-from graphrun.runner import AgentRunner  # noqa: E402
 
 WARMUP = 16  # verdicts before timing starts: sessions warm, reads settled
 CAPACITY = 200_000
@@ -41,19 +38,6 @@ class Run:
     lost: int
 
 
-def _agent(graph: Graph, name: str, replica: int, url: str, board_path: str) -> None:
-    runner = AgentRunner(graph, name, replica=replica, redis_urls={"main": url})
-    board = Board(board_path)
-
-    def watch() -> None:
-        while not board.stopped:
-            time.sleep(0.05)
-        runner.request_stop()
-
-    threading.Thread(target=watch, daemon=True).start()
-    runner.run()
-
-
 def _time(board: Board, seconds: float, alive: Callable[[], bool], kind: str) -> Run:
     deadline = time.monotonic() + 120
     while board.consumed < WARMUP:
@@ -69,6 +53,20 @@ def _time(board: Board, seconds: float, alive: Callable[[], bool], kind: str) ->
                float(lat.max()) if len(lat) else float("nan"), c1 - c0, board.lost + board.given_up)
 
 
+def _run_processes(board: Board, procs: list[mp.Process], seconds: float, kind: str) -> Run:
+    """Start the pipeline's processes, time it, then stop them (those that do not stop, killed)."""
+    for p in procs:
+        p.start()
+    try:
+        return _time(board, seconds, lambda: all(p.is_alive() for p in procs), kind)
+    finally:
+        board.stop()
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+
+
 def run_graphrun(*, rate: float, seconds: float, window: int, replicas: int = 1, batch: int = 1,
                  identity: bool = False, kind: str = "graphrun", frames: bool = False) -> Run:
     """The pipeline as graphrun agents; ``frames``: through a shared-memory frame store."""
@@ -82,17 +80,10 @@ def run_graphrun(*, rate: float, seconds: float, window: int, replicas: int = 1,
         graph = pipeline.graphrun_graph(board, rate=rate, window=window, replicas=replicas, batch=batch, model=model,
                                         frames=frames)
         names = [("sink", 0)] + [("classifier", r) for r in range(replicas)] + [("source", 0)]
-        procs = [ctx.Process(target=_agent, args=(graph, n, r, server.url, board.path)) for n, r in names]
-        for p in procs:
-            p.start()
+        procs = [ctx.Process(target=run_agent, args=(graph, n, server.url, board.path, r)) for n, r in names]
         try:
-            return _time(board, seconds, lambda: all(p.is_alive() for p in procs), kind)
+            return _run_processes(board, procs, seconds, kind)
         finally:
-            board.stop()
-            for p in procs:
-                p.join(30)
-                if p.is_alive():
-                    p.kill()
             remove_frame_store(graph, server.url)
 
 
@@ -104,16 +95,7 @@ def run_redis_py(*, rate: float, seconds: float, window: int, identity: bool = F
         procs = [ctx.Process(target=pipeline.raw_sink, args=(server, board.path)),
                  ctx.Process(target=pipeline.raw_classifier, args=(server, board.path, identity)),
                  ctx.Process(target=pipeline.raw_source, args=(server, board.path, rate, window))]
-        for p in procs:
-            p.start()
-        try:
-            return _time(board, seconds, lambda: all(p.is_alive() for p in procs), "redis-py")
-        finally:
-            board.stop()
-            for p in procs:
-                p.join(30)
-                if p.is_alive():
-                    p.kill()
+        return _run_processes(board, procs, seconds, "redis-py")
 
 
 def run_dora(*, rate: float, seconds: float, window: int, queue: int | None = None, identity: bool = False) -> Run:
