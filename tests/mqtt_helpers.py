@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import textwrap
 import threading
 from dataclasses import dataclass
 
@@ -18,6 +19,18 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from graphrun_agents.mqtt.broker import free_port
+
+
+def mqtt_graph(params: str, inputs: str = "results: main:plc.results") -> str:
+    """A graph file's text: graph ``line4`` with one MQTT agent, ``mqtt``, reaching a broker on
+    127.0.0.1 at ``{port}``, which the test fills in with ``str.format`` (so braces in ``params``
+    are doubled, as in any format string). ``params`` and ``inputs`` are YAML lines, indented here."""
+
+    def block(lines: str) -> str:
+        return textwrap.indent(textwrap.dedent(lines).strip("\n"), " " * 6) + "\n"
+
+    return ("name: line4\nagents:\n  mqtt:\n    type: mqtt\n    params:\n      host: 127.0.0.1\n      port: {port}\n"
+            + block(params) + "    inputs:\n" + block(inputs))
 
 
 @dataclass(frozen=True)

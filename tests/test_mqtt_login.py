@@ -14,23 +14,14 @@ from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
 from graphrun_agents.errors import AgentConfigError
 from graphrun_agents.mqtt.broker import Mosquitto, find_mosquitto
-from mqtt_helpers import Subscriber
+from mqtt_helpers import Subscriber, mqtt_graph
 
-GRAPH = """
-name: line4
-agents:
-  mqtt:
-    type: mqtt
-    params:
-      host: 127.0.0.1
-      port: {port}
-      username: line4
-      password_secret: mqtt_password
-      reconnect_max: 0.2
-      publish: {{results: line4/results}}
-    inputs:
-      results: main:plc.results
-"""
+GRAPH = mqtt_graph("""\
+username: line4
+password_secret: mqtt_password
+reconnect_max: 0.2
+publish: {{results: line4/results}}
+""")
 
 
 @pytest.fixture

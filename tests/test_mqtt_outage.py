@@ -19,24 +19,15 @@ import redis
 from conftest import caught_up, wait_until, write_messages
 from graphrun.graph import Graph
 from graphrun_agents.mqtt.broker import Mosquitto
-from mqtt_helpers import Gate, Subscriber
+from mqtt_helpers import Gate, Subscriber, mqtt_graph
 
 PARTS = 300
-GRAPH = """
-name: line4
-agents:
-  mqtt:
-    type: mqtt
-    params:
-      host: 127.0.0.1
-      port: {port}
-      keepalive: 2
-      reconnect_min: 0.05
-      reconnect_max: 0.2
-      publish: {{results: line4/results}}
-    inputs:
-      results: main:plc.results
-"""
+GRAPH = mqtt_graph("""\
+keepalive: 2
+reconnect_min: 0.05
+reconnect_max: 0.2
+publish: {{results: line4/results}}
+""")
 
 
 @pytest.fixture

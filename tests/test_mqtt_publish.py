@@ -9,25 +9,18 @@ import redis
 from conftest import caught_up, wait_until, write_messages
 from graphrun.graph import Graph
 from graphrun_agents.mqtt.broker import Mosquitto
-from mqtt_helpers import Subscriber
+from mqtt_helpers import Subscriber, mqtt_graph
 
-GRAPH = """
-name: line4
-agents:
-  mqtt:
-    type: mqtt
-    params:
-      host: 127.0.0.1
-      port: {port}
-      reconnect_min: 0.05
-      reconnect_max: 0.2
-      publish:
-        results: {{topic: line4/results, retain: true}}
-        counts: line4/counts
-    inputs:
-      results: main:plc.results
-      counts: main:line.counts
-"""
+GRAPH = mqtt_graph("""\
+reconnect_min: 0.05
+reconnect_max: 0.2
+publish:
+  results: {{topic: line4/results, retain: true}}
+  counts: line4/counts
+""", """\
+results: main:plc.results
+counts: main:line.counts
+""")
 
 
 def result(part_id: int) -> dict:

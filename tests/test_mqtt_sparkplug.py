@@ -11,25 +11,16 @@ from graphrun.graph import Graph
 from graphrun_agents.mqtt.broker import Mosquitto
 from graphrun_agents.mqtt.sparkplug import EdgeNode, value_of
 from graphrun_agents.mqtt.sparkplug_b_pb2 import Payload
-from mqtt_helpers import Gate, Subscriber, publish
+from mqtt_helpers import Gate, Subscriber, mqtt_graph, publish
 
 BASE = "spBv1.0/plant1"
-GRAPH = """
-name: line4
-agents:
-  mqtt:
-    type: mqtt
-    params:
-      host: 127.0.0.1
-      port: {port}
-      keepalive: 2
-      reconnect_min: 0.05
-      reconnect_max: 0.2
-      sparkplug: {{group_id: plant1, edge_node_id: line4{device}}}
-      publish: {{verdicts: {{}}}}
-    inputs:
-      verdicts: main:cls.verdicts
-"""
+GRAPH = mqtt_graph("""\
+keepalive: 2
+reconnect_min: 0.05
+reconnect_max: 0.2
+sparkplug: {{group_id: plant1, edge_node_id: line4{device}}}
+publish: {{verdicts: {{}}}}
+""", "verdicts: main:cls.verdicts")
 
 
 def verdict(part_id: int, **extra: object) -> dict:
