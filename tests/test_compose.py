@@ -7,7 +7,6 @@ they give each container is run here, as a process, against a real redis-server.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import redis
 import yaml
 from conftest import read_messages, wait_until, write_messages
+from deploy_helpers import fresh_and_committed, generate_into
 
 from graphrun import __version__, acl, load_graph
 from graphrun.cli import main
@@ -85,12 +85,7 @@ class Generated:
 
 
 def compose(tmp_path: Path, text: str, *args: str, name: str = "graph.yaml") -> Generated:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    graph = tmp_path / name
-    graph.write_text(text)
-    out = tmp_path / "out"
-    assert main(["compose", str(graph), "--out", str(out), *args]) == 0
-    return Generated(out)
+    return Generated(generate_into("compose", tmp_path, text, *args, name=name))
 
 
 def test_a_graph_without_nodes_runs_on_one_local_node_beside_its_redis(tmp_path: Path) -> None:
@@ -407,12 +402,7 @@ def test_the_committed_deploy_files_equal_a_fresh_generation(
     assert len(graphs) == 1, f"deploy/{folder} should hold one graph file"
     source = REPO / "graphs" / graphs[0].name
     assert source.exists(), f"deploy/{folder}/{graphs[0].name} has no source in graphs/"
-    for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", source.read_text()):
-        monkeypatch.delenv(name, raising=False)  # committed files take the graph's defaults
-    out = tmp_path / folder
-    assert main(["compose", str(source), "--out", str(out)]) == 0
-    fresh = {p.name: p.read_text() for p in sorted(out.iterdir())}
-    stale = {p.name: p.read_text() for p in sorted(committed.iterdir())}
+    fresh, stale = fresh_and_committed("compose", source, committed, tmp_path / folder, monkeypatch)
     assert fresh == stale, f"deploy/{folder} is stale: run `graphrun compose graphs/{graphs[0].name}` (variables it reads unset)"
 
 

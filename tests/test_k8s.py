@@ -22,6 +22,7 @@ import pytest
 import redis
 import yaml
 from conftest import wait_until
+from deploy_helpers import fresh_and_committed, generate_into
 from graphrun.cli import main
 from graphrun.commands.status import check
 from graphrun.graph import Graph, load_graph
@@ -96,12 +97,7 @@ class Manifests:
 
 
 def generate(tmp_path: Path, text: str, *args: str, name: str = "graph.yaml") -> Manifests:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    graph = tmp_path / name
-    graph.write_text(text)
-    out = tmp_path / "out"
-    assert main(["k8s", str(graph), "--out", str(out), *args]) == 0
-    return Manifests(out)
+    return Manifests(generate_into("k8s", tmp_path, text, *args, name=name))
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
@@ -306,12 +302,7 @@ def test_the_committed_manifests_equal_a_fresh_generation(tmp_path: Path, folder
                         if d and d["kind"] == "ConfigMap")["data"]
     source = REPO / "graphs" / graph_map
     assert source.exists(), f"deploy/k8s/{folder} has no source in graphs/"
-    for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", source.read_text()):
-        monkeypatch.delenv(name, raising=False)  # committed files take the graph's defaults
-    out = tmp_path / folder
-    assert main(["k8s", str(source), "--out", str(out)]) == 0
-    fresh = {p.name: p.read_text() for p in sorted(out.iterdir())}
-    stale = {p.name: p.read_text() for p in sorted(committed.iterdir())}
+    fresh, stale = fresh_and_committed("k8s", source, committed, tmp_path / folder, monkeypatch)
     assert fresh == stale, f"deploy/k8s/{folder} is stale: run `graphrun k8s graphs/{graph_map}`"
     assert all(MARKER in text.splitlines()[0] for text in stale.values())
 
