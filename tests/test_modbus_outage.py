@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
-
-from conftest import caught_up
-from graphrun import Message, codec
 from graphrun.graph import parse_graph
 from graphrun.redis_server import RedisServer
 from graphrun.runner import AgentRunner
 from graphrun_agents.modbus.regmap import RegisterMap
 from graphrun_agents.modbus.simulator import PlcSimulator, free_port
+from plc_helpers import every_verdict_handled, send_part, wait_for
 
 PARTS = 500
 GRAPH = """
@@ -29,31 +26,6 @@ agents:
       front: main:verdicts.front
       back: main:verdicts.back
 """
-
-
-def send_part(client: redis.Redis, part_id: int) -> None:
-    for view in ("front", "back"):
-        payload = {
-            "part_id": part_id, "camera": view, "defective": part_id % 7 == 0, "label": "ok", "score": 0.2,
-            "threshold": 0.5, "model": "m", "model_version": "1", "backend": "onnxruntime",
-            "preprocess_ms": 1.0, "inference_ms": 1.0,
-        }
-        client.xadd(f"verdicts.{view}", codec.encode(Message(payload, producer=f"cls_{view}")))
-
-
-def wait_for(condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """Poll until ``condition`` holds; the limit only stops a broken run from hanging."""
-    end = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
-
-
-def every_verdict_handled(client: redis.Redis) -> bool:
-    """The agent has read every verdict and acknowledged it; it acknowledges a verdict only
-    once its part is written, so no write is still to come."""
-    return all(caught_up(client, f"verdicts.{view}", "plc") for view in ("front", "back"))
 
 
 @pytest.fixture
