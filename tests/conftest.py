@@ -26,6 +26,8 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 # --- running agents of a graph in this process -----------------------------------------
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -37,6 +39,17 @@ from graphrun.message import Message  # noqa: E402
 from graphrun.runner import AgentRunner  # noqa: E402
 
 TESTS = Path(__file__).parent
+
+
+def run_validate(path: Path) -> subprocess.CompletedProcess[str]:
+    """``graphrun validate PATH`` as a user runs it (the test agents importable, no other environment)."""
+    return subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"}, timeout=120, check=False)
+
+
+def line_of(text: str, needle: str) -> int:
+    """The line (from 1) of ``text`` where ``needle`` first stands: where a report should point."""
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
