@@ -6,14 +6,12 @@ Each case ends in ``FILE:LINE:COL: message`` problems, never in a traceback or a
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-
+from conftest import run_validate as validate
 from graphrun import GraphError, cli, registry
 from graphrun.errors import Problem
 from graphrun.graph import load_graph, parse_graph
@@ -39,12 +37,6 @@ def problems_in_file(path: Path) -> list[Problem]:
     with pytest.raises(GraphError) as caught:
         load_graph(path)
     return caught.value.problems
-
-
-def validate(path: Path) -> subprocess.CompletedProcess[str]:
-    """``graphrun validate PATH`` as a user runs it (the test agents importable)."""
-    return subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"}, timeout=60)
 
 
 def graph_using(tmp_path: Path, agent_type: str) -> Path:

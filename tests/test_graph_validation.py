@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-
+from conftest import run_validate as validate
 from graphrun import GraphError
 from graphrun.graph import load_graph, parse_graph
 
@@ -157,12 +155,6 @@ def test_every_problem_is_listed_not_just_the_first() -> None:
     assert redis_instance.startswith("unknown Redis instance 'plant' in 'plant:t.items' (known: main)")
     assert agent_type.startswith("unknown agent type 'nope.nope'")
     assert key == "unknown key 'bogus'"
-
-
-def validate(path: Path) -> subprocess.CompletedProcess[str]:
-    """``graphrun validate PATH`` as a user runs it (the test agents importable, no other environment)."""
-    return subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"}, timeout=120)
 
 
 def test_the_validate_command_prints_file_line_column_and_field(tmp_path: Path) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
+from conftest import line_of as line_in
+from conftest import run_validate
 from graphrun import GraphError, ParamError
 from graphrun.graph import Graph
 from graphrun.testing import AgentHarness
@@ -36,8 +36,7 @@ def problem(graph_file: Callable[[str], Graph], params: str) -> str:
 
 def line_of(params: str, text: str) -> int:
     """The line of ``text`` in the graph file made from ``params``."""
-    lines = GRAPH.format(params=params).splitlines()
-    return next(i for i, line in enumerate(lines, 1) if text in line)
+    return line_in(GRAPH.format(params=params), text)
 
 
 def test_a_wildcard_in_a_published_topic_is_refused_at_its_line(graph_file: Callable[[str], Graph]) -> None:
@@ -72,8 +71,7 @@ def validate(tmp_path: Path, params: str) -> subprocess.CompletedProcess[str]:
     """``graphrun validate`` on the graph made from ``params``, as a user runs it."""
     path = tmp_path / "line4.yaml"
     path.write_text(GRAPH.format(params=params))
-    return subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return run_validate(path)
 
 
 def test_an_input_without_a_topic_is_reported_by_validate_at_the_publish_line(tmp_path: Path) -> None:
@@ -99,8 +97,7 @@ def test_a_subscription_with_its_output_port_validates(tmp_path: Path) -> None:
     params = "      publish: {results: line4/results}\n      subscribe:\n        recipe: mes/recipe"
     path = tmp_path / "line4.yaml"
     path.write_text(GRAPH.format(params=params) + "    outputs: {recipe: {stream: mes.recipe}}\n")
-    done = subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = run_validate(path)
     assert done.returncode == 0, done.stderr
 
 

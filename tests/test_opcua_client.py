@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import line_of
 from graphrun import AgentStartError, GraphError
 from graphrun.testing import AgentHarness
 from graphrun_agents.modbus.simulator import free_port
@@ -167,10 +168,6 @@ agents:
     inputs:
       front: main:verdicts.front
 """
-
-
-def line_of(text: str, needle: str) -> int:
-    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
 def test_a_node_the_server_lacks_fails_the_start_naming_the_graph_file_s_line(

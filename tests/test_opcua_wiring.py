@@ -4,10 +4,10 @@ with the graph file's line and field, before any server is reached (Agent.check_
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import line_of, run_validate
 from graphrun import ParamError
 from graphrun.testing import AgentHarness
 from graphrun_agents.opcua.agent import OpcuaAgent
@@ -30,12 +30,7 @@ VERDICTS = "    inputs:\n      front: main:verdicts.front"
 def validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "opcua-wiring.yaml"
     path.write_text(text)
-    return subprocess.run([sys.executable, "-m", "graphrun", "validate", str(path)], capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
-def line_of(text: str, needle: str) -> int:
-    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+    return run_validate(path)
 
 
 def test_verdict_inputs_without_result_nodes_are_reported_at_the_params_line(tmp_path: Path) -> None:
