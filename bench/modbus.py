@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -115,9 +116,16 @@ agents:
 
 def bench_graph(parts: int, rate: float) -> None:
     plc = Plc()
-    with RedisServer(name="bench-modbus") as server, tempfile.TemporaryDirectory() as folder:
+    run_graph(lambda url: GRAPH.format(url=url, port=plc.port), plc, parts, rate, mode="graph", name="bench-modbus")
+
+
+def run_graph(graph_text: Callable[[str], str], plc: FarSide, parts: int, rate: float, *, mode: str, name: str) -> None:
+    """The deployed path: agent ``plc`` of the graph (its text made for the Redis URL) runs as
+    ``graphrun agent``; a part's verdicts of every view go to Redis, a burst of ``parts`` then
+    ``parts`` paced at ``rate``, until ``plc`` (the far side) has each result; figures as ``mode``."""
+    with RedisServer(name=name) as server, tempfile.TemporaryDirectory() as folder:
         graph = Path(folder) / "bench.yaml"
-        graph.write_text(GRAPH.format(url=server.url, port=plc.port))
+        graph.write_text(graph_text(server.url))
         client = redis.Redis.from_url(server.url)
         agent = subprocess.Popen([sys.executable, "-m", "graphrun", "agent", str(graph), "plc",
                                   "--log-level", "WARNING"])
@@ -151,7 +159,7 @@ def bench_graph(parts: int, rate: float) -> None:
             results = plc.stop()
     check_order(results, 0, 2 * parts)
     latencies = [(received - created[part_id]) * 1000 for part_id, _, received in results if part_id > parts]
-    report("graph", parts, seconds, latencies)
+    report(mode, parts, seconds, latencies)
 
 
 def main() -> None:

@@ -19,18 +19,13 @@ parts and rate, so the two are measured on the same machine under the same load.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import redis
 import yaml
-from graphrun import Message, Pacer, codec
-from graphrun.redis_server import RedisServer
 from graphrun_agents.modbus.simulator import free_port
 from graphrun_agents.opcua.params import OpcuaParams
 from graphrun_agents.opcua.simulator import OpcuaPlcSim, SimResult
@@ -82,44 +77,11 @@ def bench_opcua(parts: int, rate: float, handshake: bool) -> None:
         "agents": {"plc": {"type": "opcua", "params": params, "inputs": {
             v: {"from": f"main:verdicts.{v}", "batch": 64} for v in VIEWS}}},
     }
-    with RedisServer(name="bench-opcua") as server, tempfile.TemporaryDirectory() as folder:
-        graph = Path(folder) / "bench.yaml"
-        graph_text["redis"] = {"main": {"url": server.url}}
-        graph.write_text(yaml.safe_dump(graph_text))
-        client = redis.Redis.from_url(server.url)
-        agent = subprocess.Popen([sys.executable, "-m", "graphrun", "agent", str(graph), "plc",
-                                  "--log-level", "WARNING"])
-        created: dict[int, float] = {}
 
-        def send(part_id: int) -> None:
-            pipe = client.pipeline(transaction=False)
-            for view in VIEWS:
-                message = Message(modbus.verdict(part_id, view), producer=f"cls_{view}")
-                created[part_id] = message.created  # the last view's: the part is complete from then
-                pipe.xadd(f"verdicts.{view}", codec.encode(message))
-            pipe.execute()
+    def graph_for(redis_url: str) -> str:
+        return yaml.safe_dump({**graph_text, "redis": {"main": {"url": redis_url}}})
 
-        try:
-            send(0)  # warm-up: the agent has started and reached the server once this is written
-            plc.wait(1)
-            start = time.perf_counter()
-            for p in range(1, parts + 1):
-                send(p)
-            plc.wait(parts + 1)
-            seconds = time.perf_counter() - start
-            pace = Pacer(rate)
-            for p in range(parts + 1, 2 * parts + 1):
-                pace.wait(modbus.sleep)
-                send(p)
-            plc.wait(2 * parts + 1)
-        finally:
-            agent.terminate()
-            agent.wait(10)
-            client.close()
-            results = plc.stop()
-    modbus.check_order(results, 0, 2 * parts)
-    latencies = [(received - created[part_id]) * 1000 for part_id, _, received in results if part_id > parts]
-    modbus.report("opcua", parts, seconds, latencies)
+    modbus.run_graph(graph_for, plc, parts, rate, mode="opcua", name="bench-opcua")
 
 
 def main() -> None:
