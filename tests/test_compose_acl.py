@@ -81,7 +81,10 @@ def test_every_agent_mounts_only_its_own_secret_and_every_secret_is_a_file_in_se
             assert set(service.get("secrets", [])) <= set(declared), f"{node}/{name} mounts an undeclared secret"
             if service["command"][0] == "agent":
                 agent = service["command"][2]
-                assert service["secrets"] == [f"redis_password_{agent}"]
+                # its own Redis password, and what its class declares it reads (the HMI: the operator token)
+                assert service["secrets"][0] == f"redis_password_{agent}"
+                assert set(service["secrets"][1:]) <= {"operator_token"}
+                assert ("operator_token" in service["secrets"]) == (agent == "hmi")
                 assert service["environment"]["GRAPHRUN_REDIS_USER"] == f"finger_follower-{agent}"
         assert "redis_password_" in gen.header(node)
     assert "password:" not in "".join(gen.text.values())
