@@ -18,13 +18,17 @@ import signal
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import __version__, commands, logs, metrics
+from . import __version__, commands, logs, metrics, signals
 from .errors import AgentStartError, ConfigError, GraphError, GraphrunError
 from .graph import load_graph
 from .launcher import EXIT_CONFIG, URLS_VARIABLE, Launcher
 from .logs import FORMATS, LEVELS
 from .metrics import DEFAULT_HOST as METRICS_HOST
+
+if TYPE_CHECKING:
+    from .runner import AgentRunner
 
 COMMAND_GROUP = "graphrun.commands"
 BUILTIN = {"run", "validate", "agent", "status"}
@@ -178,12 +182,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
         print(f"graphrun: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(signum: int) -> None:
         logging.getLogger("graphrun").info("%s received: finishing the message in hand", signal.Signals(signum).name)
         runner.request_stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    with signals.calling_on(stop):
+        return _run_agent(args, runner)
+
+
+def _run_agent(args: argparse.Namespace, runner: AgentRunner) -> int:
     try:
         if args.metrics_port is not None:
             metrics.serve(runner.metrics, args.metrics_port, args.metrics_host)

@@ -20,12 +20,12 @@ import subprocess
 import sys
 import threading
 import time
-from secrets import token_urlsafe
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import IO
 
-from . import acl
+from . import acl, signals
 from .backoff import Backoff
 from .errors import ConfigError
 from .graph import AgentNode, Graph, env_name, state_dir
@@ -318,8 +318,10 @@ class Launcher:
         if not self.replicas:
             self.say(f"graphrun: no agents to run{f' on node {self.node!r}' if self.node else ''}")
             return 1
-        previous = {s: signal.signal(s, lambda *_: self._stop.set()) for s in (signal.SIGINT, signal.SIGTERM)} \
-            if threading.current_thread() is threading.main_thread() else {}
+        with signals.calling_on(lambda _signum: self._stop.set()):
+            return self._run(duration)
+
+    def _run(self, duration: float | None) -> int:
         try:
             if self.secure:
                 self._make_users()
@@ -341,8 +343,6 @@ class Launcher:
                     break
         finally:
             self._shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         failed = [r.label.strip() for r in self.replicas if r.failed_to_start]
         if failed:
             self.say(f"graphrun: could not start: {', '.join(failed)}")

@@ -12,7 +12,6 @@ are counted and reported, never missed silently.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import redis
 
-from .. import codec, locate, transport
+from .. import codec, locate, signals, transport
 from ..cli import add_redis_option
 from ..errors import GraphNotRunning
 from ..graph import Graph, StreamRef, load_graph
@@ -120,17 +119,8 @@ class InstanceRecorder(threading.Thread):
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """Ctrl-C and SIGTERM end the recording cleanly: the file gets its summary and indexes."""
-    if threading.current_thread() is not threading.main_thread():
+    with signals.calling_on(lambda _signum: stop.set()):
         yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda _signum, _frame: stop.set())
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def choose_channels(graph: Graph, ports: list[str] | None) -> list[Channel]:
