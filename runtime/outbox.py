@@ -84,6 +84,8 @@ class Outbox:
         self._counters = counters
         self.writes: list[Write] = []
         self.acks: dict[InputBinding, list[str]] = defaultdict(list)
+        # (instance, stats key) -> acknowledged entries a full Redis would not count yet
+        self._uncounted: dict[tuple[str, str], int] = {}
 
     # --- filling ----------------------------------------------------------------------
 
@@ -136,6 +138,9 @@ class Outbox:
                 after[binding.instance] += [("XACK", binding.key, self._group, *ids),
                                             ("HINCRBY", transport.STATS_PREFIX + binding.key, f"{self._group}:acked",
                                              len(ids))]
+        for (instance, key), n in self._uncounted.items():  # counts a full Redis refused earlier
+            if instance in after:
+                after[instance].append(("HINCRBY", key, f"{self._group}:acked", n))
         if indexed or len(set(outputs) | set(after)) > 1:
             # Several instances, or entries to index: every output is written before any
             # acknowledgement. Index entries name the ids Redis gave and go with the
@@ -150,15 +155,37 @@ class Outbox:
         instances = set(outputs) | set(after)
         for instance in instances:
             commands = outputs[instance] + after[instance]
-            if then is not None and instances == {then[0]} and instance not in self._wait:
-                replies, ahead = self._send_then_read(self._clients[instance], commands, then[1])
+            try:
+                if then is not None and instances == {then[0]} and instance not in self._wait:
+                    replies, ahead = self._send_then_read(self._clients[instance], commands, then[1])
+                else:
+                    replies = self._send(instance, commands)
+            except redis.exceptions.OutOfMemoryError:
+                if outputs[instance]:
+                    raise  # outputs wait for room; their acknowledgements with them
+                replies = self._acknowledge_when_full(instance, commands)
             else:
-                replies = self._send(instance, commands)
+                for key in [k for (i, k) in self._uncounted if i == instance]:
+                    del self._uncounted[(instance, key)]
             _tell(told.get(instance, ()) if outputs[instance] else (), replies)
         self._counters.sent += len(self.writes)
         self.writes = []
         self.acks = defaultdict(list)
         return ahead
+
+    def _acknowledge_when_full(self, instance: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Acknowledgements without their counts: a full Redis refuses HINCRBY (it may grow
+        memory) but not XACK, and only acknowledgements let the writers trim and Redis get
+        room again. The counts go with a later flush; until then those entries look trimmed
+        (``transport.trimmed_before_read``), as long as Redis stays full."""
+        counts = [c for c in commands if c[0] == "HINCRBY"]
+        replies = self._send(instance, [c for c in commands if c[0] != "HINCRBY"])
+        totals: dict[str, int] = defaultdict(int)
+        for _, key, _field, n in counts:  # this flush's counts and those refused before
+            totals[key] += n
+        for key, n in totals.items():
+            self._uncounted[(instance, key)] = n
+        return replies
 
     def _send(self, instance: str, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Commands in order, in one round trip; a lone command skips the pipeline's overhead.
