@@ -206,18 +206,38 @@ class Outbox:
 
     def _send_then_read(self, client: redis.Redis, commands: list[tuple[Any, ...]],
                         read: tuple[Any, ...]) -> tuple[list[Any], Any]:
-        """The commands (in a MULTI/EXEC when several), then ``read``, in one round trip on
-        one connection: (the commands' replies, the read's raw reply or None if refused)."""
+        """The commands, then ``read``, in one round trip: (the commands' replies, the
+        read's raw reply or None if refused)."""
+        results, ahead = self._block_then(client, commands, read)
+        return results, None if isinstance(ahead, redis.ResponseError) else ahead
+
+    def _send_replicated(self, instance: str, client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The commands, then WAIT, on one connection: WAIT counts the replicas that have
+        this connection's writes."""
+        needed = self._wait[instance]
+        results, confirmed = self._block_then(client, commands, ("WAIT", needed, WAIT_TIMEOUT_MS))
+        if isinstance(confirmed, Exception):
+            raise confirmed
+        if int(confirmed) < needed:
+            raise ReplicasBehind(f"Redis {instance!r}: {confirmed} of {needed} replica(s) confirmed the writes "
+                                 f"within {WAIT_TIMEOUT_MS} ms: they are sent again")
+        return results
+
+    @staticmethod
+    def _block_then(client: redis.Redis, commands: list[tuple[Any, ...]], last: tuple[Any, ...]) -> tuple[list[Any], Any]:
+        """The commands (in a MULTI/EXEC when several), then ``last``, in one round trip on
+        one connection: (the commands' replies, raising the first error among them;
+        ``last``'s reply, or the ResponseError Redis answered it with)."""
         block = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
         pool = client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands([*block, read]))
+            connection.send_packed_command(connection.pack_commands([*block, last]))
             replies = [connection.read_response() for _ in block]
             try:
-                ahead = connection.read_response()
-            except redis.ResponseError:
-                ahead = None
+                final = connection.read_response()
+            except redis.ResponseError as exc:
+                final = exc
         except BaseException:
             connection.disconnect()  # replies may be left unread: the connection is not reused
             raise
@@ -227,28 +247,4 @@ class Outbox:
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return list(results), ahead
-
-    def _send_replicated(self, instance: str, client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The commands (in a MULTI/EXEC when several), then WAIT, on one connection: WAIT
-        counts the replicas that have this connection's writes."""
-        needed = self._wait[instance]
-        block = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
-        pool = client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command(connection.pack_commands([*block, ("WAIT", needed, WAIT_TIMEOUT_MS)]))
-            replies = [connection.read_response() for _ in range(len(block) + 1)]
-        except BaseException:
-            connection.disconnect()  # replies may be left unread: the connection is not reused
-            raise
-        finally:
-            pool.release(connection)
-        results = replies[-2] if len(commands) > 1 else replies[:1]
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        if int(replies[-1]) < needed:
-            raise ReplicasBehind(f"Redis {instance!r}: {replies[-1]} of {needed} replica(s) confirmed the writes "
-                                 f"within {WAIT_TIMEOUT_MS} ms: they are sent again")
-        return list(results)
+        return list(results), final
